@@ -1,0 +1,287 @@
+"""Spectral-normalised layers and the two batch norms of the SAGAN release.
+
+SPEC §1 (spectral normalisation) and §2 (batch norm). Everything here computes
+what the 2018 TF1 release computes; comments mark the places where that
+differs from the obvious Keras choice.
+
+Shapes are NHWC. Variable names match the release checkpoints (SPEC §10).
+
+Mixed precision: weights, the power iteration and the batch-norm moments are
+always float32 (`autocast=False`); only the normalised weight / normalised
+activations are cast to the layer's compute dtype.
+"""
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "l2_normalize",
+    "spectral_normalize",
+    "SpectralNormConv2D",
+    "SpectralNormDense",
+    "SpectralNormEmbedding",
+    "ConditionalBatchNorm",
+    "FinalBatchNorm",
+]
+
+# The release's `_l2normalize` adds eps to the norm (not to the squared norm).
+_L2_EPS = 1e-12
+
+
+def l2_normalize(x, eps=_L2_EPS):
+    """`x / (sqrt(sum(x**2)) + eps)` over all elements (the release's `_l2normalize`)."""
+    return x / (tf.sqrt(tf.reduce_sum(tf.square(x))) + eps)
+
+
+def spectral_normalize(w, u):
+    """One power iteration of the release's `spectral_normed_weight`.
+
+    Args:
+      w: weight whose last axis has `out` units, e.g. a conv kernel
+        `[kh, kw, in, out]` or a matrix `[in, out]`. float32.
+      u: the persistent left vector, `[1, out]`.
+
+    Returns:
+      `(w_bar, u_new, sigma)`: `w_bar = w / sigma` with the shape of `w`,
+      `u_new [1, out]` (what the layer may write back into `u`), and the scalar
+      `sigma`. No `stop_gradient`: the gradient flows through `sigma`, `v`
+      and `u_new`, exactly as in the release (a reparameterisation, unlike
+      Keras' `SpectralNormalization`).
+    """
+    out_units = w.shape[-1]
+    w_mat = tf.reshape(w, [-1, out_units])                            # [k, out]
+    v = l2_normalize(tf.matmul(u, w_mat, transpose_b=True))           # [1, k]
+    u_new = l2_normalize(tf.matmul(v, w_mat))                         # [1, out]
+    sigma = tf.matmul(tf.matmul(v, w_mat), u_new, transpose_b=True)   # [1, 1]
+    sigma = tf.reshape(sigma, [])
+    return w / sigma, u_new, sigma
+
+
+class _SpectralNormBase(keras.layers.Layer):
+    """Shared `u` handling for the spectral-normalised layers.
+
+    `u` is non-trainable with `aggregation="mean"`: written inside a replica
+    step, MirroredStrategy averages the (identical) per-replica values and so
+    keeps every replica's copy equal; with the default aggregation they would
+    silently drift apart.
+    """
+
+    def _add_u(self, out_units):
+        self.u = self.add_weight(
+            name="u", shape=(1, out_units),
+            initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
+            trainable=False, aggregation="mean", autocast=False)
+
+    def _normalized_weight(self, w, update_sn):
+        """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`."""
+        w_bar, u_new, _ = spectral_normalize(w, tf.convert_to_tensor(self.u))
+        if update_sn:
+            self.u.assign(u_new)
+        return w_bar
+
+    def sigma(self):
+        """The current spectral-norm estimate (no state change), for logging and tests."""
+        return spectral_normalize(self._sn_weight(), tf.convert_to_tensor(self.u))[2]
+
+
+class SpectralNormConv2D(_SpectralNormBase):
+    """Spectral-normalised 2-D convolution, stride 1, padding SAME (`snconv2d`).
+
+    Input `[B, H, W, in]` -> output `[B, H, W, filters]`.
+    Variables: `w [kh, kw, in, filters]` (Glorot uniform), `biases [filters]`
+    (zeros, only with `use_bias`), `u [1, filters]`.
+    """
+
+    def __init__(self, filters, kernel_size=3, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.use_bias = use_bias
+
+    def build(self, input_shape):
+        in_channels = int(input_shape[-1])
+        self.w = self.add_weight(
+            name="w", shape=(self.kernel_size, self.kernel_size, in_channels, self.filters),
+            initializer=keras.initializers.GlorotUniform(), autocast=False)
+        if self.use_bias:
+            self.biases = self.add_weight(
+                name="biases", shape=(self.filters,), initializer="zeros", autocast=False)
+        self._add_u(self.filters)
+
+    def _sn_weight(self):
+        return tf.convert_to_tensor(self.w)
+
+    def call(self, x, update_sn=True):
+        w_bar = self._normalized_weight(self._sn_weight(), update_sn)
+        y = tf.nn.conv2d(x, tf.cast(w_bar, x.dtype), strides=1, padding="SAME")
+        if self.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(self.biases, x.dtype))
+        return y
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "use_bias": self.use_bias}
+
+
+class SpectralNormDense(_SpectralNormBase):
+    """Spectral-normalised linear layer (`snlinear`).
+
+    Input `[B, in]` -> output `[B, units]`.
+    Variables: `Matrix [in, units]` (Glorot uniform), `bias [units]` (zeros), `u [1, units]`.
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        self.matrix = self.add_weight(
+            name="Matrix", shape=(int(input_shape[-1]), self.units),
+            initializer=keras.initializers.GlorotUniform(), autocast=False)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.units,), initializer="zeros", autocast=False)
+        self._add_u(self.units)
+
+    def _sn_weight(self):
+        return tf.convert_to_tensor(self.matrix)
+
+    def call(self, x, update_sn=True):
+        w_bar = self._normalized_weight(self._sn_weight(), update_sn)
+        return tf.matmul(x, tf.cast(w_bar, x.dtype)) + tf.cast(self.bias, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class SpectralNormEmbedding(_SpectralNormBase):
+    """Spectral-normalised class embedding (`sn_embedding`).
+
+    Labels `[B]` (int) -> embeddings `[B, embedding_size]`.
+    Variables: `embedding_map [num_classes, embedding_size]` (Glorot uniform)
+    and `u [1, num_classes]`: the release normalises the *transpose*
+    `[embedding_size, num_classes]`, so `u` has `num_classes` entries.
+    """
+
+    def __init__(self, num_classes, embedding_size, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.embedding_size = int(embedding_size)
+
+    def build(self, input_shape):
+        self.embedding_map = self.add_weight(
+            name="embedding_map", shape=(self.num_classes, self.embedding_size),
+            initializer=keras.initializers.GlorotUniform(), autocast=False)
+        self._add_u(self.num_classes)
+
+    def _sn_weight(self):
+        return tf.transpose(tf.convert_to_tensor(self.embedding_map))
+
+    def call(self, labels, update_sn=True):
+        map_bar = tf.transpose(self._normalized_weight(self._sn_weight(), update_sn))
+        return tf.cast(tf.gather(map_bar, labels), self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "embedding_size": self.embedding_size}
+
+
+class ConditionalBatchNorm(keras.layers.Layer):
+    """Class-conditional batch norm of the generator blocks (`ConditionalBatchNorm`).
+
+    `x [B, H, W, C]`, `labels [B]` -> `[B, H, W, C]`.
+    Variables: `gamma [num_classes, C]` (ones), `beta [num_classes, C]`
+    (zeros), `mean [1, 1, 1, C]` (zeros) and `var [1, 1, 1, C]` (ones), the
+    last two non-trainable moving statistics with `aggregation="mean"`.
+
+    Training normalises with the batch moments over (N, H, W), biased variance,
+    and updates `m <- m * decay + batch_m * (1 - decay)` for mean and (biased)
+    variance. Inference normalises with the moving statistics.
+    """
+
+    def __init__(self, num_classes, decay=0.999, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.decay = decay
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=(self.num_classes, channels),
+                                     initializer="ones", autocast=False)
+        self.beta = self.add_weight(name="beta", shape=(self.num_classes, channels),
+                                    initializer="zeros", autocast=False)
+        self.moving_mean = self.add_weight(
+            name="mean", shape=(1, 1, 1, channels), initializer="zeros",
+            trainable=False, aggregation="mean", autocast=False)
+        self.moving_var = self.add_weight(
+            name="var", shape=(1, 1, 1, channels), initializer="ones",
+            trainable=False, aggregation="mean", autocast=False)
+
+    def call(self, x, labels, training=False):
+        in_dtype = x.dtype
+        x = tf.cast(x, tf.float32)
+        gamma = tf.gather(tf.convert_to_tensor(self.gamma), labels)[:, None, None, :]
+        beta = tf.gather(tf.convert_to_tensor(self.beta), labels)[:, None, None, :]
+        if training:
+            mean, var = tf.nn.moments(x, axes=[0, 1, 2], keepdims=True)
+            self.moving_mean.assign(self.moving_mean * self.decay + mean * (1.0 - self.decay))
+            self.moving_var.assign(self.moving_var * self.decay + var * (1.0 - self.decay))
+        else:
+            mean = tf.convert_to_tensor(self.moving_mean)
+            var = tf.convert_to_tensor(self.moving_var)
+        y = tf.nn.batch_normalization(x, mean, var, beta, gamma, self.epsilon)
+        return tf.cast(y, in_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "decay": self.decay, "epsilon": self.epsilon}
+
+
+class FinalBatchNorm(keras.layers.Layer):
+    """The generator's last, unconditional batch norm (`g_bn`).
+
+    `[B, H, W, C]` -> `[B, H, W, C]`. The release used
+    `tf.contrib.layers.batch_norm(decay=0.9999, epsilon=1e-5, scale=True)`,
+    which ran the fused kernel; reproduced here:
+      - epsilon is clamped to 1.001e-5 (the fused kernel's minimum);
+      - training normalises with the biased batch variance but updates the
+        moving variance with the Bessel-corrected one (n / (n - 1));
+      - inference normalises with the moving statistics.
+    Variables: `gamma, beta, moving_mean, moving_variance [C]`.
+    """
+
+    def __init__(self, decay=0.9999, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.decay = decay
+        self.epsilon = max(epsilon, 1.001e-5)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones",
+                                     autocast=False)
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros",
+                                    autocast=False)
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=(channels,), initializer="zeros",
+            trainable=False, aggregation="mean", autocast=False)
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(channels,), initializer="ones",
+            trainable=False, aggregation="mean", autocast=False)
+
+    def call(self, x, training=False):
+        in_dtype = x.dtype
+        x = tf.cast(x, tf.float32)
+        if training:
+            mean, var = tf.nn.moments(x, axes=[0, 1, 2])
+            n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+            unbiased_var = var * n / tf.maximum(n - 1.0, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.decay + mean * (1.0 - self.decay))
+            self.moving_variance.assign(
+                self.moving_variance * self.decay + unbiased_var * (1.0 - self.decay))
+        else:
+            mean = tf.convert_to_tensor(self.moving_mean)
+            var = tf.convert_to_tensor(self.moving_variance)
+        y = tf.nn.batch_normalization(x, mean, var, self.beta, self.gamma, self.epsilon)
+        return tf.cast(y, in_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay, "epsilon": self.epsilon}

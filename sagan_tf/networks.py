@@ -1,0 +1,305 @@
+"""The class-conditional SAGAN generator and discriminator (SPEC §4).
+
+At `image_size=128` the layouts are exactly the release's `test`, `baseline`
+and `test_64` networks. Other sizes (a power of two >= 32) add or drop
+residual blocks at the high-resolution end:
+
+Generator (4x4 start, one upsampling block per doubling; channels x gf):
+  128: 16(8) 8(16) 4(32) 2(64) 1(128)       <- the release
+   64: 16(8) 8(16) 4(32) 2(64)
+   32: 16(8) 8(16) 4(32)
+  256: 16(8) 8(16) 4(32) 2(64) 1(128) 1(256)
+Discriminator (one downsampling block per halving, then a 16x block without
+downsampling; channels x df, output resolution in brackets):
+  128: 1(64)* 2(32) 4(16) 8(8) 16(4) 16(4)  <- the release (* = optimized block)
+   64: 2(32)* 4(16) 8(8) 16(4) 16(4)
+   32: 4(16)* 8(8) 16(4) 16(4)
+  256: 1(128)* 1(64) 2(32) 4(16) 8(8) 16(4) 16(4)
+Attention (`test`: at the 32x32 feature map; `test_64`: at 64x64) goes after
+the generator block whose output has resolution min(R, image_size), and after
+the discriminator block whose output has resolution min(R, image_size / 2);
+so at 32x32 the discriminator attends at 16x16, and `test_64` at 64x64 attends
+at 64 (G) and 32 (D). `baseline` has no attention.
+
+Sub-layer and variable names follow the release (`g_block1`, `d_non_local`,
+...), so a model's variable paths, with the model name replaced by `model`,
+are the release's checkpoint names (SPEC §10).
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sagan_tf.attention import SelfAttention, SlideSelfAttention
+from sagan_tf.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
+                             SpectralNormDense, SpectralNormEmbedding)
+
+__all__ = ["ARCHS", "ATTENTION_TYPES", "Generator", "Discriminator",
+           "generator_layout", "discriminator_layout"]
+
+ARCHS = ("test", "baseline", "test_64")
+ATTENTION_TYPES = ("release", "slide")
+_ATTENTION_RESOLUTION = {"test": 32, "test_64": 64, "baseline": None}
+# Channel multipliers from the lowest resolution (8x8 for G, 4x4 for D) upwards.
+_G_MULTIPLIERS = (16, 8, 4, 2, 1)
+_D_MULTIPLIERS = (16, 8, 4, 2, 1)
+
+
+def _num_blocks(image_size):
+    n = math.log2(image_size / 4) if image_size > 0 else -1
+    if image_size < 32 or n != int(n):
+        raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
+    return int(n)
+
+
+def _check_arch(arch):
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
+
+
+def generator_layout(arch, image_size):
+    """`(multipliers, resolutions, attention_after)` of the generator blocks.
+
+    `multipliers[i]` x gf channels, `resolutions[i]` output size of block i+1;
+    `attention_after` is the 0-based block index the attention follows, or None.
+    """
+    _check_arch(arch)
+    n = _num_blocks(image_size)
+    mults = [(_G_MULTIPLIERS[i] if i < len(_G_MULTIPLIERS) else 1) for i in range(n)]
+    res = [8 * 2 ** i for i in range(n)]
+    att_res = _ATTENTION_RESOLUTION[arch]
+    after = None if att_res is None else res.index(min(att_res, image_size))
+    return mults, res, after
+
+
+def discriminator_layout(arch, image_size):
+    """`(multipliers, resolutions, attention_after)` of the downsampling blocks.
+
+    Block 0 is the optimized block; the extra non-downsampling 16x block at
+    4x4 follows the listed blocks. Attention follows block `attention_after`.
+    """
+    _check_arch(arch)
+    n = _num_blocks(image_size)
+    mults = [(_D_MULTIPLIERS[i] if i < len(_D_MULTIPLIERS) else 1) for i in range(n)][::-1]
+    res = [image_size // 2 ** (i + 1) for i in range(n)]
+    att_res = _ATTENTION_RESOLUTION[arch]
+    after = None if att_res is None else res.index(min(att_res, image_size // 2))
+    return mults, res, after
+
+
+def _upsample_2x(x):
+    """Nearest-neighbour 2x upsampling `[B,H,W,C] -> [B,2H,2W,C]` (`resize_nearest_neighbor`)."""
+    return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _avg_pool_2x2(x):
+    return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
+
+
+def _make_attention(attention_type, query_block_size, name):
+    if attention_type not in ATTENTION_TYPES:
+        raise ValueError(f"unknown attention type {attention_type!r}; expected one of {ATTENTION_TYPES}")
+    cls = SelfAttention if attention_type == "release" else SlideSelfAttention
+    return cls(query_block_size=query_block_size, name=name)
+
+
+class GeneratorBlock(keras.layers.Layer):
+    """Upsampling residual block with conditional BN (the release's G `block`).
+
+    `x [B, H, W, in]`, `labels [B]` -> `[B, 2H, 2W, out]`:
+    `h = conv3x3(relu(cbn_1(conv3x3(up(relu(cbn_0(x)))))))`,
+    shortcut `conv1x1(up(x))` (always a conv, as in the release).
+    """
+
+    def __init__(self, out_channels, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = out_channels
+        self.cbn_0 = ConditionalBatchNorm(num_classes, name="cbn_0")
+        self.snconv1 = SpectralNormConv2D(out_channels, 3, name="snconv1")
+        self.cbn_1 = ConditionalBatchNorm(num_classes, name="cbn_1")
+        self.snconv2 = SpectralNormConv2D(out_channels, 3, name="snconv2")
+        self.snconv3 = SpectralNormConv2D(out_channels, 1, name="snconv3")
+
+    def call(self, x, labels, training=False, update_sn=True):
+        h = tf.nn.relu(self.cbn_0(x, labels, training=training))
+        h = self.snconv1(_upsample_2x(h), update_sn=update_sn)
+        h = tf.nn.relu(self.cbn_1(h, labels, training=training))
+        h = self.snconv2(h, update_sn=update_sn)
+        shortcut = self.snconv3(_upsample_2x(x), update_sn=update_sn)
+        return shortcut + h
+
+
+class DiscriminatorOptimizedBlock(keras.layers.Layer):
+    """The discriminator's first block (`optimized_block`).
+
+    `x [B, H, W, in]` -> `[B, H/2, W/2, out]`:
+    `h = avgpool(conv3x3(relu(conv3x3(x))))`, shortcut `conv1x1(avgpool(x))`.
+    """
+
+    def __init__(self, out_channels, **kwargs):
+        super().__init__(**kwargs)
+        self.sn_conv1 = SpectralNormConv2D(out_channels, 3, name="sn_conv1")
+        self.sn_conv2 = SpectralNormConv2D(out_channels, 3, name="sn_conv2")
+        self.sn_conv3 = SpectralNormConv2D(out_channels, 1, name="sn_conv3")
+
+    def call(self, x, update_sn=True):
+        h = tf.nn.relu(self.sn_conv1(x, update_sn=update_sn))
+        h = _avg_pool_2x2(self.sn_conv2(h, update_sn=update_sn))
+        # Pool first, then conv: the release's order for this shortcut.
+        shortcut = self.sn_conv3(_avg_pool_2x2(x), update_sn=update_sn)
+        return shortcut + h
+
+
+class DiscriminatorBlock(keras.layers.Layer):
+    """Residual discriminator block (the release's D `block`).
+
+    `x [B, H, W, in]` -> `[B, H/2, W/2, out]` (or `[B, H, W, out]` without
+    downsampling): `h = [avgpool](conv3x3(relu(conv3x3(relu(x)))))`; shortcut
+    `x`, or `[avgpool](conv1x1(x))` when downsampling or `in != out`.
+    """
+
+    def __init__(self, out_channels, downsample=True, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = out_channels
+        self.downsample = downsample
+        self.sn_conv1 = SpectralNormConv2D(out_channels, 3, name="sn_conv1")
+        self.sn_conv2 = SpectralNormConv2D(out_channels, 3, name="sn_conv2")
+        self.sn_conv3 = None
+
+    def build(self, input_shape):
+        if self.downsample or int(input_shape[-1]) != self.out_channels:
+            self.sn_conv3 = SpectralNormConv2D(self.out_channels, 1, name="sn_conv3")
+
+    def call(self, x, update_sn=True):
+        h = self.sn_conv1(tf.nn.relu(x), update_sn=update_sn)
+        h = self.sn_conv2(tf.nn.relu(h), update_sn=update_sn)
+        if self.downsample:
+            h = _avg_pool_2x2(h)
+        shortcut = x
+        if self.sn_conv3 is not None:
+            shortcut = self.sn_conv3(x, update_sn=update_sn)
+            if self.downsample:
+                shortcut = _avg_pool_2x2(shortcut)
+        return shortcut + h
+
+
+class Generator(keras.Model):
+    """Class-conditional SAGAN generator.
+
+    Call: `G(z [B, z_dim] float, labels [B] int, training=False, update_sn=True)`
+    -> images `[B, S, S, 3]` float32 in [-1, 1].
+    `training` selects batch statistics (and moving-average updates) versus
+    moving statistics in every batch norm. The release's generator always
+    writes its spectral-norm `u` (train and eval); `update_sn=False` is an
+    extension for side-effect-free sampling.
+
+    Args:
+      arch: "test" (attention at 32x32), "baseline" (none), "test_64" (64x64).
+      image_size: output size S (power of two >= 32; 128 is the release).
+      z_dim, gf_dim, num_classes: as the release's flags.
+      attention: "release" (pooled, SPEC §3) or "slide" (paper-slide variant).
+      attention_query_block_size: process attention queries in blocks of this
+        many positions (memory-efficient path; same result).
+    """
+
+    def __init__(self, arch="test", image_size=128, z_dim=128, gf_dim=64, num_classes=1000,
+                 attention="release", attention_query_block_size=None, name="generator", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.arch, self.image_size, self.z_dim = arch, image_size, z_dim
+        self.gf_dim, self.num_classes = gf_dim, num_classes
+        self.attention_type = attention
+        mults, _, att_after = generator_layout(arch, image_size)
+        self.attention_after = att_after
+        self.g_snh0 = SpectralNormDense(4 * 4 * gf_dim * 16, name="g_snh0")
+        self.blocks = [GeneratorBlock(gf_dim * m, num_classes, name=f"g_block{i + 1}")
+                       for i, m in enumerate(mults)]
+        self.g_non_local = (None if att_after is None else
+                            _make_attention(attention, attention_query_block_size, "g_non_local"))
+        self.g_bn = FinalBatchNorm(name="g_bn")
+        self.g_snconv_last = SpectralNormConv2D(3, 3, name="g_snconv_last")
+
+    def call(self, z, labels, training=False, update_sn=True):
+        training = bool(training)
+        labels = tf.cast(labels, tf.int32)
+        h = self.g_snh0(z, update_sn=update_sn)
+        h = tf.reshape(h, [-1, 4, 4, self.gf_dim * 16])
+        for i, block in enumerate(self.blocks):
+            h = block(h, labels, training=training, update_sn=update_sn)
+            if i == self.attention_after:
+                h = self.g_non_local(h, update_sn=update_sn)
+        h = tf.nn.relu(self.g_bn(h, training=training))
+        h = self.g_snconv_last(h, update_sn=update_sn)
+        return tf.cast(tf.tanh(h), tf.float32)
+
+    def ensure_built(self):
+        """Creates every variable (one call on a dummy batch) without changing any state."""
+        if not self.built or not self.variables:
+            self(tf.zeros([1, self.z_dim]), tf.zeros([1], tf.int32), training=False, update_sn=False)
+        return self
+
+    def get_config(self):
+        return {"arch": self.arch, "image_size": self.image_size, "z_dim": self.z_dim,
+                "gf_dim": self.gf_dim, "num_classes": self.num_classes,
+                "attention": self.attention_type}
+
+
+class Discriminator(keras.Model):
+    """Class-conditional projection discriminator with self-attention.
+
+    Call: `D(images [B, S, S, 3], labels [B] int, update_sn=True)` -> logits
+    `[B, 1]` float32 = `SNLinear(h) + sum(h * SNEmbedding(labels), axis=1)`,
+    `h = sum_{H,W} relu(features)`. `update_sn=False` leaves every `u` untouched.
+    """
+
+    def __init__(self, arch="test", image_size=128, df_dim=64, num_classes=1000,
+                 attention="release", attention_query_block_size=None, name="discriminator",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.arch, self.image_size = arch, image_size
+        self.df_dim, self.num_classes = df_dim, num_classes
+        self.attention_type = attention
+        mults, _, att_after = discriminator_layout(arch, image_size)
+        self.attention_after = att_after
+        self.blocks = [DiscriminatorOptimizedBlock(df_dim * mults[0], name="d_optimized_block1")]
+        self.blocks += [DiscriminatorBlock(df_dim * m, name=f"d_block{i + 2}")
+                        for i, m in enumerate(mults[1:])]
+        self.blocks.append(DiscriminatorBlock(df_dim * 16, downsample=False,
+                                              name=f"d_block{len(mults) + 1}"))
+        self.d_non_local = (None if att_after is None else
+                            _make_attention(attention, attention_query_block_size, "d_non_local"))
+        self.d_sn_linear = SpectralNormDense(1, name="d_sn_linear")
+        self.d_embedding = SpectralNormEmbedding(num_classes, df_dim * 16, name="d_embedding")
+
+    def features(self, images, update_sn=True):
+        """`h [B, 16 df]`: the pooled features before the linear and projection heads."""
+        h = images
+        for i, block in enumerate(self.blocks):
+            h = block(h, update_sn=update_sn)
+            if i == self.attention_after:
+                h = self.d_non_local(h, update_sn=update_sn)
+        return tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])
+
+    def call(self, images, labels, update_sn=True):
+        labels = tf.cast(labels, tf.int32)
+        h = self.features(images, update_sn=update_sn)
+        logits = self.d_sn_linear(h, update_sn=update_sn)
+        projection = tf.reduce_sum(h * self.d_embedding(labels, update_sn=update_sn),
+                                   axis=1, keepdims=True)
+        return tf.cast(logits + projection, tf.float32)
+
+    def ensure_built(self):
+        """Creates every variable (one call on a dummy batch) without changing any state."""
+        if not self.built or not self.variables:
+            self(tf.zeros([1, self.image_size, self.image_size, 3]), tf.zeros([1], tf.int32),
+                 update_sn=False)
+        return self
+
+    def get_config(self):
+        return {"arch": self.arch, "image_size": self.image_size, "df_dim": self.df_dim,
+                "num_classes": self.num_classes, "attention": self.attention_type}
+
+
+def count_parameters(model):
+    """Number of trainable scalars of a built model."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))

@@ -1,0 +1,193 @@
+"""Spectral norm and batch norm layers against the numpy oracle of SPEC §1-2."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import numpy_reference as ref
+from sagan_tf.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
+                             SpectralNormDense, SpectralNormEmbedding, spectral_normalize)
+
+
+def _set(var, value):
+    var.assign(np.asarray(value, var.dtype))
+
+
+def test_spectral_normalize_matches_oracle(rng):
+    w = rng.normal(size=(3, 3, 5, 7))
+    u = rng.normal(size=(1, 7))
+    w_bar, u_new, sigma = spectral_normalize(tf.constant(w), tf.constant(u))
+    ref_w_bar, ref_u_new, ref_sigma = ref.spectral_norm(w, u)
+    np.testing.assert_allclose(sigma.numpy(), ref_sigma, rtol=1e-10)
+    np.testing.assert_allclose(u_new.numpy(), ref_u_new, rtol=1e-10)
+    np.testing.assert_allclose(w_bar.numpy(), ref_w_bar, rtol=1e-10)
+
+
+def test_power_iteration_converges_to_top_singular_value(rng):
+    layer = SpectralNormDense(6)
+    layer.build((None, 9))
+    w = rng.normal(size=(9, 6))
+    _set(layer.matrix, w)
+    for _ in range(60):
+        layer(tf.zeros([1, 9]), update_sn=True)
+    top = np.linalg.svd(w, compute_uv=False)[0]
+    np.testing.assert_allclose(layer.sigma().numpy(), top, rtol=1e-4)
+
+
+@pytest.mark.parametrize("update_sn", [True, False])
+def test_dense_forward_and_u_update(rng, update_sn):
+    layer = SpectralNormDense(4)
+    layer.build((None, 6))
+    w, b, u = rng.normal(size=(6, 4)), rng.normal(size=(4,)), rng.normal(size=(1, 4))
+    _set(layer.matrix, w), _set(layer.bias, b), _set(layer.u, u)
+    x = rng.normal(size=(3, 6)).astype(np.float32)
+    y = layer(x, update_sn=update_sn).numpy()
+    w_bar, u_new, _ = ref.spectral_norm(w, u)
+    np.testing.assert_allclose(y, x @ w_bar + b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.u.numpy(), u_new if update_sn else u, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_forward_and_u_update(rng):
+    layer = SpectralNormConv2D(5, 3)
+    layer.build((None, 6, 6, 3))
+    w, b, u = rng.normal(size=(3, 3, 3, 5)), rng.normal(size=(5,)), rng.normal(size=(1, 5))
+    _set(layer.w, w), _set(layer.biases, b), _set(layer.u, u)
+    x = rng.normal(size=(2, 6, 6, 3)).astype(np.float32)
+    y = layer(x).numpy()
+    w_bar, u_new, _ = ref.spectral_norm(w, u)
+    np.testing.assert_allclose(y, ref.conv2d_same(x, w_bar, b), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.u.numpy(), u_new, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_without_bias_has_no_bias_variable():
+    layer = SpectralNormConv2D(8, 1, use_bias=False)
+    layer.build((None, 4, 4, 16))
+    assert sorted(v.name for v in layer.variables) == ["u", "w"]
+
+
+def test_embedding_normalises_the_transpose(rng):
+    layer = SpectralNormEmbedding(num_classes=7, embedding_size=5)
+    layer.build((None,))
+    assert tuple(layer.u.shape) == (1, 7)
+    emb, u = rng.normal(size=(7, 5)), rng.normal(size=(1, 7))
+    _set(layer.embedding_map, emb), _set(layer.u, u)
+    labels = np.array([0, 6, 3, 3])
+    out = layer(labels).numpy()
+    w_bar_t, u_new, _ = ref.spectral_norm(emb.T, u)
+    np.testing.assert_allclose(out, w_bar_t.T[labels], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.u.numpy(), u_new, rtol=1e-5, atol=1e-6)
+
+
+def test_u_initial_values_are_unnormalised_truncated_normal():
+    layer = SpectralNormDense(4000)
+    layer.build((None, 2))
+    u = layer.u.numpy()
+    assert np.abs(u).max() <= 2.0  # truncated at two standard deviations
+    assert 0.6 < u.std() < 1.0     # std of N(0,1) truncated to [-2, 2] is 0.88
+    assert np.linalg.norm(u) > 10  # not normalised at init
+    assert not layer.u.trainable
+
+
+@pytest.mark.parametrize("layer_kind", ["dense", "conv"])
+def test_gradient_flows_through_sigma_finite_differences(rng, layer_kind):
+    """d loss / d W of the layer equals central finite differences of the same
+    function (u fixed), and differs from the gradient with sigma held constant."""
+    if layer_kind == "dense":
+        layer = SpectralNormDense(3, dtype="float64")
+        layer.build((None, 4))
+        kernel = layer.matrix
+        x = tf.constant(rng.normal(size=(5, 4)))
+    else:
+        layer = SpectralNormConv2D(3, 3, dtype="float64")
+        layer.build((None, 4, 4, 2))
+        kernel = layer.w
+        x = tf.constant(rng.normal(size=(2, 4, 4, 2)))
+    r = tf.constant(rng.normal(size=layer(x, update_sn=False).shape))
+
+    def loss_fn():
+        return tf.reduce_sum(layer(x, update_sn=False) * r)
+
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    grad = tape.gradient(loss, kernel.value).numpy()
+
+    w0 = kernel.numpy()
+    fd = np.zeros_like(w0)
+    eps = 1e-6
+    for idx in np.ndindex(w0.shape):
+        for sign in (1, -1):
+            w = w0.copy()
+            w[idx] += sign * eps
+            kernel.assign(w)
+            fd[idx] += sign * loss_fn().numpy() / (2 * eps)
+    kernel.assign(w0)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
+
+    # With sigma treated as a constant the gradient would be W-independent
+    # scaling only; it must differ, which proves the gradient goes through sigma.
+    _, _, sigma = spectral_normalize(tf.constant(w0), tf.convert_to_tensor(layer.u))
+    with tf.GradientTape() as tape:
+        w_var = tf.Variable(w0)
+        w_bar = w_var / tf.stop_gradient(sigma)
+        if layer_kind == "dense":
+            y = tf.matmul(x, w_bar) + layer.bias
+        else:
+            y = tf.nn.conv2d(x, w_bar, 1, "SAME") + layer.biases
+        loss_const = tf.reduce_sum(y * r)
+    grad_const = tape.gradient(loss_const, w_var).numpy()
+    assert np.abs(grad_const - grad).max() > 1e-3 * np.abs(grad).max()
+
+
+def _cbn_with_params(rng, channels=3, classes=4):
+    layer = ConditionalBatchNorm(classes)
+    layer.build((None, 5, 5, channels))
+    p = {"gamma": rng.uniform(0.5, 1.5, (classes, channels)),
+         "beta": rng.normal(size=(classes, channels)),
+         "mean": rng.normal(size=(1, 1, 1, channels)),
+         "var": rng.uniform(0.5, 1.5, (1, 1, 1, channels))}
+    _set(layer.gamma, p["gamma"]), _set(layer.beta, p["beta"])
+    _set(layer.moving_mean, p["mean"]), _set(layer.moving_var, p["var"])
+    return layer, {f"cbn/{k}": v for k, v in p.items()}
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_conditional_batch_norm(rng, training):
+    layer, params = _cbn_with_params(rng)
+    x = (rng.normal(size=(6, 5, 5, 3)) * 2 + 1).astype(np.float32)
+    y = np.array([0, 3, 1, 1, 2, 0])
+    out = layer(x, y, training=training).numpy()
+    net = ref._Net(params, update_sn=False)
+    expected = net.cbn(x.astype(np.float64), y, "cbn", training)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    new_mean = net.new_state.get("cbn/mean", params["cbn/mean"])
+    new_var = net.new_state.get("cbn/var", params["cbn/var"])
+    np.testing.assert_allclose(layer.moving_mean.numpy(), new_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_var.numpy(), new_var, rtol=1e-5, atol=1e-6)
+    if training:  # decay 0.999 with the biased batch variance
+        np.testing.assert_allclose(
+            layer.moving_var.numpy().ravel(),
+            params["cbn/var"].ravel() * 0.999 + x.var(axis=(0, 1, 2)) * 0.001, rtol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_final_batch_norm(rng, training):
+    layer = FinalBatchNorm()
+    layer.build((None, 4, 4, 3))
+    p = {"gamma": rng.uniform(0.5, 1.5, 3), "beta": rng.normal(size=3),
+         "moving_mean": rng.normal(size=3), "moving_variance": rng.uniform(0.5, 1.5, 3)}
+    for k, v in p.items():
+        _set(getattr(layer, k), v)
+    x = (rng.normal(size=(2, 4, 4, 3)) * 3 - 1).astype(np.float32)
+    out = layer(x, training=training).numpy()
+    params = {f"g_bn/{k}": v for k, v in p.items()}
+    net = ref._Net(params, update_sn=False)
+    np.testing.assert_allclose(out, net.final_bn(x.astype(np.float64), "g_bn", training),
+                               rtol=1e-4, atol=1e-4)
+    for k in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(getattr(layer, k).numpy(),
+                                   net.new_state.get(f"g_bn/{k}", p[k]), rtol=1e-5, atol=1e-6)
+    if training:  # decay 0.9999 with the Bessel-corrected variance (n = 32)
+        n = 32
+        np.testing.assert_allclose(
+            layer.moving_variance.numpy(),
+            p["moving_variance"] * 0.9999 + x.var(axis=(0, 1, 2)) * n / (n - 1) * 1e-4, rtol=1e-6)
+    assert layer.epsilon == pytest.approx(1.001e-5)
