@@ -136,11 +136,8 @@ def convert_tf1_checkpoint(tf1_checkpoint, output_dir, generator_type="test",
                   "number_classes": number_classes, "converted_from": path, "step": step}
         with open(os.path.join(tmp_dir, "config.json"), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
-        # The CheckpointManager's state file holds absolute paths; rewrite it
-        # relative so that the directory can be renamed (and moved later).
-        state = tf.train.get_checkpoint_state(tmp_dir)
-        rel = os.path.basename(state.model_checkpoint_path)
-        tf.train.update_checkpoint_state(tmp_dir, rel, all_model_checkpoint_paths=[rel])
+        # CheckpointManager stores paths relative to the directory in its state
+        # file, so the directory stays valid after the rename below.
         if os.path.exists(output_dir):
             shutil.rmtree(output_dir)
         os.replace(tmp_dir, output_dir)

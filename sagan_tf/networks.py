@@ -212,12 +212,20 @@ class Generator(keras.Model):
         mults, _, att_after = generator_layout(arch, image_size)
         self.attention_after = att_after
         self.g_snh0 = SpectralNormDense(4 * 4 * gf_dim * 16, name="g_snh0")
-        self.blocks = [GeneratorBlock(gf_dim * m, num_classes, name=f"g_block{i + 1}")
-                       for i, m in enumerate(mults)]
+        # Blocks are attributes, not a list: Keras 3 list tracking is invisible to
+        # tf.train.Checkpoint, which would silently skip their variables.
+        self._block_names = [f"g_block{i + 1}" for i in range(len(mults))]
+        for block_name, m in zip(self._block_names, mults):
+            setattr(self, block_name, GeneratorBlock(gf_dim * m, num_classes, name=block_name))
         self.g_non_local = (None if att_after is None else
                             _make_attention(attention, attention_query_block_size, "g_non_local"))
         self.g_bn = FinalBatchNorm(name="g_bn")
         self.g_snconv_last = SpectralNormConv2D(3, 3, name="g_snconv_last")
+
+    @property
+    def blocks(self):
+        """The residual blocks, lowest resolution first."""
+        return [getattr(self, name) for name in self._block_names]
 
     def call(self, z, labels, training=False, update_sn=True):
         training = bool(training)
@@ -261,15 +269,24 @@ class Discriminator(keras.Model):
         self.attention_type = attention
         mults, _, att_after = discriminator_layout(arch, image_size)
         self.attention_after = att_after
-        self.blocks = [DiscriminatorOptimizedBlock(df_dim * mults[0], name="d_optimized_block1")]
-        self.blocks += [DiscriminatorBlock(df_dim * m, name=f"d_block{i + 2}")
-                        for i, m in enumerate(mults[1:])]
-        self.blocks.append(DiscriminatorBlock(df_dim * 16, downsample=False,
-                                              name=f"d_block{len(mults) + 1}"))
+        # Blocks are attributes, not a list (see Generator).
+        self.d_optimized_block1 = DiscriminatorOptimizedBlock(df_dim * mults[0],
+                                                              name="d_optimized_block1")
+        self._block_names = ["d_optimized_block1"]
+        for i, m in enumerate(mults[1:] + [16]):
+            block_name = f"d_block{i + 2}"
+            setattr(self, block_name, DiscriminatorBlock(
+                df_dim * m, downsample=i + 1 < len(mults), name=block_name))
+            self._block_names.append(block_name)
         self.d_non_local = (None if att_after is None else
                             _make_attention(attention, attention_query_block_size, "d_non_local"))
         self.d_sn_linear = SpectralNormDense(1, name="d_sn_linear")
         self.d_embedding = SpectralNormEmbedding(num_classes, df_dim * 16, name="d_embedding")
+
+    @property
+    def blocks(self):
+        """The blocks, input resolution first (the optimized block, then the rest)."""
+        return [getattr(self, name) for name in self._block_names]
 
     def features(self, images, update_sn=True):
         """`h [B, 16 df]`: the pooled features before the linear and projection heads."""

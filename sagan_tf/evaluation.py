@@ -1,0 +1,601 @@
+"""The evaluation loop of SPEC §8 (``eval_imagenet.py``).
+
+One evaluation (:meth:`Evaluator.evaluate`):
+
+1. restore the generator from a checkpoint of the release's layout
+   (``<checkpoint_dir>/imagenet_<batch_size>/ckpt-N``), its architecture
+   taken from the ``config.json`` the trainer wrote beside the checkpoints
+   (architecture options given explicitly must agree with it);
+2. generate ``eval_sample_size`` samples in eval mode (moving BN statistics),
+   ``z ~ N(0, 1)``, labels uniform over the classes, in batches of
+   ``dcgan_generator_batch_size``; generator, resize and classifier run in
+   one ``tf.function``; ``pool_3`` and logits are accumulated in preallocated
+   arrays (:class:`sagan_tf.metrics.ActivationAccumulator`);
+3. the real ``pool_3`` of ``num_real_samples`` shuffled training records come
+   from :class:`sagan_tf.metrics.RealActivationCache` (computed once, then
+   reused across evaluations and restarts);
+4. Inception score (one split), FID and KID with TF-GAN's functions;
+5. print one JSON line ``{"step", "inception_score", "fid", "kid",
+   "num_samples", "seconds", "checkpoint"}`` and write the TensorBoard
+   summaries ``eval/incscore``, ``eval/fid``, ``eval/kid``,
+   ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
+   eval directory (default ``<checkpoint_dir>/eval``).
+
+:func:`evaluate_repeatedly` watches the checkpoint directory like the
+release's ``evaluate_repeatedly``: every checkpoint the trainer finishes is
+evaluated exactly once. A checkpoint counts as complete only once it is listed
+in the CheckpointManager's ``checkpoint`` state file (written atomically after
+the checkpoint files) *and* its ``.index`` file exists, so a half-written one is
+never read. Evaluated checkpoints are recorded in ``<eval_dir>/evaluated.json``
+(with their results), so a restarted evaluator never redoes one.
+"""
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from sagan_tf import metrics, tfgan
+
+__all__ = [
+    "EvalOptions",
+    "Evaluator",
+    "EvaluatedRecord",
+    "ARCH_FLAGS",
+    "logdir_for",
+    "read_config",
+    "resolve_architecture",
+    "list_complete_checkpoints",
+    "latest_complete_checkpoint",
+    "checkpoint_step",
+    "evaluate_checkpoint",
+    "evaluate_repeatedly",
+    "write_scalar_summary",
+    "write_image_summary",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+EVALUATED_NAME = "evaluated.json"
+#: Architecture option -> keys it may have in the trainer's config.json (first wins).
+ARCH_FLAGS = {
+    "generator_type": ("generator_type",),
+    "image_size": ("image_size",),
+    "z_dim": ("z_dim",),
+    "gf_dim": ("gf_dim",),
+    "num_classes": ("number_classes", "num_classes"),
+}
+GRID_SHAPE = (4, 4)
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    """Options of an evaluation run (the flags of ``eval_imagenet.py``, SPEC §9).
+
+    Architecture options (``generator_type``, ``image_size``, ``z_dim``,
+    ``gf_dim``, ``num_classes``) default to None = "take from config.json";
+    a value given must agree with config.json.
+    """
+    checkpoint_dir: Optional[str] = None
+    batch_size: int = 64
+    eval_dir: Optional[str] = None
+    eval_sample_size: int = 50000
+    dcgan_generator_batch_size: int = 100
+    num_real_samples: Optional[int] = None
+    data_dir: Optional[str] = None
+    inception_path: Optional[str] = None
+    checkpoint_path: Optional[str] = None
+    eval_interval_secs: float = 300.0
+    timeout: Optional[float] = None
+    max_evals: Optional[int] = None
+    generator_type: Optional[str] = None
+    image_size: Optional[int] = None
+    z_dim: Optional[int] = None
+    gf_dim: Optional[int] = None
+    num_classes: Optional[int] = None
+    seed: Optional[int] = None
+    shuffle_buffer_size: int = 100000
+
+    @property
+    def logdir(self):
+        """Directory holding the checkpoints and config.json."""
+        if self.checkpoint_path:
+            return os.path.dirname(os.path.abspath(self.checkpoint_path))
+        if not self.checkpoint_dir:
+            raise ValueError("--checkpoint_dir (or --checkpoint_path) is required")
+        return logdir_for(self.checkpoint_dir, self.batch_size)
+
+    @property
+    def resolved_eval_dir(self):
+        """``eval_dir``, default ``<checkpoint_dir>/eval`` (SPEC §9)."""
+        if self.eval_dir:
+            return self.eval_dir
+        if self.checkpoint_dir:
+            return os.path.join(self.checkpoint_dir, "eval")
+        return os.path.join(os.path.dirname(self.logdir), "eval")
+
+
+def logdir_for(checkpoint_dir, batch_size):
+    """``<checkpoint_dir>/imagenet_<batch_size>`` (the release's layout).
+
+    If that directory does not exist but ``checkpoint_dir`` itself holds a
+    checkpoint state file or config.json, ``checkpoint_dir`` is the logdir.
+    """
+    candidate = os.path.join(checkpoint_dir, f"imagenet_{batch_size}")
+    if not os.path.isdir(candidate) and any(
+            os.path.exists(os.path.join(checkpoint_dir, f)) for f in ("checkpoint", CONFIG_NAME)):
+        return checkpoint_dir
+    return candidate
+
+
+def read_config(logdir):
+    """Returns ``(config dict, path)`` of the trainer's config.json, or ``(None, path)``."""
+    path = os.path.join(logdir, CONFIG_NAME)
+    if not os.path.exists(path):
+        return None, path
+    # Read as plain JSON (the documented file format of docs/ARCHITECTURE.md), so
+    # evaluation does not depend on the trainer's config class.
+    with open(path) as f:
+        try:
+            config = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return config, path
+
+
+def resolve_architecture(config, config_path, **given):
+    """Merges the generator architecture of config.json with explicit options.
+
+    Args:
+      config: dict from config.json or None.
+      config_path: its path (for messages).
+      **given: ``generator_type``, ``image_size``, ``z_dim``, ``gf_dim``,
+        ``num_classes``; None means "take from config.json".
+
+    Returns:
+      dict with the five keys of :data:`ARCH_FLAGS`.
+
+    Raises:
+      ValueError: a given value disagrees with config.json (naming both), or a
+        value is neither given nor in config.json.
+    """
+    arch = {}
+    missing = []
+    for flag, keys in ARCH_FLAGS.items():
+        value = given.get(flag)
+        stored_key = next((k for k in keys if config and k in config), None)
+        stored = config[stored_key] if stored_key else None
+        if value is not None and stored is not None:
+            same = (str(value) == str(stored)) if flag == "generator_type" else (
+                int(value) == int(stored))
+            if not same:
+                raise ValueError(
+                    f"--{flag}={value} disagrees with {stored_key}={stored} in {config_path}, "
+                    f"the configuration the checkpoints were trained with; drop --{flag} "
+                    f"or point --checkpoint_dir at the right run")
+        chosen = value if value is not None else stored
+        if chosen is None:
+            missing.append(flag)
+        else:
+            arch[flag] = str(chosen) if flag == "generator_type" else int(chosen)
+    if missing:
+        where = (f"not in {config_path}" if config is not None
+                 else f"there is no {config_path}")
+        raise ValueError(
+            f"generator architecture unknown: {', '.join('--' + m for m in missing)} "
+            f"not given and {where}")
+    return arch
+
+
+def _checkpoint_exists(path):
+    """True if the checkpoint prefix ``path`` has its ``.index`` file."""
+    return tf.io.gfile.exists(path + ".index")
+
+
+def list_complete_checkpoints(logdir):
+    """Complete checkpoints of ``logdir``, oldest first.
+
+    Complete = listed in the CheckpointManager's ``checkpoint`` state file
+    (which it writes atomically after the checkpoint's files) and its
+    ``.index`` file exists (a checkpoint deleted by ``max_to_keep`` in the
+    meantime is left out).
+    """
+    if not tf.io.gfile.exists(os.path.join(logdir, "checkpoint")):
+        return []
+    try:
+        state = tf.train.get_checkpoint_state(logdir)
+    except (tf.errors.OpError, ValueError) as e:  # unreadable state: try again later
+        log.warning("Could not read checkpoint state in %s: %s", logdir, e)
+        return []
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    out = []
+    for p in paths:
+        if p and not os.path.isabs(p):
+            p = os.path.join(logdir, p)
+        if p and _checkpoint_exists(p) and p not in out:
+            out.append(p)
+    return out
+
+
+def latest_complete_checkpoint(logdir):
+    """The newest complete checkpoint of ``logdir``, or None."""
+    ckpts = list_complete_checkpoints(logdir)
+    return ckpts[-1] if ckpts else None
+
+
+def checkpoint_step(path):
+    """Global step of a checkpoint: its ``step`` variable, else the ``-N`` suffix."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        if reader.has_tensor(_STEP_KEY):
+            return int(reader.get_tensor(_STEP_KEY))
+    except tf.errors.OpError:
+        pass
+    m = re.search(r"-(\d+)$", path)
+    return int(m.group(1)) if m else 0
+
+
+def _atomic_write_text(path, text):
+    """Writes ``text`` to ``path`` atomically (temp file in the same dir + rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _plugin_metadata(plugin_name, data_class):
+    """``SummaryMetadata`` as TensorBoard's own scalar/image summaries write it."""
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = plugin_name
+    metadata.plugin_data.content = b""  # the plugins' (version 0) data protos: empty
+    metadata.data_class = data_class
+    return metadata
+
+
+def write_scalar_summary(tag, value):
+    """Writes a TensorBoard scalar under ``tag`` to the default writer.
+
+    ``tf.summary.scalar`` needs the ``tensorboard`` package for its
+    implementation; this writes the same record (plugin ``scalars``) with
+    TensorFlow's core ``tf.summary.write``, so evaluation works without it.
+    """
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+    return tf.summary.write(tag, tf.constant(float(value), tf.float32),
+                            metadata=_plugin_metadata("scalars",
+                                                      summary_pb2.DATA_CLASS_SCALAR))
+
+
+def write_image_summary(tag, image):
+    """Writes one image ``[1, H, W, C]`` in [-1, 1] as a TensorBoard image (PNG).
+
+    Same record as ``tf.summary.image`` (plugin ``images``: a string tensor
+    ``[width, height, png]``), written with core ``tf.summary.write``.
+    """
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+    image = tf.convert_to_tensor(image, tf.float32)
+    pixels = tf.cast(tf.round(tf.clip_by_value((image[0] + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+    height, width = int(pixels.shape[0]), int(pixels.shape[1])
+    payload = tf.stack([tf.as_string(width), tf.as_string(height), tf.image.encode_png(pixels)])
+    return tf.summary.write(tag, payload,
+                            metadata=_plugin_metadata("images",
+                                                      summary_pb2.DATA_CLASS_BLOB_SEQUENCE))
+
+
+class EvaluatedRecord:
+    """``<eval_dir>/evaluated.json``: the checkpoints already evaluated, with results.
+
+    Keyed by the checkpoint's absolute path. Rewritten atomically after every
+    evaluation, so a crash never loses or corrupts earlier entries.
+    """
+
+    def __init__(self, eval_dir):
+        """Loads the record of ``eval_dir`` (empty if there is none)."""
+        self.path = os.path.join(eval_dir, EVALUATED_NAME)
+        self.entries = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                try:
+                    self.entries = list(json.load(f)["evaluated"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ValueError(f"{self.path} is not a valid evaluation record: {e}") from e
+
+    @staticmethod
+    def _key(path):
+        return os.path.abspath(path)
+
+    def __contains__(self, checkpoint_path):
+        key = self._key(checkpoint_path)
+        return any(e.get("checkpoint") == key for e in self.entries)
+
+    def add(self, checkpoint_path, result):
+        """Records ``checkpoint_path`` as evaluated with ``result`` (dict)."""
+        entry = dict(result)
+        entry["checkpoint"] = self._key(checkpoint_path)
+        self.entries.append(entry)
+        _atomic_write_text(self.path, json.dumps({"evaluated": self.entries}, indent=1) + "\n")
+
+
+class Evaluator:
+    """Holds the generator, the classifier and the real statistics between evaluations.
+
+    Building it resolves the architecture (config.json + options), builds the
+    generator, loads the classifier and opens the summary writer; the real
+    activations are computed (or read from the cache) at the first evaluation.
+    """
+
+    def __init__(self, options, classifier=None, out=None):
+        """``options``: :class:`EvalOptions`; ``classifier``: a preloaded
+        :class:`sagan_tf.metrics.Classifier` (else loaded from
+        ``options.inception_path``); ``out``: stream for the JSON lines (stdout)."""
+        from sagan_tf.networks import Generator  # pylint: disable=import-outside-toplevel
+
+        self.options = options
+        self.logdir = options.logdir
+        self.eval_dir = options.resolved_eval_dir
+        self.out = out if out is not None else sys.stdout
+        if options.eval_sample_size < 2:
+            raise ValueError(f"--eval_sample_size must be >= 2, got {options.eval_sample_size}")
+        if options.dcgan_generator_batch_size < 1:
+            raise ValueError("--dcgan_generator_batch_size must be >= 1, got "
+                             f"{options.dcgan_generator_batch_size}")
+        if options.checkpoint_path is None and not os.path.isdir(self.logdir):
+            raise FileNotFoundError(
+                f"checkpoint directory {self.logdir} does not exist (--checkpoint_dir "
+                f"{options.checkpoint_dir!r} with --batch_size {options.batch_size})")
+        self.config, self.config_path = read_config(self.logdir)
+        self.arch = resolve_architecture(
+            self.config, self.config_path,
+            **{k: getattr(options, k) for k in ARCH_FLAGS})
+        self.data_dir = options.data_dir or (self.config or {}).get("data_dir")
+        self.num_real = int(options.num_real_samples or options.eval_sample_size)
+
+        self.generator = Generator(
+            arch=self.arch["generator_type"], image_size=self.arch["image_size"],
+            z_dim=self.arch["z_dim"], gf_dim=self.arch["gf_dim"],
+            num_classes=self.arch["num_classes"])
+        self.generator.ensure_built()
+        self.classifier = classifier or metrics.load_classifier(options.inception_path)
+        self._rng = (tf.random.Generator.from_seed(options.seed) if options.seed is not None
+                     else tf.random.Generator.from_non_deterministic_state())
+        self._real = None
+        self._writer = None
+        self._batch = int(options.dcgan_generator_batch_size)
+        self._step_fn = tf.function(self._generate_and_classify)
+
+    # -- pieces -------------------------------------------------------------
+
+    def _generate_and_classify(self):
+        """One batch: z ~ N(0,1), uniform labels -> G (eval mode) -> classifier."""
+        z = self._rng.normal([self._batch, self.arch["z_dim"]])
+        labels = self._rng.uniform([self._batch], 0, self.arch["num_classes"], dtype=tf.int32)
+        images = self.generator(z, labels, training=False)
+        out = self.classifier(images)
+        return images, out[metrics.POOL_KEY], out[metrics.LOGITS_KEY]
+
+    @property
+    def writer(self):
+        """The summary writer of the eval directory (created on first use)."""
+        if self._writer is None:
+            os.makedirs(self.eval_dir, exist_ok=True)
+            self._writer = tf.summary.create_file_writer(self.eval_dir)
+        return self._writer
+
+    def real_statistics(self):
+        """``{"pool_3": [num_real, F], "images": [16, S, S, 3]}`` of the training data.
+
+        Read from the :class:`sagan_tf.metrics.RealActivationCache` when present,
+        else computed from ``num_real`` shuffled training records and cached.
+        """
+        if self._real is not None:
+            return self._real
+        from sagan_tf import data  # pylint: disable=import-outside-toplevel
+        if not self.data_dir:
+            raise ValueError("no training data for the real statistics: give --data_dir "
+                             f"(it is not in {self.config_path} either)")
+        files = data.list_record_files(self.data_dir)
+        cache = metrics.RealActivationCache(
+            self.eval_dir, files, self.classifier.source, self.num_real,
+            self.arch["image_size"])
+        real = cache.load()
+        if real is not None:
+            log.info("Real activations read from %s", cache.path)
+        else:
+            t0 = time.time()
+            dataset = data.make_dataset(
+                self.data_dir, self.arch["image_size"], self._batch, self.arch["num_classes"],
+                shuffle=True, shuffle_buffer_size=self.options.shuffle_buffer_size,
+                repeat=True, seed=self.options.seed)
+            pool, images = metrics.compute_real_activations(
+                self.classifier, dataset, self.num_real,
+                num_grid_images=GRID_SHAPE[0] * GRID_SHAPE[1])
+            cache.save(pool, images)
+            real = {metrics.POOL_KEY: pool, "images": images}
+            log.info("Real activations of %d records computed in %.1fs, cached in %s",
+                     self.num_real, time.time() - t0, cache.path)
+        self._real = real
+        return real
+
+    def restore(self, checkpoint_path):
+        """Restores the generator's variables from ``checkpoint_path``; returns its step.
+
+        Raises:
+          FileNotFoundError: the checkpoint does not exist.
+          ValueError: the checkpoint's generator does not match the architecture.
+        """
+        if not _checkpoint_exists(checkpoint_path):
+            raise FileNotFoundError(f"checkpoint {checkpoint_path} not found "
+                                    f"(no {checkpoint_path}.index)")
+        reader = tf.train.load_checkpoint(checkpoint_path)
+        stored = [k for k in reader.get_variable_to_shape_map()
+                  if k.startswith("generator/") and k.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+                  and ".OPTIMIZER_SLOT" not in k]
+        if len(stored) != len(self.generator.variables):
+            raise ValueError(
+                f"checkpoint {checkpoint_path} holds {len(stored)} generator variables but "
+                f"the generator {self.arch} has {len(self.generator.variables)}: the "
+                f"architecture does not match (see {self.config_path}), or the checkpoint "
+                f"was written by a generator whose variables are not all tracked by "
+                f"tf.train.Checkpoint")
+        try:
+            status = tf.train.Checkpoint(generator=self.generator).restore(checkpoint_path)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (ValueError, AssertionError) as e:
+            raise ValueError(f"could not restore the generator {self.arch} from "
+                             f"{checkpoint_path}: {e}") from e
+        return checkpoint_step(checkpoint_path)
+
+    def _write_summaries(self, step, result, generated_grid_images):
+        """Scalars and the two 4x4 image grids, at ``step``."""
+        size = self.arch["image_size"]
+        real_images = self.real_statistics()["images"]
+        with self.writer.as_default(step=step):
+            write_scalar_summary("eval/incscore", result["inception_score"])
+            write_scalar_summary("eval/fid", result["fid"])
+            write_scalar_summary("eval/kid", result["kid"])
+            n = GRID_SHAPE[0] * GRID_SHAPE[1]
+            for name, imgs in (("eval/generated_images", generated_grid_images),
+                               ("eval/real_images", real_images)):
+                if imgs is None or len(imgs) < n:
+                    log.warning("Not enough images for the %s grid", name)
+                    continue
+                grid = tfgan.image_grid(tf.convert_to_tensor(imgs[:n], tf.float32),
+                                        GRID_SHAPE, image_shape=(size, size))
+                write_image_summary(name, grid)
+        self.writer.flush()
+
+    # -- one evaluation -------------------------------------------------------
+
+    def evaluate(self, checkpoint_path):
+        """Evaluates one checkpoint; prints its JSON line, writes summaries, returns the dict."""
+        t0 = time.time()
+        real = self.real_statistics()
+        step = self.restore(checkpoint_path)
+        t_gen = time.time()
+        n = int(self.options.eval_sample_size)
+        acc = metrics.ActivationAccumulator(n, keep_logits=True)
+        grid_needed = GRID_SHAPE[0] * GRID_SHAPE[1]
+        grid = []
+        for _ in range(math.ceil(n / self._batch)):
+            images, pool, logits = self._step_fn()
+            if sum(len(g) for g in grid) < grid_needed:
+                grid.append(images.numpy()[:grid_needed])
+            acc.add(pool.numpy(), logits.numpy())
+        gen_seconds = time.time() - t_gen
+        pool, logits = acc.result()
+        result = {
+            "step": int(step),
+            "inception_score": metrics.inception_score(logits),
+            "fid": metrics.frechet_distance(real[metrics.POOL_KEY], pool),
+            "kid": metrics.kernel_distance(real[metrics.POOL_KEY], pool),
+            "num_samples": int(acc.count),
+        }
+        self._write_summaries(step, result, np.concatenate(grid, 0) if grid else None)
+        result["seconds"] = round(time.time() - t0, 3)
+        result["checkpoint"] = os.path.abspath(checkpoint_path)
+        log.info("Step %d: %d samples generated and classified in %.2fs (%.1f samples/s)",
+                 step, n, gen_seconds, n / max(gen_seconds, 1e-9))
+        print(json.dumps(result), file=self.out, flush=True)
+        return result
+
+
+def evaluate_checkpoint(options, checkpoint_path=None, evaluator=None):
+    """Evaluates one checkpoint (``checkpoint_path``, ``options.checkpoint_path``,
+    else the latest complete checkpoint of the logdir) and returns its result dict.
+
+    Raises:
+      FileNotFoundError: there is no checkpoint to evaluate.
+    """
+    evaluator = evaluator or Evaluator(options)
+    path = checkpoint_path or options.checkpoint_path
+    if path is None:
+        path = latest_complete_checkpoint(evaluator.logdir)
+        if path is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {evaluator.logdir} (expected a 'checkpoint' state file "
+                f"listing ckpt-N written by the trainer)")
+    result = evaluator.evaluate(path)
+    EvaluatedRecord(evaluator.eval_dir).add(path, result)
+    return result
+
+
+def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep,
+                        clock=time.monotonic):
+    """Evaluates every new complete checkpoint of the logdir exactly once.
+
+    Like the release's ``evaluate_repeatedly`` / ``tf.train.checkpoints_iterator``:
+    polls every ``poll_secs`` (at most ``eval_interval_secs``) for checkpoints not
+    yet in ``<eval_dir>/evaluated.json``, evaluates them oldest first, and starts
+    evaluation rounds at least ``options.eval_interval_secs`` apart. Stops after
+    ``options.max_evals`` evaluations in this run, or when no new checkpoint
+    appeared for ``options.timeout`` seconds (None: run forever).
+
+    Returns:
+      The list of result dicts of this run.
+    """
+    evaluator = evaluator or Evaluator(options)
+    record = EvaluatedRecord(evaluator.eval_dir)
+    interval = max(float(options.eval_interval_secs or 0.0), 0.0)
+    poll = min(poll_secs, interval) if interval > 0 else poll_secs
+    results = []
+    last_new = clock()
+    next_round = clock()
+    while True:
+        now = clock()
+        if now < next_round:
+            wait = next_round - now
+            if options.timeout is not None:
+                wait = min(wait, max(last_new + options.timeout - now, 0.0))
+            if wait > 0:
+                sleep(wait)
+            if options.timeout is not None and clock() >= last_new + options.timeout:
+                next_round = clock()  # timed out: poll one last time, then stop
+            continue
+        round_start = clock()
+        pending = [p for p in list_complete_checkpoints(evaluator.logdir) if p not in record]
+        evaluated_any = False
+        for path in pending:
+            try:
+                result = evaluator.evaluate(path)
+            except (tf.errors.NotFoundError, FileNotFoundError) as e:
+                if _checkpoint_exists(path):
+                    raise
+                log.warning("Checkpoint %s disappeared before it was evaluated: %s", path, e)
+                continue
+            record.add(path, result)
+            results.append(result)
+            evaluated_any = True
+            if options.max_evals is not None and len(results) >= options.max_evals:
+                return results
+        if evaluated_any:
+            last_new = clock()
+            next_round = round_start + interval
+            continue
+        if options.timeout is not None and clock() - last_new >= options.timeout:
+            log.info("No new checkpoint for %ss; stopping", options.timeout)
+            return results
+        next_round = clock() + poll

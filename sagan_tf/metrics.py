@@ -1,0 +1,487 @@
+"""Classifier loading, Inception score / FID / KID and cached real statistics.
+
+SPEC §8: generated images (in [-1, 1]) are resized bilinearly to the
+classifier's input size (299x299 for the TF-GAN Inception) and fed to the
+classifier, whose ``pool_3`` activations give FID/KID and whose ``logits``
+give the Inception score. The formulas are TF-GAN's own
+(:mod:`sagan_tf.tfgan`); nothing here re-implements them.
+
+The classifier
+--------------
+Default: the TF-GAN Inception on TF-Hub, :data:`INCEPTION_TFHUB` (outputs
+``pool_3`` [B, 2048] and ``logits`` [B, 1008]), loaded with
+``tensorflow_hub.load``. ``path`` may instead name a local copy: a TF2
+SavedModel or a TF-Hub module directory (for clusters without internet), or
+any stand-in with the same interface (e.g. the demo classifier written by
+``tools/train_demo_classifier.py``):
+
+* either the loaded object is callable on one float32 image batch
+  ``[B, H, W, 3]`` in [-1, 1], or it has a signature (``serving_default``
+  or ``default``, else the only one) with a single image input;
+* the call returns a dict with ``pool_3`` (``[B, F]``, or ``[B, 1, 1, F]``
+  which is flattened) and ``logits`` (``[B, K]``).
+
+TF-GAN's ``classifier_fn_from_tfhub`` cannot be used on Keras 3 (it flattens
+with ``tf.compat.v1.layers.flatten``), so :class:`Classifier` is this
+project's own classifier function.
+
+Input size, in order of precedence: an ``input_size`` attribute of the loaded
+object (int or scalar variable), the static height/width of its input
+signature, else :data:`INCEPTION_INPUT_SIZE` (299).
+
+Memory of the accumulators (float32): ``n x 2048 x 4`` bytes for ``pool_3``
+(410 MB for 50,000 samples) plus ``n x K x 4`` for logits (202 MB for
+K = 1008); the cached real ``pool_3`` is another 410 MB. TF-GAN's FID/KID
+cast to float64 internally, so the peak during the final metric computation
+is roughly 3 GB for the full 50k/2048-d evaluation.
+"""
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from sagan_tf import tfgan
+
+__all__ = [
+    "INCEPTION_TFHUB",
+    "INCEPTION_INPUT_SIZE",
+    "POOL_KEY",
+    "LOGITS_KEY",
+    "ClassifierError",
+    "Classifier",
+    "load_classifier",
+    "resize_images",
+    "inception_score",
+    "frechet_distance",
+    "kernel_distance",
+    "ActivationAccumulator",
+    "RealActivationCache",
+    "data_files_fingerprint",
+    "compute_real_activations",
+]
+
+log = logging.getLogger(__name__)
+
+#: TF-Hub handle of the TF-GAN Inception (2015-12-05 graph) used by the release.
+INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
+#: Input size of the TF-GAN Inception (SPEC §8).
+INCEPTION_INPUT_SIZE = 299
+#: Output holding the features for FID/KID.
+POOL_KEY = "pool_3"
+#: Output holding the class logits for the Inception score.
+LOGITS_KEY = "logits"
+_SIGNATURE_PREFERENCE = ("serving_default", "default")
+
+
+class ClassifierError(ValueError):
+    """A classifier could not be loaded or does not have the Inception interface."""
+
+
+def _is_remote_handle(handle):
+    """True for URL-like TF-Hub handles (http(s)://, gs://), False for local paths."""
+    return "://" in handle and not handle.startswith("file://")
+
+
+def resize_images(images, size):
+    """Resizes ``[B, H, W, C]`` images bilinearly to ``size x size``.
+
+    Uses TF1's ``resize_bilinear`` semantics (``align_corners=False``,
+    ``half_pixel_centers=False``), i.e. what the 2018 release and TF-GAN's
+    ``preprocess_image`` did. Values stay in the input range ([-1, 1]) because
+    bilinear interpolation is a convex combination. A no-op when the images
+    already have that size.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return tf.raw_ops.ResizeBilinear(
+        images=images, size=tf.constant([size, size], tf.int32),
+        align_corners=False, half_pixel_centers=False)
+
+
+def _to_int(value):
+    """Converts an int / numpy scalar / scalar tensor or variable to a Python int."""
+    if isinstance(value, (tf.Variable, tf.Tensor)):
+        value = value.numpy()
+    return int(np.asarray(value).reshape(()))
+
+
+def _input_spec_of(fn):
+    """Returns the image ``TensorSpec`` of a (restored) function, or None."""
+    try:
+        if hasattr(fn, "structured_input_signature"):     # a ConcreteFunction
+            args, kwargs = fn.structured_input_signature
+        else:                                              # a restored tf.function
+            concretes = getattr(fn, "concrete_functions", None) or []
+            if not concretes:
+                return None
+            args, kwargs = concretes[0].structured_input_signature
+        specs = [s for s in tf.nest.flatten((args, kwargs))
+                 if isinstance(s, tf.TensorSpec)]
+        return specs[0] if len(specs) == 1 else None
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+class Classifier:
+    """The evaluation classifier: ``images in [-1, 1] -> {pool_3, logits}``.
+
+    Attributes:
+      source: the TF-Hub handle or local path it was loaded from.
+      input_size: the square input size images are resized to.
+      feature_dim: size of ``pool_3`` (after flattening).
+      num_logits: number of logits.
+    """
+
+    def __init__(self, raw_fn, source, input_size, obj=None):
+        """Wraps ``raw_fn`` (one image batch -> dict); use :func:`load_classifier`."""
+        self._raw_fn = raw_fn
+        self._obj = obj  # keeps the loaded object (and its variables) alive
+        self.source = source
+        self.input_size = int(input_size)
+        self.feature_dim = None
+        self.num_logits = None
+
+    def __call__(self, images):
+        """Resizes ``images`` (float32 ``[B, H, W, 3]`` in [-1, 1]) and runs the classifier.
+
+        Returns:
+          ``{"pool_3": float32 [B, F], "logits": float32 [B, K]}``.
+        """
+        images = resize_images(images, self.input_size)
+        out = self._raw_fn(images)
+        pool = tf.cast(out[POOL_KEY], tf.float32)
+        logits = tf.cast(out[LOGITS_KEY], tf.float32)
+        batch = tf.shape(images)[0]
+        pool = tf.reshape(pool, tf.stack([batch, -1]))
+        return {POOL_KEY: pool, LOGITS_KEY: logits}
+
+    def _validate(self):
+        """Runs one probe batch; raises :class:`ClassifierError` on a wrong interface."""
+        probe = tf.zeros([2, self.input_size, self.input_size, 3], tf.float32)
+        try:
+            out = self._raw_fn(probe)
+        except Exception as e:  # pylint: disable=broad-except
+            raise ClassifierError(
+                f"classifier {self.source!r} could not be called on a float32 image "
+                f"batch of shape {probe.shape}: {type(e).__name__}: {e}") from e
+        if not isinstance(out, dict):
+            raise ClassifierError(
+                f"classifier {self.source!r} returned {type(out).__name__}, expected a "
+                f"dict with outputs {POOL_KEY!r} and {LOGITS_KEY!r}")
+        found = {k: tuple(v.shape) for k, v in out.items() if hasattr(v, "shape")}
+        missing = [k for k in (POOL_KEY, LOGITS_KEY) if k not in out]
+        bad_rank = []
+        if not missing:
+            if len(out[LOGITS_KEY].shape) != 2:
+                bad_rank.append(f"{LOGITS_KEY} must be [B, K]")
+            pool_shape = out[POOL_KEY].shape
+            if len(pool_shape) == 4 and tuple(pool_shape[1:3]) != (1, 1):
+                bad_rank.append(f"{POOL_KEY} must be [B, F] or [B, 1, 1, F]")
+            elif len(pool_shape) not in (2, 4):
+                bad_rank.append(f"{POOL_KEY} must be [B, F] or [B, 1, 1, F]")
+        if missing or bad_rank:
+            what = (f"missing output(s) {missing}" if missing else "; ".join(bad_rank))
+            raise ClassifierError(
+                f"classifier {self.source!r} does not have the Inception interface "
+                f"({what}); outputs found: {found}; expected {POOL_KEY!r} [B, F] "
+                f"and {LOGITS_KEY!r} [B, K]")
+        self.feature_dim = int(np.prod(out[POOL_KEY].shape[1:]))
+        self.num_logits = int(out[LOGITS_KEY].shape[1])
+
+    def __repr__(self):
+        return (f"Classifier(source={self.source!r}, input_size={self.input_size}, "
+                f"feature_dim={self.feature_dim}, num_logits={self.num_logits})")
+
+
+def load_classifier(path=None):
+    """Loads the evaluation classifier and checks its interface.
+
+    Args:
+      path: None for the TF-GAN Inception on TF-Hub (:data:`INCEPTION_TFHUB`),
+        another TF-Hub handle (URL), or a local SavedModel / TF-Hub module
+        directory (``--inception_path``).
+
+    Returns:
+      A validated :class:`Classifier`.
+
+    Raises:
+      FileNotFoundError: a local ``path`` does not exist.
+      ClassifierError: it cannot be loaded, or it does not expose a callable
+        returning ``pool_3`` and ``logits`` (the message names the path and
+        the outputs found).
+    """
+    import tensorflow_hub as hub  # pylint: disable=import-outside-toplevel
+
+    handle = INCEPTION_TFHUB if path is None else str(path)
+    if not _is_remote_handle(handle):
+        local = os.path.abspath(os.path.expanduser(handle.replace("file://", "", 1)))
+        if not os.path.exists(local):
+            raise FileNotFoundError(
+                f"classifier path {handle!r} does not exist (--inception_path must be "
+                f"a local SavedModel or TF-Hub module directory)")
+        if not os.path.isdir(local) or not any(
+                os.path.exists(os.path.join(local, f))
+                for f in ("saved_model.pb", "saved_model.pbtxt")):
+            contents = (sorted(os.listdir(local))[:10] if os.path.isdir(local)
+                        else "not a directory")
+            raise ClassifierError(
+                f"classifier path {handle!r} is not a SavedModel / TF-Hub module "
+                f"directory (no saved_model.pb; contents: {contents})")
+        handle = local
+    try:
+        obj = hub.load(handle)
+    except Exception as e:  # pylint: disable=broad-except
+        hint = (" (no network access? copy the module and pass --inception_path)"
+                if _is_remote_handle(handle) else "")
+        raise ClassifierError(
+            f"could not load classifier {handle!r}{hint}: {type(e).__name__}: {e}") from e
+
+    signatures = dict(getattr(obj, "signatures", {}) or {})
+    if callable(obj):
+        raw_fn = obj
+        spec = _input_spec_of(getattr(obj, "__call__", None))
+    elif signatures:
+        name = next((n for n in _SIGNATURE_PREFERENCE if n in signatures),
+                    sorted(signatures)[0])
+        sig = signatures[name]
+        _, kwargs = sig.structured_input_signature
+        if len(kwargs) != 1:
+            raise ClassifierError(
+                f"classifier {handle!r}: signature {name!r} must take one image input, "
+                f"it takes {sorted(kwargs)}")
+        input_name = next(iter(kwargs))
+        spec = kwargs[input_name]
+
+        def raw_fn(images, _sig=sig, _name=input_name):
+            return _sig(**{_name: images})
+    else:
+        raise ClassifierError(
+            f"classifier {handle!r} is neither callable nor has a signature; "
+            f"attributes: {sorted(a for a in dir(obj) if not a.startswith('_'))}")
+
+    if hasattr(obj, "input_size"):
+        input_size = _to_int(obj.input_size)
+    elif (spec is not None and spec.shape.rank == 4 and spec.shape[1] is not None
+          and spec.shape[1] == spec.shape[2]):
+        input_size = int(spec.shape[1])
+    else:
+        input_size = INCEPTION_INPUT_SIZE
+    classifier = Classifier(raw_fn, handle, input_size, obj=obj)
+    classifier._validate()  # pylint: disable=protected-access
+    log.info("Loaded %r", classifier)
+    return classifier
+
+
+# ---------------------------------------------------------------------------
+# Metrics (TF-GAN's formulas through the loader).
+# ---------------------------------------------------------------------------
+
+def inception_score(logits):
+    """Inception score of ``logits`` [N, K], one split (as the release).
+
+    ``tfgan.eval.classifier_score_from_logits``; computed in float64 inside.
+    """
+    return float(tfgan.classifier_score_from_logits(tf.convert_to_tensor(logits)))
+
+
+def frechet_distance(real_activations, generated_activations):
+    """FID between two activation sets [N, F] and [M, F].
+
+    ``tfgan.eval.frechet_classifier_distance_from_activations`` (float64 inside).
+    """
+    return float(tfgan.frechet_classifier_distance_from_activations(
+        tf.convert_to_tensor(real_activations), tf.convert_to_tensor(generated_activations)))
+
+
+def kernel_distance(real_activations, generated_activations, max_block_size=1024):
+    """KID (unbiased, block estimator) between two activation sets, in float64.
+
+    ``tfgan.eval.kernel_classifier_distance_from_activations``. Both sets must
+    be in random order (they are: shuffled records, random labels).
+    """
+    return float(tfgan.kernel_classifier_distance_from_activations(
+        tf.convert_to_tensor(real_activations), tf.convert_to_tensor(generated_activations),
+        max_block_size=max_block_size, dtype=tf.float64))
+
+
+# ---------------------------------------------------------------------------
+# Bounded-memory accumulation.
+# ---------------------------------------------------------------------------
+
+class ActivationAccumulator:
+    """Collects exactly ``capacity`` rows of ``pool_3`` (and optionally logits).
+
+    The arrays are preallocated (float32) at the first :meth:`add`, when the
+    feature sizes are known, so memory is bounded by ``capacity x (F + K) x 4``
+    bytes whatever the batch size; a last batch that overflows is truncated.
+    """
+
+    def __init__(self, capacity, keep_logits=True):
+        """``capacity``: number of rows to keep; ``keep_logits``: also store logits."""
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity = int(capacity)
+        self.keep_logits = keep_logits
+        self.count = 0
+        self.pool = None
+        self.logits = None
+
+    @property
+    def full(self):
+        """True once ``capacity`` rows have been collected."""
+        return self.count >= self.capacity
+
+    def add(self, pool, logits=None):
+        """Appends a batch; returns the number of rows actually stored."""
+        pool = np.asarray(pool, np.float32)
+        pool = pool.reshape(pool.shape[0], -1)
+        if self.pool is None:
+            self.pool = np.empty((self.capacity, pool.shape[1]), np.float32)
+        n = min(pool.shape[0], self.capacity - self.count)
+        if n <= 0:
+            return 0
+        self.pool[self.count:self.count + n] = pool[:n]
+        if self.keep_logits:
+            if logits is None:
+                raise ValueError("keep_logits=True but no logits given")
+            logits = np.asarray(logits, np.float32)
+            if self.logits is None:
+                self.logits = np.empty((self.capacity, logits.shape[1]), np.float32)
+            self.logits[self.count:self.count + n] = logits[:n]
+        self.count += n
+        return n
+
+    def result(self):
+        """Returns ``(pool [count, F], logits [count, K] or None)``."""
+        if self.count == 0:
+            raise ValueError("no activations were added")
+        logits = self.logits[:self.count] if self.keep_logits else None
+        return self.pool[:self.count], logits
+
+
+# ---------------------------------------------------------------------------
+# Real statistics: computation and on-disk cache.
+# ---------------------------------------------------------------------------
+
+def data_files_fingerprint(data_files):
+    """A JSON-able list ``[[basename, size, mtime_ns], ...]`` sorted by name."""
+    entries = []
+    for f in data_files:
+        st = os.stat(f)
+        entries.append([os.path.basename(f), int(st.st_size), int(st.st_mtime_ns)])
+    return sorted(entries)
+
+
+def _atomic_write_bytes(path, write_fn):
+    """Writes a file atomically: ``write_fn(fileobj)`` into a temp file, then rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class RealActivationCache:
+    """On-disk cache of the real ``pool_3`` activations (and a few real images).
+
+    File: ``<eval_dir>/real_activations_<key>.npz`` where ``key`` hashes the
+    sorted data file names with their sizes and mtimes, the classifier
+    source, the number of records and the image size -- so a change to any of
+    them (new/rewritten data, another classifier) makes a new entry. Written
+    atomically (temp file + rename), so a concurrent or interrupted write
+    never leaves a truncated cache behind.
+    """
+
+    VERSION = 1
+
+    def __init__(self, eval_dir, data_files, classifier_source, count, image_size):
+        """See the class doc; ``data_files`` is the list of record files."""
+        if not data_files:
+            raise ValueError("RealActivationCache needs at least one data file")
+        self.eval_dir = eval_dir
+        self.description = {
+            "version": self.VERSION,
+            "data_files": data_files_fingerprint(data_files),
+            "classifier": str(classifier_source),
+            "count": int(count),
+            "image_size": int(image_size),
+        }
+        blob = json.dumps(self.description, sort_keys=True).encode("utf8")
+        self.key = hashlib.sha256(blob).hexdigest()[:16]
+        self.path = os.path.join(eval_dir, f"real_activations_{self.key}.npz")
+
+    def load(self):
+        """Returns ``{"pool_3": [count, F], "images": [16, S, S, 3]}`` or None if absent.
+
+        A corrupt or mismatching file is ignored (logged) and reported as absent.
+        """
+        if not os.path.exists(self.path):
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                desc = json.loads(str(z["description"]))
+                pool = z[POOL_KEY]
+                images = z["images"]
+        except Exception as e:  # pylint: disable=broad-except
+            log.warning("Ignoring unreadable real-activation cache %s: %s", self.path, e)
+            return None
+        if desc != self.description or pool.shape[0] != self.description["count"]:
+            log.warning("Ignoring real-activation cache %s: description mismatch", self.path)
+            return None
+        return {POOL_KEY: pool, "images": images}
+
+    def save(self, pool, images):
+        """Stores ``pool`` [count, F] and a few real ``images`` atomically."""
+        pool = np.asarray(pool, np.float32)
+        if pool.shape[0] != self.description["count"]:
+            raise ValueError(f"expected {self.description['count']} activations, "
+                             f"got {pool.shape[0]}")
+        payload = {POOL_KEY: pool, "images": np.asarray(images, np.float32),
+                   "description": np.asarray(json.dumps(self.description, sort_keys=True))}
+        _atomic_write_bytes(self.path, lambda f: np.savez(f, **payload))
+        return self.path
+
+
+def compute_real_activations(classifier, dataset, count, num_grid_images=16):
+    """Runs ``classifier`` over the first ``count`` images of ``dataset``.
+
+    Args:
+      classifier: a :class:`Classifier`.
+      dataset: iterable of ``(images [B, S, S, 3] in [-1, 1], labels)`` batches
+        (shuffled training records; repeating if ``count`` exceeds the data).
+      count: number of activations to collect.
+      num_grid_images: how many of the first images to return for the grid.
+
+    Returns:
+      ``(pool_3 float32 [count, F], images float32 [num_grid_images, S, S, 3])``.
+    """
+    acc = ActivationAccumulator(count, keep_logits=False)
+
+    @tf.function
+    def features(images):
+        return classifier(images)[POOL_KEY]
+
+    grid = []
+    for images, _ in dataset:
+        if sum(len(g) for g in grid) < num_grid_images:
+            grid.append(images[:num_grid_images].numpy())
+        acc.add(features(images).numpy())
+        if acc.full:
+            break
+    if not acc.full:
+        raise ValueError(f"the data set ended after {acc.count} of {count} real images")
+    grid = np.concatenate(grid, 0)[:num_grid_images]
+    return acc.result()[0], grid
