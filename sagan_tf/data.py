@@ -370,8 +370,9 @@ def _records_of_file(filename, file_size, skip_corrupt_records: bool):
     def check(rec, is_end, consumed):
         ok = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, file_size))
         message = tf.strings.join([
-            "TFRecord file ", filename, " is truncated or corrupt: the records read "
-            "up to the first bad one span ", tf.strings.as_string(consumed), " of its ",
+            "TFRecord file ", filename, " is truncated or corrupt (or unreadable): the "
+            "records read up to the first bad one span ", tf.strings.as_string(consumed),
+            " of its ",
             tf.strings.as_string(file_size), " bytes (skip_corrupt_records / "
             "--skip_corrupt_records reads past such files)"])
         if skip_corrupt_records:

@@ -6,25 +6,22 @@ must match a part on the other side. Every image has its own random colours
 (bright shapes on a dark background, random hue), position, scale and phase, so
 samples vary; the class is carried by the structure, not the colour.
 
-=====  ==================  ===================================================  =========================
-label  name                what                                                 exact invariance
-=====  ==================  ===================================================  =========================
-0      mirror_wings        two tilted wings mirrored about the vertical axis    left-right flip
-1      hourglass           a trapezoid pair mirrored about the horizontal axis  top-bottom flip
-2      concentric_rings    rings around the image centre, random period/phase   rotation by 90 degrees
-3      opposite_corners    the same square/disc at p and at -p                  rotation by 180 degrees
-4      oriented_stripes    stripes of one orientation continuing behind a disc  (none: a 1-D pattern)
-5      diagonal_mirror     two discs mirrored about the main diagonal + a band  transpose
-6      quadrant_checker    a rotated 2x2 checkerboard inside a disc             rotation by 180 degrees
-7      fourfold_star       a four-armed star at a random angle                  rotation by 90 degrees (+-1)
-8      nested_squares      concentric square frames                             rotation by 90 degrees
-9      tiled_motif         one random motif repeated in the left and right half  shift by half the width
-=====  ==================  ===================================================  =========================
+label  name              what                                          exact invariance
+0      mirror_wings      two tilted wings mirrored about the vertical  left-right flip
+1      hourglass         trapezoids mirrored about the horizontal      top-bottom flip
+2      concentric_rings  rings about the centre, random period/phase   rotation by 90 degrees
+3      opposite_corners  the same square/disc at p and at -p           rotation by 180 degrees
+4      oriented_stripes  stripes of one angle continuing behind a disc (none: 1-D pattern)
+5      diagonal_mirror   two discs mirrored about the diagonal + band  transpose
+6      quadrant_checker  a rotated 2x2 checkerboard inside a disc      rotation by 180 degrees
+7      fourfold_star     a four-armed star at a random angle           rotation by 90 (+-1)
+8      nested_squares    concentric square frames                      rotation by 90 degrees
+9      tiled_motif       one random motif in the left and right half   shift by half the width
 
 The invariances hold exactly on the uint8 pixels (the star up to +-1 from rounding of
 ``arctan2``/``cos``), because every class is rendered from coordinates of pixel
 centres that are exactly symmetric about the image centre. Pure numpy; 4,000 32x32
-images take well under a second. The same seed gives byte-identical files.
+images take about a second. The same seed gives byte-identical files.
 """
 from __future__ import annotations
 

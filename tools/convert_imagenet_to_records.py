@@ -1,0 +1,75 @@
+r"""Converts ImageNet into the TFRecord format SAGAN trains on (SPEC §7).
+
+Every image: decoded to RGB (grayscale, CMYK, RGBA/palette and PNG-named-.JPEG files
+handled), largest centred square crop, bilinear resize to --image_size (TF2's
+tf.image.resize 'bilinear': half-pixel centres, no antialias), uint8. Each record is a
+tf.train.Example with image_raw (S*S*3 bytes, HWC RGB), label (int64), height, width,
+depth. Labels are the index of the synset folder in sorted order.
+
+Sources (exactly one):
+  --imagenet_dir   the ImageNet train folder, one subfolder of images per synset
+                   (n01440764/, n01443537/, ...).
+  --tfds_name      an already prepared TensorFlow Datasets dataset, e.g. imagenet2012
+                   or imagenet_resized/64x64, in --tfds_data_dir (never downloads),
+                   split --tfds_split.
+
+Output: --output_dir/train-00000-of-0NNNN.tfrecords ... and manifest.json (images per
+class, synsets, skipped unreadable files). Shards are written atomically; rerunning the
+same command skips the finished shards (resume after an interruption).
+
+Example:
+  python tools/convert_imagenet_to_records.py --imagenet_dir /data/imagenet/train \
+      --output_dir /data/imagenet_128 --image_size 128 --num_shards 1024 --num_workers 16
+"""
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("imagenet_dir", None,
+                    "ImageNet train folder: one subfolder of images per synset; label = index "
+                    "of the subfolder in sorted order.")
+flags.DEFINE_string("tfds_name", None,
+                    "Instead of --imagenet_dir: a prepared TFDS dataset name, e.g. "
+                    "imagenet2012 or imagenet_resized/64x64 (read with download=False).")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir holding the prepared --tfds_name.")
+flags.DEFINE_string("tfds_split", "train", "TFDS split to convert.")
+flags.DEFINE_string("tfds_image_key", "image", "TFDS feature holding the image.")
+flags.DEFINE_string("tfds_label_key", "label", "TFDS feature holding the class label.")
+flags.DEFINE_string("output_dir", None, "Directory for the .tfrecords shards and manifest.json.")
+flags.DEFINE_integer("image_size", 128, "Side S of the stored S x S images (release: 128).")
+flags.DEFINE_integer("num_shards", 1024, "Number of output shards (files).")
+flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
+                     "Decode/resize worker processes (1: no worker processes).")
+flags.DEFINE_boolean("shuffle", True,
+                     "--imagenet_dir: spread images over the shards in a seeded random order "
+                     "(each shard mixes all classes); false keeps folder order.")
+flags.DEFINE_integer("seed", 0, "Seed of the --shuffle order.")
+flags.DEFINE_float("progress_interval", 10.0, "Seconds between progress lines on stderr.")
+
+
+def main(argv):
+    del argv
+    from sagan_tf import imagenet_records
+
+    if bool(FLAGS.imagenet_dir) == bool(FLAGS.tfds_name):
+        raise app.UsageError("give exactly one of --imagenet_dir and --tfds_name")
+    if not FLAGS.output_dir:
+        raise app.UsageError("--output_dir is required")
+    common = dict(image_size=FLAGS.image_size, num_shards=FLAGS.num_shards,
+                  num_workers=FLAGS.num_workers, progress_interval=FLAGS.progress_interval)
+    if FLAGS.imagenet_dir:
+        imagenet_records.convert_image_folder(FLAGS.imagenet_dir, FLAGS.output_dir,
+                                              shuffle=FLAGS.shuffle, seed=FLAGS.seed, **common)
+    else:
+        imagenet_records.convert_tfds(FLAGS.tfds_name, FLAGS.output_dir,
+                                      data_dir=FLAGS.tfds_data_dir, split=FLAGS.tfds_split,
+                                      image_key=FLAGS.tfds_image_key,
+                                      label_key=FLAGS.tfds_label_key, **common)
+
+
+if __name__ == "__main__":
+    app.run(main)
