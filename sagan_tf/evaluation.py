@@ -237,6 +237,37 @@ def latest_complete_checkpoint(logdir):
     return ckpts[-1] if ckpts else None
 
 
+def _count_checkpoint_variables(path, child):
+    """Number of variables reachable from the root's ``child`` in a checkpoint.
+
+    Walks the checkpoint's object graph rather than counting keys: a variable
+    shared with another object (e.g. a trainable variable also tracked by the
+    optimizer) is stored once, under whichever path the saver found first.
+
+    Raises:
+      ValueError: the checkpoint has no such child (e.g. no ``generator``).
+    """
+    from tensorflow.core.protobuf import (  # pylint: disable=import-outside-toplevel
+        trackable_object_graph_pb2)
+    reader = tf.train.load_checkpoint(path)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    start = [c.node_id for c in graph.nodes[0].children if c.local_name == child]
+    if not start:
+        names = sorted(c.local_name for c in graph.nodes[0].children)
+        raise ValueError(f"checkpoint {path} has no {child!r} (its objects: {names})")
+    seen, stack, count = set(start), list(start), 0
+    while stack:
+        node = graph.nodes[stack.pop()]
+        if any(a.name == "VARIABLE_VALUE" for a in node.attributes):
+            count += 1
+        for c in node.children:
+            if c.node_id not in seen:
+                seen.add(c.node_id)
+                stack.append(c.node_id)
+    return count
+
+
 def checkpoint_step(path):
     """Global step of a checkpoint: its ``step`` variable, else the ``-N`` suffix."""
     try:
@@ -373,12 +404,13 @@ class Evaluator:
         self.data_dir = options.data_dir or (self.config or {}).get("data_dir")
         self.num_real = int(options.num_real_samples or options.eval_sample_size)
 
+        # Cheap checks first: the classifier is loaded before the generator is built.
+        self.classifier = classifier or metrics.load_classifier(options.inception_path)
         self.generator = Generator(
             arch=self.arch["generator_type"], image_size=self.arch["image_size"],
             z_dim=self.arch["z_dim"], gf_dim=self.arch["gf_dim"],
             num_classes=self.arch["num_classes"])
         self.generator.ensure_built()
-        self.classifier = classifier or metrics.load_classifier(options.inception_path)
         self._rng = (tf.random.Generator.from_seed(options.seed) if options.seed is not None
                      else tf.random.Generator.from_non_deterministic_state())
         self._real = None
@@ -449,13 +481,10 @@ class Evaluator:
         if not _checkpoint_exists(checkpoint_path):
             raise FileNotFoundError(f"checkpoint {checkpoint_path} not found "
                                     f"(no {checkpoint_path}.index)")
-        reader = tf.train.load_checkpoint(checkpoint_path)
-        stored = [k for k in reader.get_variable_to_shape_map()
-                  if k.startswith("generator/") and k.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
-                  and ".OPTIMIZER_SLOT" not in k]
-        if len(stored) != len(self.generator.variables):
+        stored = _count_checkpoint_variables(checkpoint_path, "generator")
+        if stored != len(self.generator.variables):
             raise ValueError(
-                f"checkpoint {checkpoint_path} holds {len(stored)} generator variables but "
+                f"checkpoint {checkpoint_path} holds {stored} generator variables but "
                 f"the generator {self.arch} has {len(self.generator.variables)}: the "
                 f"architecture does not match (see {self.config_path}), or the checkpoint "
                 f"was written by a generator whose variables are not all tracked by "

@@ -1,0 +1,76 @@
+"""Evaluates SAGAN checkpoints: Inception score, FID and KID (SPEC §8, flags §9).
+
+By default it watches ``<checkpoint_dir>/imagenet_<batch_size>`` and evaluates
+every new checkpoint once (the release's ``evaluate_repeatedly``);
+``--checkpoint_path`` evaluates one checkpoint and exits. Each evaluation
+prints one JSON line and writes TensorBoard summaries under ``--eval_dir``
+(default ``<checkpoint_dir>/eval``).
+
+Examples::
+
+    python eval_imagenet.py --checkpoint_dir checkpoint --data_dir /data/imagenet128
+    python eval_imagenet.py --checkpoint_dir runs/demo --data_dir data/demo \\
+        --inception_path data/demo_classifier --eval_sample_size 2000 --max_evals 1
+"""
+from absl import app, flags, logging
+
+from sagan_tf import evaluation
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("checkpoint_dir", None, "Training checkpoint root (logdir "
+                    "<checkpoint_dir>/imagenet_<batch_size>).")
+flags.DEFINE_string("eval_dir", None, "Where summaries, evaluated.json and the cached real "
+                    "activations go (default <checkpoint_dir>/eval).")
+flags.DEFINE_integer("eval_sample_size", 50000, "Number of generated samples per evaluation.")
+flags.DEFINE_integer("dcgan_generator_batch_size", 100, "Generation batch size.")
+flags.DEFINE_integer("eval_interval_secs", 300, "Minimum seconds between evaluation rounds.")
+flags.DEFINE_integer("num_classes", None, "Number of classes (default: from config.json).")
+flags.DEFINE_string("generator_type", None, "test | baseline | test_64 (default: config.json).")
+flags.DEFINE_integer("z_dim", None, "Noise dimension (default: from config.json).")
+flags.DEFINE_integer("gf_dim", None, "Generator width (default: from config.json).")
+flags.DEFINE_integer("image_size", None, "Image size (default: from config.json).")
+flags.DEFINE_string("data_dir", None, "Training records for the real statistics "
+                    "(default: data_dir of config.json).")
+flags.DEFINE_integer("batch_size", 64, "Training per-replica batch size (names the logdir).")
+flags.DEFINE_string("inception_path", None, "Local SavedModel / TF-Hub module directory of "
+                    "the classifier (default: the TF-GAN Inception on TF-Hub).")
+flags.DEFINE_string("checkpoint_path", None, "Evaluate this one checkpoint and exit.")
+flags.DEFINE_float("timeout", None, "Stop after this many seconds without a new checkpoint "
+                   "(default: wait forever).")
+flags.DEFINE_integer("max_evals", None, "Stop after this many evaluations.")
+flags.DEFINE_integer("num_real_samples", None, "Real records for the statistics "
+                     "(default: --eval_sample_size).")
+flags.DEFINE_integer("seed", None, "Seed of the noise, labels and real-data shuffle.")
+
+
+def options_from_flags():
+    """Builds :class:`sagan_tf.evaluation.EvalOptions` from the flags."""
+    return evaluation.EvalOptions(
+        checkpoint_dir=FLAGS.checkpoint_dir, batch_size=FLAGS.batch_size,
+        eval_dir=FLAGS.eval_dir, eval_sample_size=FLAGS.eval_sample_size,
+        dcgan_generator_batch_size=FLAGS.dcgan_generator_batch_size,
+        num_real_samples=FLAGS.num_real_samples, data_dir=FLAGS.data_dir,
+        inception_path=FLAGS.inception_path, checkpoint_path=FLAGS.checkpoint_path,
+        eval_interval_secs=FLAGS.eval_interval_secs, timeout=FLAGS.timeout,
+        max_evals=FLAGS.max_evals, generator_type=FLAGS.generator_type,
+        image_size=FLAGS.image_size, z_dim=FLAGS.z_dim, gf_dim=FLAGS.gf_dim,
+        num_classes=FLAGS.num_classes, seed=FLAGS.seed)
+
+
+def main(argv):
+    """Runs one evaluation (``--checkpoint_path``) or the watching loop."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.checkpoint_dir and not FLAGS.checkpoint_path:
+        raise app.UsageError("--checkpoint_dir or --checkpoint_path is required")
+    logging.set_verbosity(logging.INFO)
+    options = options_from_flags()
+    if options.checkpoint_path:
+        evaluation.evaluate_checkpoint(options)
+    else:
+        evaluation.evaluate_repeatedly(options)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,291 @@
+"""sagan_tf.evaluation / eval_imagenet.py: end to end on a tiny generator and classifier.
+
+Checkpoints are written here with ``tf.train.Checkpoint(generator=G, step=...)``
+and a ``tf.train.CheckpointManager`` in the layout of docs/ARCHITECTURE.md,
+plus a ``config.json``, so these tests do not depend on the trainer.
+"""
+import glob
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import sagan_tf
+from sagan_tf import data as sdata
+from sagan_tf import evaluation, metrics
+from test_metrics import save_standin_classifier
+
+ARCH = dict(generator_type="test", image_size=32, z_dim=16, gf_dim=4, number_classes=10)
+BATCH = 64  # training batch size: names the logdir imagenet_64
+
+
+def _new_generator():
+    return sagan_tf.Generator(arch=ARCH["generator_type"], image_size=ARCH["image_size"],
+                              z_dim=ARCH["z_dim"], gf_dim=ARCH["gf_dim"],
+                              num_classes=ARCH["number_classes"]).ensure_built()
+
+
+def _write_data(data_dir, num_files=2, per_file=40, seed=0):
+    rng = np.random.default_rng(seed)
+    os.makedirs(data_dir, exist_ok=True)
+    for i in range(num_files):
+        imgs = rng.integers(0, 256, size=(per_file, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, ARCH["number_classes"], size=per_file)
+        sdata.write_records(os.path.join(data_dir, f"train-{i:02d}.tfrecords"), imgs, labels)
+
+
+def _fake_training_steps(G, steps, seed):
+    """Stands in for a few training steps: BN moving statistics and weights move."""
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        z = tf.constant(rng.normal(size=(8, ARCH["z_dim"])), tf.float32)
+        G(z, tf.constant(rng.integers(0, 10, size=8), tf.int32), training=True)
+    for v in G.trainable_variables:
+        v.assign_add(tf.constant(rng.normal(scale=0.01, size=v.shape), v.dtype))
+
+
+class Run:
+    """A checkpoint directory with config.json, data and a classifier.
+
+    ``G`` is shared between runs (building one costs seconds); each run has
+    its own CheckpointManager.
+    """
+
+    def __init__(self, root, classifier, G):
+        self.root = str(root)
+        self.checkpoint_dir = os.path.join(self.root, "ckpt")
+        self.logdir = os.path.join(self.checkpoint_dir, f"imagenet_{BATCH}")
+        self.data_dir = os.path.join(self.root, "data")
+        self.eval_dir = os.path.join(self.checkpoint_dir, "eval")
+        self.classifier = classifier
+        os.makedirs(self.logdir)
+        _write_data(self.data_dir)
+        config = dict(ARCH, discriminator_type="test", df_dim=4, batch_size=BATCH,
+                      data_dir=self.data_dir, loss_type="hinge_loss")
+        with open(os.path.join(self.logdir, "config.json"), "w") as f:
+            json.dump(config, f)
+        self.G = G
+        self.step = tf.Variable(0, dtype=tf.int64)
+        self.manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(generator=self.G, step=self.step), self.logdir, max_to_keep=20)
+
+    def save(self, step):
+        _fake_training_steps(self.G, 1, seed=step)
+        self.step.assign(step)
+        return self.manager.save(checkpoint_number=step)
+
+    def options(self, **kw):
+        base = dict(checkpoint_dir=self.checkpoint_dir, batch_size=BATCH,
+                    inception_path=self.classifier, eval_sample_size=64,
+                    dcgan_generator_batch_size=32, num_real_samples=48,
+                    eval_interval_secs=0, seed=1)
+        base.update(kw)
+        return evaluation.EvalOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def classifier_path(tmp_path_factory):
+    return save_standin_classifier(tmp_path_factory.mktemp("clf") / "standin", input_size=32)
+
+
+@pytest.fixture(scope="module")
+def classifier(classifier_path):
+    return metrics.load_classifier(classifier_path)
+
+
+@pytest.fixture(scope="module")
+def shared_G():
+    return _new_generator()
+
+
+@pytest.fixture
+def run(tmp_path, classifier_path, shared_G):
+    return Run(tmp_path, classifier_path, shared_G)
+
+
+def _event_values(eval_dir):
+    """tag -> [(step, value)] of the event files (value: ndarray of the tensor)."""
+    tags = {}
+    for f in sorted(glob.glob(os.path.join(eval_dir, "events.out.tfevents.*"))):
+        for e in tf.compat.v1.train.summary_iterator(f):
+            for v in e.summary.value:
+                tags.setdefault(v.tag, []).append((e.step, tf.make_ndarray(v.tensor)))
+    return tags
+
+
+# ---------------------------------------------------------------------------
+
+def test_entry_point_end_to_end(run, capsys):
+    """eval_imagenet.py flags -> one JSON line, summaries, cached real stats, record."""
+    import eval_imagenet
+    from absl import flags
+    path = run.save(3)
+    argv = ["eval_imagenet.py", f"--checkpoint_dir={run.checkpoint_dir}",
+            f"--inception_path={run.classifier}", "--eval_sample_size=64",
+            "--dcgan_generator_batch_size=32", "--num_real_samples=48",
+            "--max_evals=1", "--eval_interval_secs=0", "--seed=2"]
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    try:
+        eval_imagenet.main(argv[:1])
+    finally:
+        flags.FLAGS.unparse_flags()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1
+    res = json.loads(lines[0])
+    assert {"step", "inception_score", "fid", "kid", "num_samples", "seconds"} <= set(res)
+    assert res["step"] == 3 and res["num_samples"] == 64
+    assert res["checkpoint"] == os.path.abspath(path)
+    assert 1.0 <= res["inception_score"] <= 10.0
+    assert res["fid"] > 0 and np.isfinite(res["kid"]) and res["seconds"] > 0
+    events = _event_values(run.eval_dir)
+    for tag, key in (("eval/incscore", "inception_score"), ("eval/fid", "fid"),
+                     ("eval/kid", "kid")):
+        [(step, value)] = events[tag]
+        assert step == 3 and float(value) == pytest.approx(res[key], rel=1e-5), tag
+    for tag in ("eval/generated_images", "eval/real_images"):
+        [(step, value)] = events[tag]
+        assert step == 3 and value[:2].tolist() == [b"128", b"128"], tag  # 4x4 grid of 32px
+        png = tf.io.decode_png(value[2]).numpy()
+        assert png.shape == (128, 128, 3) and png.std() > 0
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 1
+    record = json.load(open(os.path.join(run.eval_dir, "evaluated.json")))["evaluated"]
+    assert [e["checkpoint"] for e in record] == [os.path.abspath(path)]
+
+
+def test_restore_cache_reuse_and_invalidation(run, classifier, monkeypatch):
+    """G restored exactly (eval mode); real statistics cached, reused, invalidated."""
+    path = run.save(5)
+    ev = evaluation.Evaluator(run.options(), classifier=classifier)
+    assert ev.restore(path) == 5
+    for a, b in zip(ev.generator.variables, run.G.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    z = tf.random.normal([4, ARCH["z_dim"]], seed=3)
+    labels = tf.constant([0, 1, 2, 3])
+    np.testing.assert_allclose(ev.generator(z, labels, training=False, update_sn=False),
+                               run.G(z, labels, training=False, update_sn=False), atol=1e-5)
+
+    calls = []
+    real_compute = metrics.compute_real_activations
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real_compute(*a, **k)
+
+    monkeypatch.setattr(metrics, "compute_real_activations", counting)
+    evaluation.evaluate_checkpoint(run.options(), path, ev)
+    assert len(calls) == 1
+    computed = ev.real_statistics()["pool_3"]
+    assert computed.shape == (48, 16)
+    # Forget the in-memory statistics (as a restarted evaluator): read from disk.
+    ev._real = None
+    evaluation.evaluate_checkpoint(run.options(), path, ev)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(ev.real_statistics()["pool_3"], computed)
+    # Changing the data files invalidates the cache.
+    _write_data(run.data_dir, num_files=3, seed=7)
+    ev._real = None
+    evaluation.evaluate_checkpoint(run.options(), path, ev)
+    assert len(calls) == 2
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 2
+
+
+def test_evaluate_repeatedly_each_checkpoint_once(run, classifier):
+    """A trainer saving checkpoints in the background: each is evaluated exactly once,
+    also across restarts (evaluated.json), and max_evals stops the loop."""
+    first = run.save(5)
+    ev = evaluation.Evaluator(run.options(), classifier=classifier)
+    done = evaluation.evaluate_repeatedly(run.options(max_evals=1, timeout=0), ev)
+    assert [r["step"] for r in done] == [5]
+
+    steps = [10, 20, 30]
+    written = []
+    errors = []
+
+    def trainer():
+        try:
+            for s in steps:
+                time.sleep(0.5)
+                written.append(os.path.abspath(run.save(s)))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=trainer)
+    thread.start()
+    try:
+        results = evaluation.evaluate_repeatedly(run.options(timeout=2.5), ev, poll_secs=0.1)
+    finally:
+        thread.join()
+    assert not errors
+    assert [r["step"] for r in results] == steps  # 5 is not evaluated again
+    assert [r["checkpoint"] for r in results] == written
+    record = json.load(open(os.path.join(run.eval_dir, "evaluated.json")))["evaluated"]
+    assert [e["checkpoint"] for e in record] == [os.path.abspath(first)] + written
+    # Restart: nothing is evaluated twice.
+    assert evaluation.evaluate_repeatedly(run.options(timeout=0.2), ev, poll_secs=0.1) == []
+
+
+def test_half_written_checkpoints_are_not_complete(run):
+    assert evaluation.list_complete_checkpoints(run.logdir) == []
+    p1 = run.save(1)
+    # Files of a checkpoint being written, not yet in the state file.
+    for suffix in (".index", ".data-00000-of-00001"):
+        open(os.path.join(run.logdir, "ckpt-2" + suffix), "w").close()
+    assert evaluation.list_complete_checkpoints(run.logdir) == [p1]
+    # Listed in the state file, but its .index is gone (deleted/being replaced).
+    p3 = run.save(3)
+    os.rename(p3 + ".index", p3 + ".index.moved")
+    assert evaluation.list_complete_checkpoints(run.logdir) == [p1]
+    os.rename(p3 + ".index.moved", p3 + ".index")
+    assert evaluation.list_complete_checkpoints(run.logdir) == [p1, p3]
+    assert evaluation.latest_complete_checkpoint(run.logdir) == p3
+
+
+def test_no_checkpoint_is_a_clear_error(run, classifier):
+    ev = evaluation.Evaluator(run.options(), classifier=classifier)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .*imagenet_64"):
+        evaluation.evaluate_checkpoint(run.options(), evaluator=ev)
+    with pytest.raises(FileNotFoundError, match="ckpt-7 not found"):
+        ev.restore(os.path.join(run.logdir, "ckpt-7"))
+    with pytest.raises(FileNotFoundError, match="does not exist.*--batch_size 32"):
+        evaluation.Evaluator(run.options(batch_size=32), classifier=classifier)
+
+
+def test_classifier_errors_through_evaluator(run, tmp_path):
+    missing = str(tmp_path / "not_here")
+    with pytest.raises(FileNotFoundError, match="not_here"):
+        evaluation.Evaluator(run.options(inception_path=missing))
+    wrong = save_standin_classifier(tmp_path / "wrong_outputs", names=("pool_3", "probs"))
+    with pytest.raises(metrics.ClassifierError, match="wrong_outputs.*probs"):
+        evaluation.Evaluator(run.options(inception_path=wrong))
+
+
+def test_architecture_from_config_and_disagreeing_flags(run, classifier):
+    config, config_path = evaluation.read_config(run.logdir)
+    arch = evaluation.resolve_architecture(config, config_path, gf_dim=4, num_classes=10)
+    assert arch == dict(generator_type="test", image_size=32, z_dim=16, gf_dim=4,
+                        num_classes=10)
+    with pytest.raises(ValueError, match=r"--gf_dim=8 disagrees with gf_dim=4 in .*config.json"):
+        evaluation.Evaluator(run.options(gf_dim=8), classifier=classifier)
+    with pytest.raises(ValueError, match="--num_classes=1000 disagrees with number_classes=10"):
+        evaluation.Evaluator(run.options(num_classes=1000), classifier=classifier)
+    os.remove(os.path.join(run.logdir, "config.json"))
+    with pytest.raises(ValueError, match="--generator_type, --image_size.*no .*config.json"):
+        evaluation.Evaluator(run.options(z_dim=16, gf_dim=4, num_classes=10),
+                             classifier=classifier)
+
+
+def test_checkpoint_of_other_architecture_is_rejected(run, classifier):
+    path = run.save(1)
+    with open(os.path.join(run.logdir, "config.json")) as f:
+        config = json.load(f)
+    config["generator_type"] = "baseline"  # config lies: G without attention
+    with open(os.path.join(run.logdir, "config.json"), "w") as f:
+        json.dump(config, f)
+    ev = evaluation.Evaluator(run.options(), classifier=classifier)
+    with pytest.raises(ValueError, match="architecture does not match"):
+        ev.restore(path)
