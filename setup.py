@@ -15,6 +15,7 @@ setup(
         "tensorflow-hub==0.16.1",
         "tensorflow-probability>=0.25,<0.26",
         "tf-keras>=2.21,<2.22",
+        "tensorboard>=2.21,<2.22",
         "tensorflow-datasets==4.9.10",
         "numpy",
         "absl-py",

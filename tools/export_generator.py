@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Exports a trained generator as a SavedModel for serving.
+
+Example:
+  python tools/export_generator.py --checkpoint_dir checkpoint --export_dir exported/generator
+
+The SavedModel's `serving_default` signature (also the `serve` function) is
+  (z: float32 [B, z_dim], labels: int32 [B]) -> {"images": uint8 [B, S, S, 3]}
+with the generator in eval mode and without spectral-norm updates. It needs only
+TensorFlow to load, not this package:
+  m = tf.saved_model.load("exported/generator")
+  images = m.serve(z, labels)["images"]     # or m.signatures["serving_default"](z=z, labels=labels)
+  m.z_dim.numpy(), m.image_size.numpy(), m.num_classes.numpy()
+The run's config.json is copied to <export_dir>/assets.extra/sagan_config.json.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("checkpoint_dir", None,
+                    "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
+                    "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
+flags.DEFINE_string("checkpoint_path", None, "A specific checkpoint prefix (default: newest).")
+flags.DEFINE_integer("batch_size", None,
+                     "Training batch size: picks <checkpoint_dir>/imagenet_<batch_size>.")
+flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel to.")
+flags.DEFINE_bool("overwrite", False, "Replace --export_dir if it exists.")
+flags.DEFINE_integer("attention_query_block_size", None,
+                     "Export with the memory-efficient attention path (same outputs).")
+flags.mark_flags_as_required(["export_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from sagan_tf import sampling
+    try:
+        loaded = sampling.load_checkpoint(
+            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+            attention_query_block_size=FLAGS.attention_query_block_size)
+        path = sampling.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    G = loaded.generator
+    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}): "
+          f"serve(z float32 [B, {G.z_dim}], labels int32 [B] in [0, {G.num_classes})) -> "
+          f"images uint8 [B, {G.image_size}, {G.image_size}, 3]")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

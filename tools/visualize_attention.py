@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Draws the paper's attention figure: where chosen query points attend.
+
+For a generated image (class --labels, z from --seed) and query points (default: the centre
+and the centres of the four quadrants), each query's attention map from the generator's
+attention block (and/or the discriminator's, --network) is upsampled to the image size,
+coloured and overlaid. One PNG: per image and network one row = the image with all query
+points marked, then one panel per query.
+
+Examples:
+  python tools/visualize_attention.py --checkpoint_dir checkpoint --labels 3 \\
+      --output attention.png
+  python tools/visualize_attention.py --checkpoint_dir checkpoint --network both \\
+      --labels 0,7 --queries 8,8 16,24 --output attention_gd.png
+  python tools/visualize_attention.py --checkpoint_dir checkpoint --network discriminator \\
+      --image photo.png --output attention_d.png
+
+Query points are (row, col) pixels of the generated image. The release attention block
+attends over the 2x2-max-pooled (H/2 x W/2) key grid, the slide variant over the full grid;
+each map sums to 1 over the image before colouring. Works with --attention_query_block_size
+(memory-efficient path; identical maps).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("checkpoint_dir", None,
+                    "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
+                    "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
+flags.DEFINE_string("checkpoint_path", None, "A specific checkpoint prefix (default: newest).")
+flags.DEFINE_integer("batch_size", None,
+                     "Training batch size: picks <checkpoint_dir>/imagenet_<batch_size>.")
+flags.DEFINE_string("output", None, "Output PNG.")
+flags.DEFINE_list("labels", None, "Class of each generated image (one figure row each); "
+                  "default: one random class drawn from --seed.")
+flags.DEFINE_integer("seed", 0, "Seed of z (and of the default label).")
+flags.DEFINE_multi_string("queries", None, "Query point 'row,col' in image pixels; repeat or "
+                          "separate by spaces. Default: centre and the four quadrant centres.")
+flags.DEFINE_enum("network", "generator", ["generator", "discriminator", "both"],
+                  "Whose attention block to show.")
+flags.DEFINE_string("image", None, "An image file for the discriminator (--network "
+                    "discriminator), resized to the model's size; default: generated.")
+flags.DEFINE_enum("upsample", "nearest", ["nearest", "bilinear"],
+                  "Upsampling of a map from the key grid to the image.")
+flags.DEFINE_integer("zoom", None, "Panel magnification (default: max(1, 128 // image_size)).")
+flags.DEFINE_float("alpha", 0.6, "Opacity of the coloured map over the image.")
+flags.DEFINE_integer("attention_query_block_size", None,
+                     "Build the networks with the memory-efficient attention path.")
+flags.mark_flags_as_required(["output"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import numpy as np
+    from sagan_tf import sampling
+    try:
+        queries = sampling.parse_query_points(FLAGS.queries)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    try:
+        labels = [int(c) for c in FLAGS.labels] if FLAGS.labels else None
+    except ValueError:
+        raise app.UsageError(f"--labels must be integers, got {FLAGS.labels}")
+    try:
+        loaded = sampling.load_checkpoint(
+            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+            discriminator=FLAGS.network != "generator",
+            attention_query_block_size=FLAGS.attention_query_block_size)
+        if labels is None:
+            labels = [int(np.random.default_rng([FLAGS.seed, 1]).integers(loaded.num_classes))]
+        image = (sampling.read_image(FLAGS.image, loaded.image_size) if FLAGS.image else None)
+        figure, _ = sampling.attention_figure_rows(
+            loaded, labels, seed=FLAGS.seed, query_points=queries, network=FLAGS.network,
+            image=image, zoom=FLAGS.zoom, alpha=FLAGS.alpha, upsample=FLAGS.upsample)
+        path = sampling.write_png(FLAGS.output, figure)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step})")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
