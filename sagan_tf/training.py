@@ -49,7 +49,7 @@ from sagan_tf import losses
 from sagan_tf.distribute import STRATEGY_KINDS, make_strategy
 from sagan_tf.networks import ARCHS, Discriminator, Generator
 
-__all__ = ["TrainConfig", "Trainer", "train", "load_config", "save_config",
+__all__ = ["ConfigError", "TrainConfig", "Trainer", "train", "load_config", "save_config",
            "write_scalar", "write_image", "CONFIG_FILENAME", "SUMMARY_SCALARS",
            "SUMMARY_IMAGES"]
 
@@ -69,6 +69,10 @@ _ARCHITECTURE_FIELDS = ("image_size", "z_dim", "gf_dim", "df_dim", "number_class
 
 # ----------------------------------------------------------------------------
 # Configuration.
+
+class ConfigError(ValueError):
+    """A bad flag or a flag that does not fit the data / logdir; names the flag."""
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -113,13 +117,14 @@ class TrainConfig:
         return os.path.join(self.checkpoint_dir, f"imagenet_{self.batch_size}")
 
     def validate(self):
-        """Checks every flag; raises ``ValueError`` naming the offending one.
+        """Checks every flag; raises :class:`ConfigError` (a ``ValueError``) naming
+        the offending one.
 
         Does not touch the file system (see :func:`train` for ``data_dir``).
         """
         def need(ok, flag, what):
             if not ok:
-                raise ValueError(f"--{flag} {what}, got {getattr(self, flag)!r}")
+                raise ConfigError(f"--{flag} {what}, got {getattr(self, flag)!r}")
 
         def is_int(x):
             return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
@@ -210,13 +215,18 @@ def load_config(logdir):
 # The trainer: state and one compiled training iteration.
 
 def _dense(grads):
-    """Converts ``IndexedSlices`` gradients (class-indexed gathers: CBN gamma/beta,
-    the projection embedding) to dense tensors.
+    """Converts ``IndexedSlices`` gradients to dense tensors.
 
-    TF1's Adam applied such gradients with a dense-equivalent update (every row
-    of m, v and the variable moves), so the result is the same; dense tensors
-    avoid the per-variable sparse all-reduce branches under a strategy, which
-    make tracing slow for tables of at most ``number_classes`` rows.
+    Class-indexed gathers (conditional-BN gamma/beta, the projection
+    embedding) give ``IndexedSlices`` with one slice per example, so a class
+    that occurs twice in the batch appears twice. TF1's Adam (the release)
+    summed duplicate indices first, i.e. applied the dense gradient. Keras 3's
+    Adam does not: it squares the slices one by one for the second moment
+    (sum of squares instead of square of the sum), a different update whenever
+    a label repeats, which at 64 images of 1000 classes is nearly every batch.
+    Dense gradients restore the release's update; they also avoid one sparse
+    all-reduce branch per such variable under a strategy. The tables have at
+    most ``number_classes`` rows, so this costs little.
     """
     return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
@@ -277,7 +287,7 @@ class Trainer:
             generator=self.generator, discriminator=self.discriminator,
             g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer,
             step=self.step, rng=self.rng)
-        self._compiled_step = tf.function(self._step)
+        self._compiled_step = tf.function(self._step, autograph=False)
         self._compiled_sample = None
         self.sigma_ratio_variables = [
             v for v in self.generator.variables + self.discriminator.variables
@@ -307,13 +317,24 @@ class Trainer:
 
         Replica ``r`` gets rows ``[r*B, (r+1)*B)``, ``B = batch_size``: exact
         and deterministic, for any strategy (``replica_id_in_sync_group`` is
-        the global replica id, also across workers).
+        the global replica id, also across workers). With mirrored strategies
+        each slice is copied onto its replica's device, where the dataset's
+        batches also live: the step then sees one input placement, whatever
+        the inputs' origin (else a new placement re-optimises the graph).
         """
         b = self.config.batch_size
+        devices = None
+        if isinstance(self.strategy, (tf.distribute.MirroredStrategy,
+                                      tf.distribute.MultiWorkerMirroredStrategy)):
+            devices = self.strategy.extended.worker_devices  # this worker's replicas
 
         def value_fn(ctx):
             r = ctx.replica_id_in_sync_group
-            return tf.nest.map_structure(lambda t: t[r * b:(r + 1) * b], global_values)
+            if devices is None:
+                return tf.nest.map_structure(lambda t: t[r * b:(r + 1) * b], global_values)
+            with tf.device(devices[r % len(devices)]):
+                return tf.nest.map_structure(lambda t: tf.identity(t[r * b:(r + 1) * b]),
+                                             global_values)
         return self.strategy.experimental_distribute_values_from_function(value_fn)
 
     def make_inputs(self, real_batches, noise):
@@ -422,8 +443,12 @@ class Trainer:
 
         Uses ``update_sn=False``: the release's eval graph also wrote G's
         ``u``, but a preview grid should not perturb the training state.
-        Runs on replica 0 only through ``strategy.run`` (works on TPUs too).
+        Eager in cross-replica context; on TPUs through ``strategy.run``.
         """
+        z = tf.convert_to_tensor(z, tf.float32)
+        labels = tf.cast(labels, tf.int32)
+        if not isinstance(self.strategy, tf.distribute.TPUStrategy):
+            return self.generator(z, labels, training=False, update_sn=False)
         if self._compiled_sample is None:
             def replica_fn(z, y):
                 return self.generator(z, y, training=False, update_sn=False)
@@ -433,8 +458,7 @@ class Trainer:
                 out = self.strategy.run(replica_fn, args=(z, y))
                 return self.strategy.experimental_local_results(out)[0]
             self._compiled_sample = sample
-        return self._compiled_sample(tf.convert_to_tensor(z, tf.float32),
-                                     tf.cast(labels, tf.int32))
+        return self._compiled_sample(z, labels)
 
     def sample_grid(self, num_rows=10, num_cols=8, seed=0):
         """A uint8 ``[rows*S, cols*S, 3]`` grid: row ``i`` = class ``i`` (``i < num_rows``).
@@ -559,14 +583,14 @@ def _check_data_dir(config):
     """Fails early, naming the flag, when ``--data_dir`` cannot feed this config."""
     from sagan_tf import data
     if not config.data_dir:
-        raise ValueError("--data_dir is required (a directory of *.tfrecords files)")
+        raise ConfigError("--data_dir is required (a directory of *.tfrecords files)")
     try:
         files = data.list_record_files(config.data_dir)
     except FileNotFoundError as e:
-        raise ValueError(f"--data_dir {config.data_dir!r}: {e}") from e
+        raise ConfigError(f"--data_dir {config.data_dir!r}: {e}") from e
     stored = data.peek_image_size(files)
     if stored != config.image_size:
-        raise ValueError(f"--image_size is {config.image_size} but the records in --data_dir "
+        raise ConfigError(f"--image_size is {config.image_size} but the records in --data_dir "
                          f"{config.data_dir!r} hold {stored}x{stored} images")
 
 
@@ -602,7 +626,7 @@ def train(config, strategy=None, log=print):
         diff = [f"--{k}: stored {getattr(stored, k)!r}, given {getattr(config, k)!r}"
                 for k in _ARCHITECTURE_FIELDS if getattr(stored, k) != getattr(config, k)]
         if diff and tf.train.latest_checkpoint(logdir):
-            raise ValueError(f"{logdir} holds a run with a different architecture "
+            raise ConfigError(f"{logdir} holds a run with a different architecture "
                              f"({'; '.join(diff)}); use another --checkpoint_dir")
         if config.seed is None:
             config = dataclasses.replace(config, seed=stored.seed)
@@ -640,20 +664,25 @@ def train(config, strategy=None, log=print):
     metrics = {}
     last_ckpt_time = time.time()
     last_ckpt_step = start_step if resumed_from else None
-    last_log = (time.time(), step)
-    last_summary = (time.time(), step)
     t_loop = time.time()
+    t_first = None  # end of the first step: it includes tracing, excluded from throughput
+    last_log = last_summary = (t_loop, step)
     while step < config.max_steps:
         real = [next(iterator) for _ in range(config.d_step)]
         noise = trainer.distribute(trainer.sample_noise())
-        out_metrics, input_images, generated_images = trainer.train_step(
-            trainer.make_inputs(real, noise))
+        out, input_images, generated_images = trainer.train_step(trainer.make_inputs(real, noise))
         step += 1
-        first = step == start_step + 1
+        first = t_first is None
+        summarise = config.save_summaries_steps and (first or step % config.save_summaries_steps == 0)
+        show = config.log_every_steps and (first or step % config.log_every_steps == 0
+                                           or step == config.max_steps)
+        if summarise or show or step == config.max_steps:
+            metrics = {k: float(v) for k, v in out.items()}  # waits for the step to finish
+        now = time.time()
+        if first:
+            t_first = now
 
-        if config.save_summaries_steps and (first or step % config.save_summaries_steps == 0):
-            metrics = {k: float(v) for k, v in out_metrics.items()}
-            now = time.time()
+        if summarise:
             rate = (step - last_summary[1]) / max(now - last_summary[0], 1e-9)
             last_summary = (now, step)
             with writer.as_default(step=step):
@@ -662,7 +691,7 @@ def train(config, strategy=None, log=print):
                 write_scalar("d_learning_rate", _to_float(trainer.d_optimizer.learning_rate))
                 write_scalar("g_learning_rate", _to_float(trainer.g_optimizer.learning_rate))
                 for v in trainer.sigma_ratio_variables:
-                    write_scalar(f"sigma_ratio/{v.path}", v.numpy())
+                    write_scalar(f"sigma_ratio/{v.path}", _to_float(v))
                 write_scalar("steps_per_second", rate)
                 write_scalar("images_per_second", rate * trainer.global_batch_size)
                 write_image("input_images", _image_grid(input_images, config.image_size))
@@ -670,25 +699,23 @@ def train(config, strategy=None, log=print):
                             _image_grid(generated_images, config.image_size))
             writer.flush()
 
-        if config.log_every_steps and (step % config.log_every_steps == 0 or first
-                                       or step == config.max_steps):
-            metrics = {k: float(v) for k, v in out_metrics.items()}
-            now = time.time()
+        if show:
             sec_per_step = (now - last_log[0]) / max(step - last_log[1], 1)
             last_log = (now, step)
+            speed = (f"first step {sec_per_step:.1f} s (includes tracing)" if first else
+                     f"{sec_per_step:.3f} s/step  "
+                     f"{trainer.global_batch_size / sec_per_step:.1f} img/s  "
+                     f"ETA {_format_seconds(sec_per_step * (config.max_steps - step))}")
             log(f"step {step}/{config.max_steps}  d_loss {metrics['d_loss']:.4f} "
                 f"(real {metrics['d_loss_real']:.4f} fake {metrics['d_loss_fake']:.4f})  "
                 f"g_loss {metrics['g_loss']:.4f}  logits {metrics['logit_real']:+.3f}/"
-                f"{metrics['logit_fake']:+.3f}  {sec_per_step:.3f} s/step  "
-                f"{trainer.global_batch_size / sec_per_step:.1f} img/s  "
-                f"ETA {_format_seconds(sec_per_step * (config.max_steps - step))}")
+                f"{metrics['logit_fake']:+.3f}  {speed}")
 
-        if config.save_checkpoint_secs and time.time() - last_ckpt_time >= config.save_checkpoint_secs:
+        if (config.save_checkpoint_secs
+                and now - last_ckpt_time >= config.save_checkpoint_secs):
             manager.save(checkpoint_number=step)
             last_ckpt_time, last_ckpt_step = time.time(), step
-    train_time = time.time() - t_loop
-    if out_metrics_available := (step > start_step):
-        metrics = {k: float(v) for k, v in out_metrics.items()}
+    t_end = time.time()
 
     if last_ckpt_step != step or manager.latest_checkpoint is None:
         manager.save(checkpoint_number=step)
@@ -705,19 +732,21 @@ def train(config, strategy=None, log=print):
         tf.io.gfile.rmtree(ckpt_dir)
 
     steps_run = step - start_step
+    # Steady-state speed: steps after the first (which includes tracing).
+    steady = (steps_run - 1) / (t_end - t_first) if steps_run > 1 and t_end > t_first else 0.0
     result = {
         "step": step, "steps_run": steps_run, "logdir": logdir,
         "checkpoint": manager.latest_checkpoint if chief else None,
-        "samples": samples_path, "resumed_from": resumed_from,
-        "metrics": metrics if out_metrics_available else {},
-        "wall_time_s": time.time() - t_start, "train_time_s": train_time,
-        "steps_per_second": steps_run / train_time if steps_run else 0.0,
-        "images_per_second": (steps_run * trainer.global_batch_size / train_time
-                              if steps_run else 0.0),
+        "samples": samples_path, "resumed_from": resumed_from, "metrics": metrics,
+        "wall_time_s": time.time() - t_start, "train_time_s": t_end - t_loop,
+        "first_step_s": (t_first - t_loop) if t_first else 0.0,
+        "steps_per_second": steady,
+        "images_per_second": steady * trainer.global_batch_size,
         "num_replicas": trainer.num_replicas,
         "global_batch_size": trainer.global_batch_size,
-        "config": config,
+        "config": config, "trainer": trainer,
     }
-    log(f"Done: step {step}, {steps_run} steps in {_format_seconds(train_time)} "
-        f"({result['images_per_second']:.1f} img/s); checkpoint {result['checkpoint']}")
+    log(f"Done: step {step}, {steps_run} steps in {_format_seconds(t_end - t_loop)} "
+        f"({result['images_per_second']:.1f} img/s after the first step); "
+        f"checkpoint {result['checkpoint']}")
     return result

@@ -1,0 +1,152 @@
+r"""Trains class-conditional SAGAN (the 2018 release's train_imagenet.py, in TF2).
+
+The flags and defaults are the release's (SPEC §9) plus a few of this port's.
+Everything happens in sagan_tf.training.train; this script parses flags,
+sets up devices and, with --demo, writes the demo data set first.
+
+Examples:
+
+  # A few-minute CPU demo on generated 32x32 data (10 classes):
+  python train_imagenet.py --demo --data_dir data/demo --image_size 32 \
+      --number_classes 10 --gf_dim 16 --df_dim 16 --batch_size 32 \
+      --max_steps 500 --checkpoint_dir runs/demo
+
+  # The release's ImageNet run (4 GPUs x 64 images, 128x128):
+  python train_imagenet.py --data_dir /data/imagenet_128 --checkpoint_dir checkpoint
+
+Checkpoints, config.json and TensorBoard events go to
+<checkpoint_dir>/imagenet_<batch_size>; rerunning the same command resumes.
+"""
+import dataclasses
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+# --- The release's flags (SPEC §9), same names and defaults.
+flags.DEFINE_string("data_dir", None,
+                    "Directory of *.tfrecords training records (SPEC §7 format: 'image_raw' "
+                    "uint8 SxSx3, 'label' int64). With --demo: defaults to data/demo.")
+flags.DEFINE_string("checkpoint_dir", "checkpoint",
+                    "Checkpoints, config.json and TensorBoard events go to "
+                    "<checkpoint_dir>/imagenet_<batch_size> (the release's layout).")
+flags.DEFINE_integer("batch_size", 64, "Images per replica (the release: per GPU tower).",
+                     lower_bound=1)
+flags.DEFINE_integer("num_towers", 4,
+                     "The release's number of GPU towers. Informational only: the number "
+                     "of replicas comes from the strategy (all GPUs, or --num_cpu_replicas).",
+                     lower_bound=0)
+flags.DEFINE_integer("shuffle_buffer_size", 100000, "Records in the shuffle buffer.",
+                     lower_bound=1)
+flags.DEFINE_integer("save_summaries_steps", 200,
+                     "Write TensorBoard summaries every this many steps (and at the first "
+                     "step of a run); 0 disables them.", lower_bound=0)
+flags.DEFINE_float("save_checkpoint_secs", 1200,
+                   "Save a checkpoint every this many seconds (and always at the end); "
+                   "0: only at the end.", lower_bound=0)
+flags.DEFINE_integer("d_step", 1, "Discriminator steps per iteration.", lower_bound=1)
+flags.DEFINE_integer("g_step", 1, "Generator steps per iteration.", lower_bound=1)
+flags.DEFINE_float("discriminator_learning_rate", 0.0004, "Adam learning rate of D (TTUR).")
+flags.DEFINE_float("generator_learning_rate", 0.0001, "Adam learning rate of G (TTUR).")
+flags.DEFINE_float("beta1", 0.0, "Adam beta1 of both optimisers.")
+flags.DEFINE_float("beta2", 0.999, "Adam beta2 of both optimisers (not a flag in the release; "
+                   "its value there).")
+flags.DEFINE_integer("image_size", 128,
+                     "Image side S (a power of two >= 32; 128 is the release's networks). "
+                     "Must match the records.")
+flags.DEFINE_integer("z_dim", 128, "Dimension of the latent z.", lower_bound=1)
+flags.DEFINE_integer("gf_dim", 64, "Generator base channels.", lower_bound=1)
+flags.DEFINE_integer("df_dim", 64, "Discriminator base channels.", lower_bound=1)
+flags.DEFINE_integer("number_classes", 1000, "Number of classes (labels in [0, n)).",
+                     lower_bound=1)
+flags.DEFINE_enum("loss_type", "hinge_loss", ["hinge_loss", "kl_loss"], "GAN loss.")
+flags.DEFINE_enum("generator_type", "test", ["test", "baseline", "test_64"],
+                  "test: SAGAN (attention at 32x32); baseline: no attention (SNGAN "
+                  "projection); test_64: attention at 64x64.")
+flags.DEFINE_enum("discriminator_type", "test", ["test", "baseline", "test_64"],
+                  "As --generator_type, for the discriminator.")
+# --- This port's flags.
+flags.DEFINE_integer("max_steps", 2_000_000, "Stop at this global step (the release: 2M).",
+                     lower_bound=0)
+flags.DEFINE_integer("seed", None,
+                     "Seed of the weights, noise and shuffling. Default: drawn at the first "
+                     "start and stored in config.json.")
+flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multiworker", "tpu"],
+                  "mirrored: all local GPUs (or --num_cpu_replicas logical CPUs); "
+                  "multiworker: MultiWorkerMirroredStrategy, cluster from TF_CONFIG; "
+                  "tpu: TPUStrategy on --tpu.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy tpu.")
+flags.DEFINE_integer("num_cpu_replicas", 0,
+                     "CPU-only machines: split the CPU into this many logical devices and "
+                     "train with that many replicas (tests the multi-replica path; no speed-up).",
+                     lower_bound=0)
+flags.DEFINE_boolean("demo", False,
+                     "If --data_dir is omitted or holds no records, first write the "
+                     "generated demo data set (sagan_tf.demo_data) there (default data/demo).")
+flags.DEFINE_boolean("shuffle", True,
+                     "Shuffle files and records (the release). --noshuffle reads them in "
+                     "order, so that a stopped and resumed run equals an uninterrupted one.")
+flags.DEFINE_boolean("skip_corrupt_records", False,
+                     "Skip the unreadable rest of a corrupt/truncated record file (with a "
+                     "warning) instead of stopping.")
+flags.DEFINE_integer("log_every_steps", 100, "Print a progress line every this many steps.",
+                     lower_bound=0)
+flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.", lower_bound=1)
+
+_DEMO_DIR = os.path.join("data", "demo")
+
+
+def _prepare_demo_data(data_dir):
+    """Writes the demo records into ``data_dir`` unless it already holds records."""
+    from sagan_tf import data, demo_data
+    from sagan_tf.training import ConfigError
+    try:
+        data.list_record_files(data_dir)
+        return
+    except FileNotFoundError:
+        pass
+    print(f"--demo: writing the demo data set ({FLAGS.number_classes} classes, "
+          f"{FLAGS.image_size}x{FLAGS.image_size}) to {data_dir}", flush=True)
+    try:
+        demo_data.write_demo_dataset(data_dir, image_size=FLAGS.image_size,
+                                     num_classes=FLAGS.number_classes, seed=0)
+    except ValueError as e:
+        raise ConfigError(f"--demo with --number_classes {FLAGS.number_classes} "
+                          f"--image_size {FLAGS.image_size}: {e}") from e
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # Logical CPU devices must exist before TensorFlow runs any op.
+    from sagan_tf import distribute
+    if FLAGS.num_cpu_replicas > 1:
+        distribute.configure_cpu_replicas(FLAGS.num_cpu_replicas)
+
+    from sagan_tf.training import ConfigError, TrainConfig, train
+    try:
+        data_dir = FLAGS.data_dir
+        if FLAGS.demo:
+            data_dir = data_dir or _DEMO_DIR
+            _prepare_demo_data(data_dir)
+        elif not data_dir:
+            raise ConfigError("--data_dir is required (or pass --demo to generate demo data)")
+        # Every TrainConfig field is a flag of the same name.
+        config = TrainConfig(**{f.name: getattr(FLAGS, f.name)
+                                for f in dataclasses.fields(TrainConfig)})
+        config = dataclasses.replace(config, data_dir=data_dir)
+        result = train(config, log=lambda line: print(line, flush=True))
+    except ConfigError as e:  # a bad flag: one clear line, no traceback
+        print(f"train_imagenet.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"Logdir {result['logdir']}: step {result['step']}, "
+          f"{result['images_per_second']:.1f} images/s ({result['num_replicas']} replica(s) x "
+          f"{config.batch_size} = global batch {result['global_batch_size']}), "
+          f"wall time {result['wall_time_s']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
