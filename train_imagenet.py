@@ -94,6 +94,28 @@ flags.DEFINE_boolean("skip_corrupt_records", False,
 flags.DEFINE_integer("log_every_steps", 100, "Print a progress line every this many steps.",
                      lower_bound=0)
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.", lower_bound=1)
+# --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
+flags.DEFINE_boolean("xla", False,
+                     "XLA-compile each replica's G and D forward/backward passes (state "
+                     "writes and the optimiser updates stay outside XLA).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_float16"],
+                  "Keras dtype policy of the networks' activations; weights, spectral norm, "
+                  "batch-norm statistics, softmax, logits and losses stay float32. "
+                  "mixed_float16 adds dynamic loss scaling.")
+flags.DEFINE_enum("attention", "release", ["release", "slide"],
+                  "release: the release's pooled attention (SPEC §3); slide: the "
+                  "paper-slide variant (not the release).")
+flags.DEFINE_integer("attention_query_block_size", 0,
+                     "Memory-efficient attention: process queries in blocks of this many "
+                     "positions, recomputing each block's softmax in the backward pass "
+                     "(same result; 0: the whole [B, N, N/4] map at once).", lower_bound=0)
+flags.DEFINE_integer("save_checkpoint_steps", 0,
+                     "Also save a checkpoint every this many steps; 0: only by time "
+                     "(--save_checkpoint_secs) and at the end.", lower_bound=0)
+flags.DEFINE_enum("on_nan", "stop", ["stop", "skip_step"],
+                  "A non-finite loss or weight: stop (naming the step and loss; the last "
+                  "checkpoint stays untouched) or skip_step (undo that iteration exactly and "
+                  "go on with fresh inputs; gives up after 10 in a row).")
 
 _DEMO_DIR = os.path.join("data", "demo")
 
@@ -125,7 +147,7 @@ def main(argv):
     if FLAGS.num_cpu_replicas > 1:
         distribute.configure_cpu_replicas(FLAGS.num_cpu_replicas)
 
-    from sagan_tf.training import ConfigError, TrainConfig, train
+    from sagan_tf.training import ConfigError, TrainConfig, TrainingError, train
     try:
         data_dir = FLAGS.data_dir
         if FLAGS.demo:
@@ -133,11 +155,15 @@ def main(argv):
             _prepare_demo_data(data_dir)
         elif not data_dir:
             raise ConfigError("--data_dir is required (or pass --demo to generate demo data)")
-        # Every TrainConfig field is a flag of the same name.
+        # Flags are named as the TrainConfig fields; a field without a flag
+        # keeps its default.
         config = TrainConfig(**{f.name: getattr(FLAGS, f.name)
-                                for f in dataclasses.fields(TrainConfig)})
+                                for f in dataclasses.fields(TrainConfig) if f.name in FLAGS})
         config = dataclasses.replace(config, data_dir=data_dir)
         result = train(config, log=lambda line: print(line, flush=True))
+    except TrainingError as e:  # a fault while training: one clear line, no traceback
+        print(f"train_imagenet.py: error: {e}", file=sys.stderr)
+        return 1
     except ConfigError as e:  # a bad flag: one clear line, no traceback
         print(f"train_imagenet.py: error: {e}", file=sys.stderr)
         return 2

@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import metrics, tfgan
+from sagan_tf import checkpoints, metrics, tfgan
 
 __all__ = [
     "EvalOptions",
@@ -205,79 +204,34 @@ def _checkpoint_exists(path):
 
 
 def list_complete_checkpoints(logdir):
-    """Complete checkpoints of ``logdir``, oldest first.
-
-    Complete = listed in the CheckpointManager's ``checkpoint`` state file
-    (which it writes atomically after the checkpoint's files) and its
-    ``.index`` file exists (a checkpoint deleted by ``max_to_keep`` in the
-    meantime is left out).
-    """
-    if not tf.io.gfile.exists(os.path.join(logdir, "checkpoint")):
-        return []
-    try:
-        state = tf.train.get_checkpoint_state(logdir)
-    except (tf.errors.OpError, ValueError) as e:  # unreadable state: try again later
-        log.warning("Could not read checkpoint state in %s: %s", logdir, e)
-        return []
-    if state is None:
-        return []
-    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-    out = []
-    for p in paths:
-        if p and not os.path.isabs(p):
-            p = os.path.join(logdir, p)
-        if p and _checkpoint_exists(p) and p not in out:
-            out.append(p)
-    return out
+    """Complete checkpoints of ``logdir``, oldest first
+    (:func:`sagan_tf.checkpoints.list_complete_checkpoints`: listed in the
+    CheckpointManager's state file, ``.index`` readable, all data shards present;
+    a checkpoint deleted by ``max_to_keep`` in the meantime is left out)."""
+    return checkpoints.list_complete_checkpoints(logdir)
 
 
 def latest_complete_checkpoint(logdir):
     """The newest complete checkpoint of ``logdir``, or None."""
-    ckpts = list_complete_checkpoints(logdir)
-    return ckpts[-1] if ckpts else None
+    return checkpoints.latest_complete_checkpoint(logdir)
 
 
 def _count_checkpoint_variables(path, child):
-    """Number of variables reachable from the root's ``child`` in a checkpoint.
-
-    Walks the checkpoint's object graph rather than counting keys: a variable
-    shared with another object (e.g. a trainable variable also tracked by the
-    optimizer) is stored once, under whichever path the saver found first.
+    """Number of variables reachable from the root's ``child`` in a checkpoint
+    (:func:`sagan_tf.checkpoints.count_variables`).
 
     Raises:
       ValueError: the checkpoint has no such child (e.g. no ``generator``).
     """
-    from tensorflow.core.protobuf import (  # pylint: disable=import-outside-toplevel
-        trackable_object_graph_pb2)
-    reader = tf.train.load_checkpoint(path)
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
-    start = [c.node_id for c in graph.nodes[0].children if c.local_name == child]
-    if not start:
-        names = sorted(c.local_name for c in graph.nodes[0].children)
-        raise ValueError(f"checkpoint {path} has no {child!r} (its objects: {names})")
-    seen, stack, count = set(start), list(start), 0
-    while stack:
-        node = graph.nodes[stack.pop()]
-        if any(a.name == "VARIABLE_VALUE" for a in node.attributes):
-            count += 1
-        for c in node.children:
-            if c.node_id not in seen:
-                seen.add(c.node_id)
-                stack.append(c.node_id)
+    count = checkpoints.count_variables(path, child)
+    if count is None:
+        raise ValueError(f"checkpoint {path} has no {child!r}")
     return count
 
 
 def checkpoint_step(path):
     """Global step of a checkpoint: its ``step`` variable, else the ``-N`` suffix."""
-    try:
-        reader = tf.train.load_checkpoint(path)
-        if reader.has_tensor(_STEP_KEY):
-            return int(reader.get_tensor(_STEP_KEY))
-    except tf.errors.OpError:
-        pass
-    m = re.search(r"-(\d+)$", path)
-    return int(m.group(1)) if m else 0
+    return checkpoints.checkpoint_step(path)
 
 
 def _atomic_write_text(path, text):
@@ -481,21 +435,14 @@ class Evaluator:
         if not _checkpoint_exists(checkpoint_path):
             raise FileNotFoundError(f"checkpoint {checkpoint_path} not found "
                                     f"(no {checkpoint_path}.index)")
-        stored = _count_checkpoint_variables(checkpoint_path, "generator")
-        if stored != len(self.generator.variables):
-            raise ValueError(
-                f"checkpoint {checkpoint_path} holds {stored} generator variables but "
-                f"the generator {self.arch} has {len(self.generator.variables)}: the "
-                f"architecture does not match (see {self.config_path}), or the checkpoint "
-                f"was written by a generator whose variables are not all tracked by "
-                f"tf.train.Checkpoint")
+        # Every generator variable's shape is checked against the stored tensor
+        # first: a mismatch names the first differing variable.
         try:
-            status = tf.train.Checkpoint(generator=self.generator).restore(checkpoint_path)
-            status.expect_partial()
-            status.assert_existing_objects_matched()
-        except (ValueError, AssertionError) as e:
-            raise ValueError(f"could not restore the generator {self.arch} from "
-                             f"{checkpoint_path}: {e}") from e
+            checkpoints.restore_checked(tf.train.Checkpoint(generator=self.generator),
+                                        checkpoint_path, what="generator",
+                                        partial=True)
+        except checkpoints.CheckpointMismatchError as e:
+            raise ValueError(f"{e} (see {self.config_path})") from e
         return checkpoint_step(checkpoint_path)
 
     def _write_summaries(self, step, result, generated_grid_images):
@@ -572,6 +519,13 @@ def evaluate_checkpoint(options, checkpoint_path=None, evaluator=None):
     return result
 
 
+def _mtime(path):
+    try:
+        return tf.io.gfile.stat(path).mtime_nsec
+    except tf.errors.OpError:
+        return None
+
+
 def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep,
                         clock=time.monotonic):
     """Evaluates every new complete checkpoint of the logdir exactly once.
@@ -591,6 +545,7 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
     interval = max(float(options.eval_interval_secs or 0.0), 0.0)
     poll = min(poll_secs, interval) if interval > 0 else poll_secs
     results = []
+    unreadable = set()
     last_new = clock()
     next_round = clock()
     while True:
@@ -605,7 +560,8 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
                 next_round = clock()  # timed out: poll one last time, then stop
             continue
         round_start = clock()
-        pending = [p for p in list_complete_checkpoints(evaluator.logdir) if p not in record]
+        pending = [p for p in list_complete_checkpoints(evaluator.logdir)
+                   if p not in record and (p, _mtime(p + ".index")) not in unreadable]
         evaluated_any = False
         for path in pending:
             try:
@@ -614,6 +570,16 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
                 if _checkpoint_exists(path):
                     raise
                 log.warning("Checkpoint %s disappeared before it was evaluated: %s", path, e)
+                continue
+            except tf.errors.OpError as e:
+                # Listed and complete, but its data cannot be read (e.g. a
+                # truncated shard): skip it (once per version of its files)
+                # and keep watching, as the trainer does on resume.
+                key = (path, _mtime(path + ".index"))
+                if key not in unreadable:
+                    unreadable.add(key)
+                    log.warning("Skipping checkpoint %s: it cannot be read (%s: %s)", path,
+                                type(e).__name__, str(e).strip().splitlines()[0][:300])
                 continue
             record.add(path, result)
             results.append(result)

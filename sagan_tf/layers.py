@@ -10,10 +10,15 @@ Mixed precision: weights, the power iteration and the batch-norm moments are
 always float32 (`autocast=False`); only the normalised weight / normalised
 activations are cast to the layer's compute dtype.
 """
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
 
 __all__ = [
+    "assign_state",
+    "record_state_updates",
     "l2_normalize",
     "spectral_normalize",
     "SpectralNormConv2D",
@@ -25,6 +30,42 @@ __all__ = [
 
 # The release's `_l2normalize` adds eps to the norm (not to the squared norm).
 _L2_EPS = 1e-12
+
+# Per-thread stack of recorders (MirroredStrategy runs each replica in its own thread).
+_RECORDERS = threading.local()
+
+
+@contextlib.contextmanager
+def record_state_updates():
+    """Defers the state writes (`u`, batch-norm moving statistics) made inside.
+
+    Within the context, `assign_state(var, value)` appends `(var, value)` to
+    the yielded list instead of assigning. Used by the XLA training path: the
+    compiled forward/backward returns the new values and the caller assigns
+    them outside the compiled function (a mirrored variable's assign needs a
+    cross-replica `merge_call`, which cannot run inside an XLA cluster).
+    Equivalent to assigning in place as long as no recorded variable is read
+    again inside the context (true for one G or D pass: each `u` and moving
+    statistic is read once, before its update).
+    """
+    stack = getattr(_RECORDERS, "stack", None)
+    if stack is None:
+        stack = _RECORDERS.stack = []
+    updates = []
+    stack.append(updates)
+    try:
+        yield updates
+    finally:
+        stack.pop()
+
+
+def assign_state(var, value):
+    """`var.assign(value)`, or recorded for later under `record_state_updates()`."""
+    stack = getattr(_RECORDERS, "stack", None)
+    if stack:
+        stack[-1].append((var, value))
+        return None
+    return var.assign(value)
 
 
 def l2_normalize(x, eps=_L2_EPS):
@@ -75,7 +116,7 @@ class _SpectralNormBase(keras.layers.Layer):
         """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`."""
         w_bar, u_new, _ = spectral_normalize(w, tf.convert_to_tensor(self.u))
         if update_sn:
-            self.u.assign(u_new)
+            assign_state(self.u, u_new)
         return w_bar
 
     def sigma(self):
@@ -223,8 +264,9 @@ class ConditionalBatchNorm(keras.layers.Layer):
         beta = tf.gather(tf.convert_to_tensor(self.beta), labels)[:, None, None, :]
         if training:
             mean, var = tf.nn.moments(x, axes=[0, 1, 2], keepdims=True)
-            self.moving_mean.assign(self.moving_mean * self.decay + mean * (1.0 - self.decay))
-            self.moving_var.assign(self.moving_var * self.decay + var * (1.0 - self.decay))
+            assign_state(self.moving_mean,
+                         self.moving_mean * self.decay + mean * (1.0 - self.decay))
+            assign_state(self.moving_var, self.moving_var * self.decay + var * (1.0 - self.decay))
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
             var = tf.convert_to_tensor(self.moving_var)
@@ -274,9 +316,10 @@ class FinalBatchNorm(keras.layers.Layer):
             mean, var = tf.nn.moments(x, axes=[0, 1, 2])
             n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
             unbiased_var = var * n / tf.maximum(n - 1.0, 1.0)
-            self.moving_mean.assign(self.moving_mean * self.decay + mean * (1.0 - self.decay))
-            self.moving_variance.assign(
-                self.moving_variance * self.decay + unbiased_var * (1.0 - self.decay))
+            assign_state(self.moving_mean,
+                         self.moving_mean * self.decay + mean * (1.0 - self.decay))
+            assign_state(self.moving_variance,
+                         self.moving_variance * self.decay + unbiased_var * (1.0 - self.decay))
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
             var = tf.convert_to_tensor(self.moving_variance)

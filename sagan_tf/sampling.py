@@ -60,8 +60,8 @@ import zipfile
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from sagan_tf import checkpoints
 from sagan_tf.networks import Discriminator, Generator
 
 __all__ = [
@@ -80,8 +80,9 @@ CONFIG_FILENAME = "config.json"
 _NPZ_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical .npz files
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint does not hold the network that config.json describes."""
+#: The checkpoint does not hold the network that config.json describes
+#: (:class:`sagan_tf.checkpoints.CheckpointMismatchError`, a ``ValueError``).
+CheckpointMismatchError = checkpoints.CheckpointMismatchError
 
 
 # ----------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def find_checkpoint(logdir, checkpoint_path=None):
     """The checkpoint prefix to restore: ``checkpoint_path`` or the newest in ``logdir``."""
     if checkpoint_path:
         if os.path.isdir(checkpoint_path):
-            latest = tf.train.latest_checkpoint(checkpoint_path)
+            latest = checkpoints.latest_complete_checkpoint(checkpoint_path)
             if latest is None:
                 raise FileNotFoundError(f"--checkpoint_path {checkpoint_path!r} is a directory "
                                         "without a checkpoint")
@@ -137,13 +138,20 @@ def find_checkpoint(logdir, checkpoint_path=None):
             raise FileNotFoundError(f"--checkpoint_path {checkpoint_path!r}: no such checkpoint "
                                     f"(no {checkpoint_path}.index)")
         return checkpoint_path
-    latest = tf.train.latest_checkpoint(logdir)
+    # The newest *complete* checkpoint (sagan_tf.checkpoints): a save cut short
+    # (killed trainer, full disk) is never picked.
+    latest = checkpoints.latest_complete_checkpoint(logdir)
+    listed = checkpoints.listed_checkpoints(logdir)
+    if latest is None and listed:
+        raise FileNotFoundError(
+            f"no complete checkpoint in {logdir!r}: " + "; ".join(
+                f"{os.path.basename(p)}: {checkpoints.checkpoint_problem(p)}" for p in listed))
     if latest is None:
-        # No state file: the highest-numbered ckpt-N with its index file.
+        # No state file: the highest-numbered complete ckpt-N.
         numbered = []
         for index in glob.glob(os.path.join(logdir, "ckpt-*.index")):
             number = index[:-len(".index")].rsplit("-", 1)[1]
-            if number.isdigit():
+            if number.isdigit() and checkpoints.checkpoint_problem(index[:-len(".index")]) is None:
                 numbered.append((int(number), index[:-len(".index")]))
         if not numbered:
             raise FileNotFoundError(f"no checkpoint in {logdir!r} (no 'checkpoint' state file "
@@ -200,47 +208,23 @@ def discriminator_kwargs(config, path=CONFIG_FILENAME, attention_query_block_siz
 
 
 def _stored_variable_count(reader, name):
-    """Number of variables in the checkpoint's object graph under root child ``name``.
-
-    Counted on the object graph, not on key names: a variable's key is its
-    *first* path (e.g. ``g_optimizer/_trainable_variables/3/...`` when the
-    optimizer reaches it in fewer steps than ``generator/...``).
-    Returns None if there is no child ``name``.
-    """
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
-    start = [c.node_id for c in graph.nodes[0].children if c.local_name == name]
-    if not start:
-        return None
-    seen, stack, count = set(start), list(start), 0
-    while stack:
-        node = graph.nodes[stack.pop()]
-        if any(a.name == "VARIABLE_VALUE" for a in node.attributes):
-            count += 1
-        for child in node.children:
-            if child.node_id not in seen:
-                seen.add(child.node_id)
-                stack.append(child.node_id)
-    return count
+    """Number of variables in the checkpoint's object graph under root child ``name``
+    (:func:`sagan_tf.checkpoints.count_variables`); None if there is no such child."""
+    return checkpoints.count_variables(reader, name)
 
 
 def _restore(name, model, checkpoint_path, describe):
     """Restores ``model`` as child ``name`` of the checkpoint, checking it matches:
-    every variable of ``model`` restored, and no variable of the checkpoint's
-    ``name`` left over."""
+    every variable of ``model`` has its stored shape (the first that does not is
+    named), and no variable is missing on either side."""
     reader = tf.train.load_checkpoint(checkpoint_path)
-    stored = _stored_variable_count(reader, name)
-    if not stored:
+    if not checkpoints.count_variables(reader, name):
         raise CheckpointMismatchError(f"checkpoint {checkpoint_path} has no {name}")
-    if stored != len(model.variables):
-        raise CheckpointMismatchError(
-            f"checkpoint {checkpoint_path} holds {stored} {name} variables but the "
-            f"{name} built from {describe} has {len(model.variables)}: the architecture "
-            "does not match")
     try:
-        status = tf.train.Checkpoint(**{name: model}).restore(checkpoint_path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
+        checkpoints.restore_checked(tf.train.Checkpoint(**{name: model}), checkpoint_path,
+                                    what=name, partial=True)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{e}; the {name} was built from {describe}") from e
     except (ValueError, AssertionError, tf.errors.OpError) as e:
         raise CheckpointMismatchError(
             f"could not restore the {name} built from {describe} from {checkpoint_path}: "
@@ -271,14 +255,7 @@ class LoadedCheckpoint:
 
 
 def _checkpoint_step(path):
-    try:
-        reader = tf.train.load_checkpoint(path)
-        if reader.has_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"):
-            return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
-    except tf.errors.OpError:
-        pass
-    tail = path.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return checkpoints.checkpoint_step(path)
 
 
 def load_checkpoint(checkpoint_dir=None, checkpoint_path=None, batch_size=None,

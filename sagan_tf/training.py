@@ -45,15 +45,18 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from sagan_tf import losses
+from sagan_tf import layers, losses
+from sagan_tf import checkpoints
 from sagan_tf.distribute import STRATEGY_KINDS, make_strategy
-from sagan_tf.networks import ARCHS, Discriminator, Generator
+from sagan_tf.networks import ARCHS, ATTENTION_TYPES, Discriminator, Generator
 
-__all__ = ["ConfigError", "TrainConfig", "Trainer", "train", "load_config", "save_config",
+__all__ = ["ConfigError", "TrainingError", "TrainingDivergedError", "TrainConfig", "Trainer", "train", "load_config", "save_config",
            "write_scalar", "write_image", "CONFIG_FILENAME", "SUMMARY_SCALARS",
            "SUMMARY_IMAGES"]
 
 CONFIG_FILENAME = "config.json"
+#: Accepted values of ``TrainConfig.mixed_precision`` (Keras global dtype policies).
+MIXED_PRECISION_POLICIES = ("none", "mixed_bfloat16", "mixed_float16")
 #: Scalar summary tags written every ``save_summaries_steps`` (plus one
 #: ``sigma_ratio/<variable path>`` per attention layer).
 SUMMARY_SCALARS = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "logit_real",
@@ -72,6 +75,22 @@ _ARCHITECTURE_FIELDS = ("image_size", "z_dim", "gf_dim", "df_dim", "number_class
 
 class ConfigError(ValueError):
     """A bad flag or a flag that does not fit the data / logdir; names the flag."""
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a fault (bad input data, a checkpoint that cannot be
+    written or restored); the message says what and where. Checkpoints written
+    before are intact."""
+
+
+class TrainingDivergedError(TrainingError):
+    """A non-finite loss or weight (``--on_nan=stop``); names the step and the loss."""
+
+
+#: Values of ``--on_nan``.
+ON_NAN_CHOICES = ("stop", "skip_step")
+#: A D real-minus-fake mean logit gap above this is logged as a collapse sign.
+COLLAPSE_LOGIT_GAP = 10.0
 
 
 @dataclasses.dataclass
@@ -110,6 +129,13 @@ class TrainConfig:
     skip_corrupt_records: bool = False
     log_every_steps: int = 100               # console progress line; 0 disables
     keep_checkpoint_max: int = 5
+    save_checkpoint_steps: int = 0           # >0: also checkpoint every this many steps
+    on_nan: str = "stop"                     # non-finite loss/weight: stop | skip_step
+    # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
+    xla: bool = False                        # XLA-compile each replica's forward/backward passes
+    mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
+    attention: str = "release"               # release (SPEC §3) | slide (paper-slide variant)
+    attention_query_block_size: int = 0      # >0: memory-efficient attention, queries in blocks
 
     @property
     def logdir(self):
@@ -157,10 +183,19 @@ class TrainConfig:
         need(self.strategy in STRATEGY_KINDS, "strategy", f"must be one of {STRATEGY_KINDS}")
         need(self.num_cpu_replicas <= 1 or self.strategy == "mirrored", "num_cpu_replicas",
              "only applies to --strategy mirrored")
+        need(isinstance(self.xla, bool), "xla", "must be a boolean")
+        need(self.mixed_precision in MIXED_PRECISION_POLICIES, "mixed_precision",
+             f"must be one of {MIXED_PRECISION_POLICIES}")
+        need(self.attention in ATTENTION_TYPES, "attention", f"must be one of {ATTENTION_TYPES}")
+        need(is_int(self.attention_query_block_size) and self.attention_query_block_size >= 0,
+             "attention_query_block_size", "must be an integer >= 0 (0: one-shot attention)")
         need(isinstance(self.checkpoint_dir, str) and self.checkpoint_dir != "",
              "checkpoint_dir", "must be a non-empty path")
         need(self.data_dir is None or isinstance(self.data_dir, str), "data_dir",
              "must be a path")
+        need(is_int(self.save_checkpoint_steps) and self.save_checkpoint_steps >= 0,
+             "save_checkpoint_steps", "must be an integer >= 0")
+        need(self.on_nan in ON_NAN_CHOICES, "on_nan", f"must be one of {ON_NAN_CHOICES}")
         return self
 
     def to_dict(self):
@@ -258,15 +293,29 @@ class Trainer:
         # Same seed -> same initial weights (Keras initialisers draw from the
         # global seed that set_random_seed resets).
         keras.utils.set_random_seed(int(config.seed))
+        block = config.attention_query_block_size or None
+        # Mixed precision: the layers take the global dtype policy when they
+        # are created; it is restored afterwards (the models keep theirs).
+        # Weights, spectral norm, BN moments, softmax, logits and losses stay
+        # float32 (sagan_tf.layers / attention / networks).
+        previous_policy = keras.config.dtype_policy()
+        if config.mixed_precision != "none":
+            keras.config.set_dtype_policy(config.mixed_precision)
+        try:
+            with self.strategy.scope():
+                self.generator = Generator(
+                    arch=config.generator_type, image_size=config.image_size,
+                    z_dim=config.z_dim, gf_dim=config.gf_dim, num_classes=config.number_classes,
+                    attention=config.attention, attention_query_block_size=block)
+                self.discriminator = Discriminator(
+                    arch=config.discriminator_type, image_size=config.image_size,
+                    df_dim=config.df_dim, num_classes=config.number_classes,
+                    attention=config.attention, attention_query_block_size=block)
+                self.generator.ensure_built()
+                self.discriminator.ensure_built()
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
         with self.strategy.scope():
-            self.generator = Generator(
-                arch=config.generator_type, image_size=config.image_size, z_dim=config.z_dim,
-                gf_dim=config.gf_dim, num_classes=config.number_classes)
-            self.discriminator = Discriminator(
-                arch=config.discriminator_type, image_size=config.image_size,
-                df_dim=config.df_dim, num_classes=config.number_classes)
-            self.generator.ensure_built()
-            self.discriminator.ensure_built()
             # epsilon 1e-8 is TF1's AdamOptimizer default (Keras' is 1e-7).
             self.g_optimizer = keras.optimizers.Adam(
                 config.generator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
@@ -274,6 +323,13 @@ class Trainer:
             self.d_optimizer = keras.optimizers.Adam(
                 config.discriminator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
                 epsilon=1e-8, name="d_optimizer")
+            if config.mixed_precision == "mixed_float16":
+                # Dynamic loss scaling; apply_gradients unscales and skips
+                # non-finite steps.
+                self.g_optimizer = keras.optimizers.LossScaleOptimizer(
+                    self.g_optimizer, name="g_loss_scale_optimizer")
+                self.d_optimizer = keras.optimizers.LossScaleOptimizer(
+                    self.d_optimizer, name="d_loss_scale_optimizer")
             # Slots exist before the first step, so a restore fills them
             # directly and the compiled step never creates variables.
             self.g_optimizer.build(self.generator.trainable_variables)
@@ -287,6 +343,10 @@ class Trainer:
             generator=self.generator, discriminator=self.discriminator,
             g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer,
             step=self.step, rng=self.rng)
+        # XLA: each replica's G and D forward/backward passes are compiled
+        # (see _run_pass); the variable writes and apply_gradients stay outside.
+        self._jit_passes = {}
+        self._deferred_variables = {}
         self._compiled_step = tf.function(self._step, autograph=False)
         self._compiled_sample = None
         self.sigma_ratio_variables = [
@@ -372,44 +432,87 @@ class Trainer:
 
     # -- The training iteration ----------------------------------------------
 
-    def _replica_step(self, inputs):
-        """One SPEC §6 iteration on one replica. Returns per-replica metrics."""
-        cfg = self.config
+    def _g_pass(self, z, y_fake):
+        """Forward/backward of one G step: ``(g_loss, grads of G)``; writes G's state."""
         G, D = self.generator, self.discriminator
         # The optimisers sum gradients over replicas (all-reduce SUM); scaling
         # each replica's loss by 1/num_replicas makes that sum the average of
         # the tower gradients, as the release did.
         scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
+        # The release's G step also drew (and read) a real batch, but the
+        # generator loss does not depend on it; it is not drawn here.
+        with tf.GradientTape() as tape:
+            fake = G(z, y_fake, training=True)                     # G: BN stats, u updated
+            logits_fake = D(fake, y_fake, update_sn=False)         # D: u untouched
+            g_loss = losses.generator_loss(self.config.loss_type, logits_fake)
+            scaled = self._scale_loss(self.g_optimizer, g_loss * scale)
+        return g_loss, _dense(tape.gradient(scaled, G.trainable_variables))
 
+    def _d_pass(self, real_images, real_labels, z, y_fake):
+        """Forward/backward of one D step: ``(outputs, grads of D)``; writes G's and D's state."""
+        G, D = self.generator, self.discriminator
+        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
+        # G runs in training mode again (release): its BN moving stats and
+        # u are updated a second time in this iteration. No gradient to G.
+        fake = tf.stop_gradient(G(z, y_fake, training=True))
+        n_real = tf.shape(real_images)[0]
+        with tf.GradientTape() as tape:
+            # One D call on real+fake: D has no batch-dependent layer, so
+            # this equals D(real) (updating u) followed by D(fake) with the
+            # same normalised weights, the release's behaviour.
+            logits = D(tf.concat([tf.cast(real_images, fake.dtype), fake], 0),
+                       tf.concat([tf.cast(real_labels, tf.int32), y_fake], 0),
+                       update_sn=True)
+            logits_real, logits_fake = logits[:n_real], logits[n_real:]
+            d_loss, d_loss_real, d_loss_fake = losses.discriminator_loss(
+                self.config.loss_type, logits_real, logits_fake)
+            scaled = self._scale_loss(self.d_optimizer, d_loss * scale)
+        grads = _dense(tape.gradient(scaled, D.trainable_variables))
+        return (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads
+
+    @staticmethod
+    def _scale_loss(optimizer, loss):
+        """Loss scaling of ``mixed_float16`` (``LossScaleOptimizer``); identity otherwise."""
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer.scale_loss(loss)
+        return loss
+
+    def _run_pass(self, name, fn, *args):
+        """Runs ``fn(*args)``; with ``config.xla``, as one XLA-compiled function.
+
+        The compiled function computes the pass with every state write (SN
+        ``u``, BN moving statistics) deferred (``layers.record_state_updates``)
+        and returns the new values; they are assigned here, outside XLA, in
+        replica context (a mirrored variable's assign needs a ``merge_call``,
+        which XLA cannot compile). Same values, same order of reads and
+        writes as the eager-assign path: within one pass each state variable
+        is read once, before its only write.
+        """
+        if not self.config.xla:
+            return fn(*args)
+        if name not in self._jit_passes:
+            def deferred(*a):
+                with layers.record_state_updates() as updates:
+                    out = fn(*a)
+                self._deferred_variables[name] = [v for v, _ in updates]
+                return out, [value for _, value in updates]
+            self._jit_passes[name] = tf.function(deferred, jit_compile=True, autograph=False)
+        out, values = self._jit_passes[name](*args)
+        for var, value in zip(self._deferred_variables[name], values):
+            var.assign(value)
+        return out
+
+    def _replica_step(self, inputs):
+        """One SPEC §6 iteration on one replica. Returns per-replica metrics."""
+        G, D = self.generator, self.discriminator
         g_loss = None
         for z, y_fake in inputs["g"]:
-            # The release's G step also drew (and read) a real batch, but the
-            # generator loss does not depend on it; it is not drawn here.
-            with tf.GradientTape() as tape:
-                fake = G(z, y_fake, training=True)                     # G: BN stats, u updated
-                logits_fake = D(fake, y_fake, update_sn=False)         # D: u untouched
-                g_loss = losses.generator_loss(cfg.loss_type, logits_fake)
-                scaled = g_loss * scale
-            grads = _dense(tape.gradient(scaled, G.trainable_variables))
+            g_loss, grads = self._run_pass("g", self._g_pass, z, y_fake)
             self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
 
         for real_images, real_labels, z, y_fake in inputs["d"]:
-            # G runs in training mode again (release): its BN moving stats and
-            # u are updated a second time in this iteration. No gradient to G.
-            fake = tf.stop_gradient(G(z, y_fake, training=True))
-            n_real = tf.shape(real_images)[0]
-            with tf.GradientTape() as tape:
-                # One D call on real+fake: D has no batch-dependent layer, so
-                # this equals D(real) (updating u) followed by D(fake) with the
-                # same normalised weights, the release's behaviour.
-                logits = D(tf.concat([real_images, fake], 0),
-                           tf.concat([tf.cast(real_labels, tf.int32), y_fake], 0),
-                           update_sn=True)
-                logits_real, logits_fake = logits[:n_real], logits[n_real:]
-                d_loss, d_loss_real, d_loss_fake = losses.discriminator_loss(
-                    cfg.loss_type, logits_real, logits_fake)
-                scaled = d_loss * scale
-            grads = _dense(tape.gradient(scaled, D.trainable_variables))
+            (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads = (
+                self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
             self.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
 
         metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
@@ -595,16 +698,221 @@ def _check_data_dir(config):
 
 
 # ----------------------------------------------------------------------------
+# Faults: preemption signals, non-finite steps, unwritable logdir.
+#
+# Preemption: SIGTERM / SIGINT set a flag (the handler does nothing else);
+# the loop checks it between iterations, saves a checkpoint of the current
+# step and returns. This is simpler than
+# tf.distribute.experimental.PreemptionCheckpointHandler (which needs a
+# cluster resolver / coordination service and is built for multi-worker GPU
+# and TPU jobs) and works the same on one CPU or 8 GPUs; an iteration in
+# flight finishes first (seconds at most). A second signal restores the
+# previous handler, so pressing Ctrl-C twice interrupts at once -- safe, as
+# checkpoint files are written atomically (sagan_tf.checkpoints).
+
+class _StopSignals:
+    """Context manager: SIGTERM/SIGINT -> ``self.signal`` (its name) between steps."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self, log=print):
+        self.signal = None
+        self._log = log
+        self._previous = {}
+
+    def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        import signal
+        name = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = name
+            self._log(f"Received {name}: saving a checkpoint after the current step, then "
+                      "exiting (send it again to exit at once)")
+        for sig, handler in self._previous.items():  # a second signal acts as usual
+            signal.signal(sig, handler)
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, handler in self._previous.items():
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, TypeError):
+                pass
+        return False
+
+
+#: Test seam (documented in docs/ARCHITECTURE.md): ``SAGAN_TF_TEST_NAN_AT_STEPS=6,9``
+#: makes the noise of the first attempt at global steps 6 and 9 NaN, so those
+#: iterations write NaN into G, D and the optimizer state like a real blow-up.
+#: Unset in normal use.
+NAN_FAULT_ENV = "SAGAN_TF_TEST_NAN_AT_STEPS"
+#: ``--on_nan=skip_step`` gives up after this many consecutive bad iterations.
+MAX_CONSECUTIVE_SKIPS = 10
+_LOSS_NAMES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss")
+
+
+def _state_variables(trainer):
+    """``[(name, variable)]`` of everything the step changes (the checkpointed
+    state less the random generator)."""
+    out, seen = [], set()
+    groups = (("", trainer.generator.variables), ("", trainer.discriminator.variables),
+              ("g_optimizer/", trainer.g_optimizer.variables),
+              ("d_optimizer/", trainer.d_optimizer.variables))
+    for prefix, variables in groups:
+        for v in variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append((prefix + getattr(v, "path", v.name), v))
+    out.append(("step", trainer.step))
+    return out
+
+
+def _components(strategy, v):
+    """Per-device copies of a (mirrored) variable; ``[v]`` where there are none."""
+    inner = getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+    if isinstance(strategy, (tf.distribute.MirroredStrategy,
+                             tf.distribute.MultiWorkerMirroredStrategy)):
+        return list(strategy.experimental_local_results(inner))
+    return [inner]
+
+
+class _NonFiniteGuard:
+    """Checks each iteration for non-finite losses and weights; with
+    ``skip_step`` also undoes a bad iteration exactly.
+
+    Exact undo: before every iteration all state variables (G and D weights,
+    spectral-norm ``u``, batch-norm moving statistics, both optimizers' slots
+    and iteration counters, the global step) are copied on-device into shadow
+    variables, per replica copy; a bad iteration is undone by copying them
+    back. That costs one extra copy of the state in device memory and one
+    device-to-device copy per iteration (a few ms for the release's 128x128
+    networks on a GPU; nothing when ``--on_nan=stop``). Checking gradients
+    before applying them would not be exact: the forward passes already wrote
+    the ``u`` vectors and BN statistics. The random generator and the input
+    iterator are *not* rewound: the retried iteration draws fresh noise and a
+    fresh batch (the same inputs would blow up again).
+    """
+
+    def __init__(self, trainer, on_nan):
+        self.trainer, self.on_nan = trainer, on_nan
+        strategy = trainer.strategy
+        self.named = [(name, c) for name, v in _state_variables(trainer)
+                      for c in _components(strategy, v)]
+        floats = [c for _, c in self.named if c.dtype.is_floating]
+
+        def all_finite(losses):
+            checks = [tf.reduce_all(tf.math.is_finite(x)) for x in losses]
+            checks += [tf.reduce_all(tf.math.is_finite(c.read_value())) for c in floats]
+            return tf.reduce_all(tf.stack(checks))
+        self._all_finite = tf.function(all_finite, autograph=False)
+        self._shadows = None
+        if on_nan == "skip_step":
+            self._shadows = []
+            for _, c in self.named:
+                with tf.device(c.device):
+                    self._shadows.append(tf.Variable(tf.zeros(c.shape, c.dtype),
+                                                     trainable=False, name="shadow"))
+            pairs = list(zip([c for _, c in self.named], self._shadows))
+
+            def snapshot():
+                for c, s in pairs:
+                    s.assign(c.read_value())
+                return tf.constant(True)
+
+            def undo():
+                for c, s in pairs:
+                    c.assign(s.read_value())
+                return tf.constant(True)
+            self._snapshot = tf.function(snapshot, autograph=False)
+            self._undo = tf.function(undo, autograph=False)
+        self._inject = {int(x) for x in os.environ.get(NAN_FAULT_ENV, "").split(",")
+                        if x.strip().isdigit()}
+
+    def noise(self, noise, step):
+        """The test seam: NaN noise for the first attempt at ``step`` if requested."""
+        if step not in self._inject:
+            return noise
+        self._inject.discard(step)
+        nan = tf.constant(float("nan"))
+        return {"g": [(z * nan, y) for z, y in noise["g"]], "d": list(noise["d"])}
+
+    def before_step(self):
+        if self._shadows is not None:
+            self._snapshot()
+
+    def check(self, out):
+        """None if the iteration's losses and the new state are finite, else a
+        description naming the non-finite losses (or the first bad variable)."""
+        losses = [out[k] for k in _LOSS_NAMES if k in out]
+        if bool(self._all_finite(losses)):
+            return None
+        bad = [f"{k}={float(out[k])}" for k in _LOSS_NAMES
+               if k in out and not math.isfinite(float(out[k]))]
+        if bad:
+            return "non-finite " + ", ".join(bad)
+        for name, c in self.named:
+            if c.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(c))):
+                return f"non-finite weight {name} (the losses were finite)"
+        return "non-finite values"
+
+    def undo(self):
+        self._undo()
+
+
+def _check_logdir_writable(logdir):
+    """Fails early, naming the directory, when checkpoints cannot be written there."""
+    try:
+        tf.io.gfile.makedirs(logdir)
+        if "://" not in logdir:
+            fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=logdir)
+            os.close(fd)
+            os.remove(probe)
+    except (OSError, tf.errors.OpError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--checkpoint_dir: cannot write checkpoints to {logdir}: "
+                          f"{detail}") from e
+
+
+def _first_line(e):
+    text = str(getattr(e, "message", None) or e).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("[[") and "Traceback" not in line:
+            return line
+    return type(e).__name__
+
+
+# ----------------------------------------------------------------------------
 # The loop.
 
 def train(config, strategy=None, log=print):
     """Trains until ``config.max_steps``; returns a summary dict.
 
-    Restores the latest checkpoint of ``config.logdir`` if there is one
-    ("Resumed from <path> at step N"), else starts from scratch. Writes
-    ``config.json``, TensorBoard summaries every ``save_summaries_steps`` (and
-    at the first step of a run), checkpoints every ``save_checkpoint_secs``
-    and at the end, and ``samples_<step>.png`` at the end.
+    Restores the newest complete checkpoint of ``config.logdir`` if there is
+    one ("Resumed from <path> at step N"; an incomplete or unreadable newer one
+    is reported and skipped, see :func:`sagan_tf.checkpoints.restore_newest`),
+    else starts from scratch. Writes ``config.json``, TensorBoard summaries
+    every ``save_summaries_steps`` (and at the first step of a run),
+    checkpoints every ``save_checkpoint_secs`` / ``save_checkpoint_steps`` and
+    at the end, and ``samples_<step>.png`` at the end.
+
+    Faults: SIGTERM/SIGINT (in the main thread) end the run after the current
+    iteration with a checkpoint of that step (``result["stopped_by"]``). A
+    non-finite loss or weight raises :class:`TrainingDivergedError` without
+    saving (``on_nan="stop"``) or undoes that iteration exactly
+    (``"skip_step"``). Unreadable input records and failed checkpoint saves
+    raise :class:`TrainingError` (after saving the last good state, where
+    possible); a checkpoint of another architecture, an unwritable logdir or
+    a bad flag raise :class:`ConfigError`.
 
     Args:
       config: :class:`TrainConfig`.
@@ -615,11 +923,19 @@ def train(config, strategy=None, log=print):
       dict with ``step``, ``steps_run``, ``logdir``, ``checkpoint``,
       ``samples``, ``resumed_from``, ``metrics`` (last step's, floats),
       ``wall_time_s``, ``train_time_s``, ``steps_per_second``,
-      ``images_per_second``, ``num_replicas``, ``global_batch_size``.
+      ``images_per_second``, ``num_replicas``, ``global_batch_size``,
+      ``stopped_by`` (signal name or None), ``skipped_steps``.
     """
+    with _StopSignals(log) as stop:
+        return _train(config, strategy, log, stop)
+
+
+def _train(config, strategy, log, stop):
+    """:func:`train` with the signal flag ``stop``."""
     t_start = time.time()
     config.validate()
     _check_data_dir(config)
+    _check_logdir_writable(config.logdir)
     logdir = config.logdir
     if tf.io.gfile.exists(os.path.join(logdir, CONFIG_FILENAME)):
         stored = load_config(logdir)
@@ -644,10 +960,18 @@ def train(config, strategy=None, log=print):
         save_config(config, logdir)
     manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir,
                                          max_to_keep=config.keep_checkpoint_max)
-    resumed_from = None
-    if manager.latest_checkpoint:
-        trainer.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        resumed_from = manager.latest_checkpoint
+    # The newest complete checkpoint whose data reads back; each variable's
+    # shape is checked against the stored tensor before anything is restored.
+    try:
+        # Every worker restores the chief's checkpoint (logdir): a non-chief's
+        # scratch ckpt_dir is deleted at the end, so resuming from it would
+        # start that worker from scratch while the chief resumes.
+        resumed_from = checkpoints.restore_newest(trainer.checkpoint, logdir, log)
+    except checkpoints.CheckpointMismatchError as e:
+        raise ConfigError(f"{e}; use the run's flags or another --checkpoint_dir") from e
+    except checkpoints.NoRestorableCheckpointError as e:
+        raise TrainingError(str(e)) from e
+    if resumed_from:
         log(f"Resumed from {resumed_from} at step {int(trainer.step.numpy())}")
     else:
         log("Starting from scratch")
@@ -667,10 +991,54 @@ def train(config, strategy=None, log=print):
     t_loop = time.time()
     t_first = None  # end of the first step: it includes tracing, excluded from throughput
     last_log = last_summary = (t_loop, step)
+    guard = _NonFiniteGuard(trainer, config.on_nan)
+    skipped_steps = consecutive_skips = 0
+
+    def save_now():
+        nonlocal last_ckpt_time, last_ckpt_step
+        try:
+            path = checkpoints.save(manager, step)
+        except checkpoints.CheckpointSaveError as e:
+            raise TrainingError(str(e)) from e
+        last_ckpt_time, last_ckpt_step = time.time(), step
+        return path
+
     while step < config.max_steps:
-        real = [next(iterator) for _ in range(config.d_step)]
-        noise = trainer.distribute(trainer.sample_noise())
+        if stop.signal:  # SIGTERM/SIGINT: checkpoint below, then return
+            break
+        try:
+            real = [next(iterator) for _ in range(config.d_step)]
+        except tf.errors.OpError as e:  # unreadable records: keep what was trained
+            kept = "nothing trained in this run"
+            if step > start_step:
+                saved = save_now() if last_ckpt_step != step else manager.latest_checkpoint
+                kept = f"saved the state of step {step} in {saved}"
+            raise TrainingError(f"input data error at step {step + 1} (--data_dir "
+                                f"{config.data_dir}): {_first_line(e)}; {kept}") from e
+        noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
+        guard.before_step()
         out, input_images, generated_images = trainer.train_step(trainer.make_inputs(real, noise))
+        problem = guard.check(out)
+        if problem:
+            last_good = checkpoints.latest_complete_checkpoint(ckpt_dir)
+            if config.on_nan == "stop":
+                raise TrainingDivergedError(
+                    f"training diverged at step {step + 1}: {problem}. Stopped without saving; "
+                    f"the last good checkpoint {last_good or '(none)'} is untouched (lower the "
+                    f"learning rates, or --on_nan=skip_step to skip such steps)")
+            guard.undo()
+            skipped_steps += 1
+            consecutive_skips += 1
+            log(f"WARNING: step {step + 1}: {problem}; step skipped (--on_nan=skip_step): "
+                f"state restored to step {step}, its batch and noise discarded "
+                f"({skipped_steps} skipped so far)")
+            if consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                raise TrainingDivergedError(
+                    f"training diverged at step {step + 1}: {consecutive_skips} consecutive "
+                    f"iterations were non-finite ({problem}); stopped. The last good "
+                    f"checkpoint {last_good or '(none)'} is untouched")
+            continue
+        consecutive_skips = 0
         step += 1
         first = t_first is None
         summarise = config.save_summaries_steps and (first or step % config.save_summaries_steps == 0)
@@ -711,14 +1079,28 @@ def train(config, strategy=None, log=print):
                 f"g_loss {metrics['g_loss']:.4f}  logits {metrics['logit_real']:+.3f}/"
                 f"{metrics['logit_fake']:+.3f}  {speed}")
 
-        if (config.save_checkpoint_secs
-                and now - last_ckpt_time >= config.save_checkpoint_secs):
-            manager.save(checkpoint_number=step)
-            last_ckpt_time, last_ckpt_step = time.time(), step
+            # GAN collapse signals are reported, never acted on.
+            gap = metrics["logit_real"] - metrics["logit_fake"]
+            if gap > COLLAPSE_LOGIT_GAP or metrics["d_loss"] < 1e-3:
+                log(f"WARNING: step {step}: D separates real from fake almost perfectly "
+                    f"(logit gap {gap:+.2f}, d_loss {metrics['d_loss']:.4f}): a sign of "
+                    "D overpowering G / mode collapse; training continues")
+
+        if ((config.save_checkpoint_secs
+                and now - last_ckpt_time >= config.save_checkpoint_secs)
+                or (config.save_checkpoint_steps
+                    and step % config.save_checkpoint_steps == 0)):
+            save_now()
     t_end = time.time()
 
     if last_ckpt_step != step or manager.latest_checkpoint is None:
-        manager.save(checkpoint_number=step)
+        save_now()
+    if stop.signal:
+        log(f"Stopped by {stop.signal} at step {step}: checkpoint "
+            f"{os.path.basename(manager.latest_checkpoint)} saved in {ckpt_dir}; rerun the "
+            "same command to resume")
+    if skipped_steps:
+        log(f"{skipped_steps} non-finite step(s) were skipped (--on_nan=skip_step)")
     writer.flush()
     samples_path = None
     if chief:
@@ -745,6 +1127,7 @@ def train(config, strategy=None, log=print):
         "num_replicas": trainer.num_replicas,
         "global_batch_size": trainer.global_batch_size,
         "config": config, "trainer": trainer,
+        "stopped_by": stop.signal, "skipped_steps": skipped_steps,
     }
     log(f"Done: step {step}, {steps_run} steps in {_format_seconds(t_end - t_loop)} "
         f"({result['images_per_second']:.1f} img/s after the first step); "
