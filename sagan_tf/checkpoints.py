@@ -251,9 +251,15 @@ def check_compatible(root, path, what=None):
         differs, that the checkpoint lacks, or that the checkpoint holds and
         the model lacks.
     """
-    reader = tf.train.load_checkpoint(path)
-    shapes = reader.get_variable_to_shape_map()
-    graph = _object_graph(reader)
+    try:
+        reader = tf.train.load_checkpoint(path)
+        shapes = reader.get_variable_to_shape_map()
+        graph = _object_graph(reader)
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError) as e:
+        # e.g. a truncated data shard: the object graph is stored there and the
+        # reader raises IndexError("Read less bytes than requested").
+        raise tf.errors.DataLossError(None, None, f"cannot read checkpoint {path}: "
+                                      f"{type(e).__name__}: {e}") from e
     name = _name(path)
 
     def fail(var_path, detail, stored=None, live=None):
@@ -373,7 +379,7 @@ def restore_newest(root, logdir, log_fn=print):
                 restore_checked(root, path)
             except CheckpointMismatchError:
                 raise
-            except (tf.errors.OpError, ValueError) as e:
+            except Exception as e:  # pylint: disable=broad-except  # any read failure
                 msg = str(e).strip().splitlines()
                 reason = f"restore failed: {type(e).__name__}: {msg[0] if msg else e}"
         if reason is None:

@@ -25,8 +25,10 @@ One evaluation (:meth:`Evaluator.evaluate`):
 release's ``evaluate_repeatedly``: every checkpoint the trainer finishes is
 evaluated exactly once. A checkpoint counts as complete only once it is listed
 in the CheckpointManager's ``checkpoint`` state file (written atomically after
-the checkpoint files) *and* its ``.index`` file exists, so a half-written one is
-never read. Evaluated checkpoints are recorded in ``<eval_dir>/evaluated.json``
+the checkpoint files) *and* its ``.index`` reads back and all its data shards
+exist (:mod:`sagan_tf.checkpoints`), so a half-written one is never read; a
+listed checkpoint whose data does not read back (e.g. truncated) is skipped
+with a warning, and watching goes on through trainer kills and restarts. Evaluated checkpoints are recorded in ``<eval_dir>/evaluated.json``
 (with their results), so a restarted evaluator never redoes one.
 """
 import dataclasses

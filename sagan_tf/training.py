@@ -67,7 +67,7 @@ SUMMARY_IMAGES = ("input_images", "generated_images")
 #: Config fields that fix the shapes of the checkpointed variables: a resumed
 #: run must agree with the stored config.json on these.
 _ARCHITECTURE_FIELDS = ("image_size", "z_dim", "gf_dim", "df_dim", "number_classes",
-                        "generator_type", "discriminator_type")
+                        "generator_type", "discriminator_type", "attention")
 
 
 # ----------------------------------------------------------------------------
@@ -225,6 +225,10 @@ def save_config(config, logdir):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        # mkstemp creates 0600; give the file the usual permissions (umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

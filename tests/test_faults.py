@@ -190,7 +190,7 @@ def test_sigterm_and_sigint_checkpoint_the_current_step_and_resume(records, tmp_
             assert lines.wait_for(lambda l: l.startswith(f"step {first + 4}/"), 60), \
                 lines.text()
             proc.send_signal(sig)
-            rc, _ = _finish(proc, 60)
+            rc = proc.wait(timeout=90)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -265,7 +265,15 @@ def test_sigkill_at_random_moments_resumes_from_newest_complete_checkpoint(recor
                     time.sleep(0.02)
                 else:
                     raise AssertionError(f"no new checkpoint in life {life}:\n{lines.text()}")
-                time.sleep(rnd.uniform(0.0, 1.2))
+                mid_save = False
+                if life % 2:  # kill the moment a save's temporary directory shows up
+                    deadline = time.time() + 30
+                    while time.time() < deadline and not mid_save:
+                        mid_save = any(f.endswith("_temp") for f in os.listdir(logdir))
+                        if not mid_save:
+                            time.sleep(0.0005)
+                else:  # kill at a random moment
+                    time.sleep(rnd.uniform(0.0, 1.2))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
             finally:
@@ -277,12 +285,13 @@ def test_sigkill_at_random_moments_resumes_from_newest_complete_checkpoint(recor
                      if l.startswith("step ")]
             after = _state_steps(logdir)
             leftovers = checkpoints.unlisted_checkpoints(logdir)
-            lives.append(dict(last_step_logged=saved[-1] if saved else None,
+            lives.append(dict(mid_save=mid_save, last_step_logged=saved[-1] if saved else None,
                               newest_complete=after[-1], leftovers=leftovers))
             # At most the steps since the last complete checkpoint are lost: every
             # step logged before the last one was checkpointed (a save follows each).
             if saved:
                 assert after[-1] >= saved[-1] - 1, (saved, after, out)
+        assert any(life["mid_save"] for life in lives), lives  # killed inside a save
         # Damage the two newest checkpoints: the next start says so and falls back.
         complete = checkpoints.list_complete_checkpoints(logdir)
         newest, second, third = complete[-1], complete[-2], complete[-3]
@@ -312,7 +321,7 @@ def test_sigkill_at_random_moments_resumes_from_newest_complete_checkpoint(recor
         def evaluated():
             try:
                 with open(record_path) as f:
-                    return [e["checkpoint"] for e in json.load(f)]
+                    return [e["checkpoint"] for e in json.load(f)["evaluated"]]
             except (OSError, ValueError):
                 return []
         deadline = time.time() + 90

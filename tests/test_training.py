@@ -132,13 +132,23 @@ def _read_events(logdir):
 # End to end with 2 replicas.
 
 @pytest.fixture(scope="module")
-def run2(strategy2, tmp_path_factory):
-    """A 3-step training run with 2 replicas; summaries at steps 1 and 2."""
+def trainer1():
+    """A fresh 1-replica (default strategy) Trainer with run2's architecture and
+    seed; tests copy in the state they need (its step is traced once)."""
+    return Trainer(_tiny_config(data_dir="unused"), tf.distribute.get_strategy())
+
+
+@pytest.fixture(scope="module")
+def run2(strategy2, trainer1, tmp_path_factory):
+    """A 3-step training run with 2 replicas; summaries at steps 1 and 2.
+
+    Its initial state is trainer1's (same seed, so same initial weights)."""
     root = tmp_path_factory.mktemp("run2")
     config = _tiny_config(data_dir=_write_records(root / "data"),
                           checkpoint_dir=str(root / "ckpt"), max_steps=3,
                           save_summaries_steps=2, log_every_steps=1)
-    initial = _state(Trainer(config, strategy2))  # same seed -> the run's initial state
+    assert int(trainer1.step.numpy()) == 0
+    initial = _state(trainer1)
     lines = []
     result = train(config, strategy=strategy2, log=lines.append)
     return config, initial, result, lines
@@ -198,13 +208,6 @@ def test_end_to_end_two_replicas(run2):
 
 # ----------------------------------------------------------------------------
 # Gradient averaging across replicas.
-
-@pytest.fixture(scope="module")
-def trainer1():
-    """A 1-replica (default strategy) Trainer with run2's architecture; tests
-    copy in the state they need (its step is traced once, for both tests)."""
-    return Trainer(_tiny_config(data_dir="unused"), tf.distribute.get_strategy())
-
 
 def _inputs(rng, z_dim):
     x = rng.uniform(-1, 1, (B, S, S, 3)).astype(np.float32)
