@@ -355,7 +355,7 @@ def restore_newest(root, logdir, log_fn=print):
     Falls back to older checkpoints when the newest listed one is incomplete
     or fails to read, saying so ("latest checkpoint ckpt-7 is incomplete or
     corrupt (<reason>); resuming from ckpt-6"). Files of saves that did not
-    finish (not in the state file) are reported and ignored.
+    finish (not in the state file) are reported and removed.
 
     Returns:
       the restored path, or None when the state file lists no checkpoint.
@@ -367,10 +367,16 @@ def restore_newest(root, logdir, log_fn=print):
     """
     listed = listed_checkpoints(logdir)
     newest_listed = max((_number(p) for p in listed), default=-1)
-    leftovers = [p for p in unlisted_checkpoints(logdir) if _number(p) > newest_listed]
+    # Unfinished saves: unlisted and newer than every listed checkpoint, or
+    # with a *_temp directory. Never read by anyone; removed so that they do
+    # not pile up. (Older unlisted complete checkpoints are left alone.)
+    leftovers = [p for p in unlisted_checkpoints(logdir)
+                 if _number(p) > newest_listed or tf.io.gfile.exists(p + "_temp")]
     if leftovers:
-        log_fn(f"Ignoring {', '.join(_name(p) for p in leftovers)} in {logdir}: not in the "
-               f"'{STATE_FILENAME}' state file (a save that did not finish)")
+        for p in leftovers:
+            _remove_partial(logdir, _number(p), set(listed))
+        log_fn(f"Removed {', '.join(_name(p) for p in leftovers)} from {logdir}: not in the "
+               f"'{STATE_FILENAME}' state file (left by a save that did not finish)")
     bad = []
     for path in reversed(listed):
         reason = checkpoint_problem(path)
