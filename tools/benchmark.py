@@ -26,35 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("arch", "test", ["test", "baseline", "test_64"],
-                  "Generator and discriminator type.")
-flags.DEFINE_integer("image_size", 128, "Image side.")
-flags.DEFINE_integer("gf_dim", 64, "Generator base channels.")
-flags.DEFINE_integer("df_dim", 64, "Discriminator base channels.")
-flags.DEFINE_integer("z_dim", 128, "Latent dimension.")
-flags.DEFINE_integer("number_classes", 1000, "Classes.")
-flags.DEFINE_integer("batch_size", 8, "Images per replica.")
-flags.DEFINE_integer("num_replicas", 1,
-                     "Replicas: the first N GPUs if there are GPUs, else N logical CPU devices.")
-flags.DEFINE_boolean("xla", False, "TrainConfig.xla: XLA-compile the forward/backward passes.")
-flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_float16"],
-                  "TrainConfig.mixed_precision.")
-flags.DEFINE_integer("attention_query_block_size", 0,
-                     "Memory-efficient attention: query block size (0: one-shot).")
-flags.DEFINE_enum("attention", "release", ["release", "slide"], "Attention variant.")
-flags.DEFINE_integer("iterations", 5,
-                     "Timed iterations; 0: nothing runs, only parameters and the graph's "
-                     "FLOPs are reported (e.g. for configurations too big for this machine).",
-                     lower_bound=0)
-flags.DEFINE_integer("warmup", 2, "Untimed iterations first (tracing, compilation).",
-                     lower_bound=1)
-flags.DEFINE_integer("threads", 0, "intra- and inter-op threads (0: TensorFlow's default).")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "both"], "What to time.")
-flags.DEFINE_integer("sample_batch_size", 100,
-                     "Batch of the sampling path (the release's eval batch: 100).")
-flags.DEFINE_boolean("flops", True, "Count the FLOPs of one iteration from the graph.")
-flags.DEFINE_integer("seed", 0, "Seed of weights, noise and the fixed real images.")
-
 #: Keys every result line has (tests check them).
 RESULT_KEYS = ("median_seconds_per_iteration", "min_seconds_per_iteration",
                "max_seconds_per_iteration", "images_per_second", "peak_host_memory_bytes",
@@ -238,6 +209,39 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
     return result
 
 
+def define_flags():
+    """Defines the command-line flags (only when run as a script, so that importing
+    this module next to other absl programs, e.g. in tests, defines nothing)."""
+    flags.DEFINE_enum("arch", "test", ["test", "baseline", "test_64"],
+                      "Generator and discriminator type.")
+    flags.DEFINE_integer("image_size", 128, "Image side.")
+    flags.DEFINE_integer("gf_dim", 64, "Generator base channels.")
+    flags.DEFINE_integer("df_dim", 64, "Discriminator base channels.")
+    flags.DEFINE_integer("z_dim", 128, "Latent dimension.")
+    flags.DEFINE_integer("number_classes", 1000, "Classes.")
+    flags.DEFINE_integer("batch_size", 8, "Images per replica.")
+    flags.DEFINE_integer("num_replicas", 1,
+                         "Replicas: the first N GPUs if there are GPUs, else N logical CPU devices.")
+    flags.DEFINE_boolean("xla", False, "TrainConfig.xla: XLA-compile the forward/backward passes.")
+    flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_float16"],
+                      "TrainConfig.mixed_precision.")
+    flags.DEFINE_integer("attention_query_block_size", 0,
+                         "Memory-efficient attention: query block size (0: one-shot).")
+    flags.DEFINE_enum("attention", "release", ["release", "slide"], "Attention variant.")
+    flags.DEFINE_integer("iterations", 5,
+                         "Timed iterations; 0: nothing runs, only parameters and the graph's "
+                         "FLOPs are reported (e.g. for configurations too big for this machine).",
+                         lower_bound=0)
+    flags.DEFINE_integer("warmup", 2, "Untimed iterations first (tracing, compilation).",
+                         lower_bound=1)
+    flags.DEFINE_integer("threads", 0, "intra- and inter-op threads (0: TensorFlow's default).")
+    flags.DEFINE_enum("mode", "train", ["train", "sample", "both"], "What to time.")
+    flags.DEFINE_integer("sample_batch_size", 100,
+                         "Batch of the sampling path (the release's eval batch: 100).")
+    flags.DEFINE_boolean("flops", True, "Count the FLOPs of one iteration from the graph.")
+    flags.DEFINE_integer("seed", 0, "Seed of weights, noise and the fixed real images.")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -257,4 +261,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
