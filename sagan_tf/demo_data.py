@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from sagan_tf.fileio import atomic_write
+
 __all__ = [
     "CLASS_NAMES",
     "CLASS_INVARIANCE",
@@ -241,13 +243,6 @@ def make_demo_images(num_images: int = 4000, image_size: int = 32, num_classes: 
     return images, labels
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_demo_dataset(output_dir: str, num_images: int = 4000, image_size: int = 32,
                        num_classes: int = 10, seed: int = 0, num_shards: int = 4) -> list[str]:
     """Writes the demo data as SPEC §7 records: ``train-0000k-of-0000N.tfrecords`` plus
@@ -289,6 +284,6 @@ def write_demo_dataset(output_dir: str, num_images: int = 4000, image_size: int 
         "images_per_class": {CLASS_NAMES[c]: int(counts[c]) for c in range(num_classes)},
         "files": names,
     }
-    _atomic_write_text(os.path.join(output_dir, "manifest.json"),
+    atomic_write(os.path.join(output_dir, "manifest.json"),
                        json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return files

@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Optional
 
@@ -45,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import checkpoints, metrics, tfgan
+from sagan_tf.fileio import atomic_write
 
 __all__ = [
     "EvalOptions",
@@ -236,23 +236,6 @@ def checkpoint_step(path):
     return checkpoints.checkpoint_step(path)
 
 
-def _atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` atomically (temp file in the same dir + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _plugin_metadata(plugin_name, data_class):
     """``SummaryMetadata`` as TensorBoard's own scalar/image summaries write it."""
     from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
@@ -323,7 +306,7 @@ class EvaluatedRecord:
         entry = dict(result)
         entry["checkpoint"] = self._key(checkpoint_path)
         self.entries.append(entry)
-        _atomic_write_text(self.path, json.dumps({"evaluated": self.entries}, indent=1) + "\n")
+        atomic_write(self.path, json.dumps({"evaluated": self.entries}, indent=1) + "\n")
 
 
 class Evaluator:

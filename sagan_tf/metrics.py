@@ -39,12 +39,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from sagan_tf import tfgan
+from sagan_tf.fileio import atomic_write
 
 __all__ = [
     "INCEPTION_TFHUB",
@@ -377,23 +377,6 @@ def data_files_fingerprint(data_files):
     return sorted(entries)
 
 
-def _atomic_write_bytes(path, write_fn):
-    """Writes a file atomically: ``write_fn(fileobj)`` into a temp file, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class RealActivationCache:
     """On-disk cache of the real ``pool_3`` activations (and a few real images).
 
@@ -451,7 +434,7 @@ class RealActivationCache:
                              f"got {pool.shape[0]}")
         payload = {POOL_KEY: pool, "images": np.asarray(images, np.float32),
                    "description": np.asarray(json.dumps(self.description, sort_keys=True))}
-        _atomic_write_bytes(self.path, lambda f: np.savez(f, **payload))
+        atomic_write(self.path, lambda f: np.savez(f, **payload))
         return self.path
 
 

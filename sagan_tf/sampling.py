@@ -62,6 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import checkpoints
+from sagan_tf.fileio import atomic_write, current_umask
 from sagan_tf.networks import Discriminator, Generator
 
 __all__ = [
@@ -548,34 +549,12 @@ def sample_to_file(G, mode, output, classes=None, num_rows=4, num_columns=8, num
 # ----------------------------------------------------------------------------
 # Files.
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write_bytes(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def write_png(path, image):
     """Writes uint8 ``[H, W, 3]`` as PNG, atomically."""
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
-    return _atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue())
 
 
 def write_npz(path, arrays):
@@ -589,7 +568,7 @@ def write_npz(path, arrays):
             np.lib.format.write_array(array_buf, np.ascontiguousarray(arrays[name]),
                                       allow_pickle=False)
             zf.writestr(info, array_buf.getvalue())
-    return _atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue())
 
 
 def read_image(path, image_size):
@@ -910,7 +889,7 @@ def export_generator(loaded, export_dir, overwrite=False):
         info = {**loaded.config, "exported_from": loaded.checkpoint_path, "step": loaded.step}
         with open(os.path.join(extra, "sagan_config.json"), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True, default=str)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> the usual permissions
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 -> the usual permissions
         if os.path.exists(export_dir):
             if os.path.isdir(export_dir):
                 shutil.rmtree(export_dir)

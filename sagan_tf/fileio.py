@@ -1,0 +1,49 @@
+"""Atomic file writes shared by the modules that write results a user keeps.
+
+A file is written to a temporary name in its own directory, flushed to disk
+and renamed over the target, so a reader (or a crash) never sees half a file
+and an existing file is only ever replaced whole.
+"""
+import os
+import tempfile
+
+__all__ = ["atomic_write", "current_umask"]
+
+
+def current_umask():
+    """The process umask (read without changing it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, data):
+    """Writes ``data`` to ``path`` atomically; creates the parent directory.
+
+    Args:
+      path: target file.
+      data: ``bytes``, ``str`` (written as UTF-8), or a callable taking the
+        open binary file object (e.g. ``lambda f: np.savez(f, **arrays)``).
+
+    Returns:
+      ``path``. On any error the temporary file is removed and the target is
+      left as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 -> the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
