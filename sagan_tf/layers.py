@@ -130,13 +130,23 @@ class SpectralNormConv2D(_SpectralNormBase):
     Input `[B, H, W, in]` -> output `[B, H, W, filters]`.
     Variables: `w [kh, kw, in, filters]` (Glorot uniform), `biases [filters]`
     (zeros, only with `use_bias`), `u [1, filters]`.
+
+    `bias_as_add=True` adds the bias with a broadcasting add instead of
+    `BiasAdd` (the same float sums). Grappler's remapper fuses conv +
+    `BiasAdd` + a following residual add into one kernel, and in TF 2.21
+    (oneDNN) that rewrite fails when the sum also feeds another
+    convolution's gradient ("remapper failed: ... fanout ... for missing
+    node"); a failed remapper leaves the whole step graph without any of its
+    fusions (~10% slower here). The discriminator's first block is such a
+    place.
     """
 
-    def __init__(self, filters, kernel_size=3, use_bias=True, **kwargs):
+    def __init__(self, filters, kernel_size=3, use_bias=True, bias_as_add=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.use_bias = use_bias
+        self.bias_as_add = bool(bias_as_add)
 
     def build(self, input_shape):
         in_channels = int(input_shape[-1])
@@ -154,13 +164,16 @@ class SpectralNormConv2D(_SpectralNormBase):
     def call(self, x, update_sn=True):
         w_bar = self._normalized_weight(self._sn_weight(), update_sn)
         y = tf.nn.conv2d(x, tf.cast(w_bar, x.dtype), strides=1, padding="SAME")
-        if self.use_bias:
+        if self.use_bias and self.bias_as_add:
+            y = y + tf.cast(self.biases, x.dtype)  # same sums; see the class docstring
+        elif self.use_bias:
             y = tf.nn.bias_add(y, tf.cast(self.biases, x.dtype))
         return y
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
-                "kernel_size": self.kernel_size, "use_bias": self.use_bias}
+                "kernel_size": self.kernel_size, "use_bias": self.use_bias,
+                "bias_as_add": self.bias_as_add}
 
 
 class SpectralNormDense(_SpectralNormBase):

@@ -49,6 +49,7 @@ from sagan_tf import layers, losses
 from sagan_tf import checkpoints
 from sagan_tf.distribute import STRATEGY_KINDS, make_strategy
 from sagan_tf.networks import ARCHS, ATTENTION_TYPES, Discriminator, Generator
+from sagan_tf.optimizers import ReleaseAdam
 
 __all__ = ["ConfigError", "TrainingError", "TrainingDivergedError", "TrainConfig", "Trainer", "train", "load_config", "save_config",
            "write_scalar", "write_image", "CONFIG_FILENAME", "SUMMARY_SCALARS",
@@ -320,11 +321,12 @@ class Trainer:
         finally:
             keras.config.set_dtype_policy(previous_policy)
         with self.strategy.scope():
-            # epsilon 1e-8 is TF1's AdamOptimizer default (Keras' is 1e-7).
-            self.g_optimizer = keras.optimizers.Adam(
+            # epsilon 1e-8 is TF1's AdamOptimizer default (Keras' is 1e-7);
+            # ReleaseAdam runs TF1's fused Adam kernel (sagan_tf/optimizers.py).
+            self.g_optimizer = ReleaseAdam(
                 config.generator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
                 epsilon=1e-8, name="g_optimizer")
-            self.d_optimizer = keras.optimizers.Adam(
+            self.d_optimizer = ReleaseAdam(
                 config.discriminator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
                 epsilon=1e-8, name="d_optimizer")
             if config.mixed_precision == "mixed_float16":

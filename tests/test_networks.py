@@ -248,3 +248,24 @@ def test_distributed_state_stays_identical_across_replicas(strategy2, rng):
         assert replicas is not None and len(replicas) == 2, v.path
         np.testing.assert_array_equal(replicas[0].numpy(), replicas[1].numpy(), err_msg=v.path)
         assert np.abs(replicas[0].numpy() - before[v.path]).max() > 0, v.path
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_upsample_value_and_gradient(rng, jit):
+    """Nearest 2x upsampling: pixel (i, j) <- (i // 2, j // 2); its custom
+    gradient sums each 2x2 block (numpy), also under XLA."""
+    from sagan_tf.networks import _upsample_2x
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    dy = rng.standard_normal((2, 6, 10, 4)).astype(np.float32)
+
+    @tf.function(jit_compile=jit, autograph=False)
+    def value_and_grad(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = _upsample_2x(x)
+        return y, tape.gradient(y, x, output_gradients=dy)
+
+    y, dx = value_and_grad(tf.constant(x), tf.constant(dy))
+    np.testing.assert_array_equal(y.numpy(), x.repeat(2, axis=1).repeat(2, axis=2))
+    want = dy.reshape(2, 3, 2, 5, 2, 4).sum(axis=(2, 4), dtype=np.float64)
+    np.testing.assert_allclose(dx.numpy(), want, rtol=1e-6, atol=1e-6)

@@ -19,12 +19,16 @@ TINY = dict(image_size=32, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch
             seed=7)
 
 
-def _load_benchmark():
+def _load_tool(name):
     spec = importlib.util.spec_from_file_location(
-        "sagan_benchmark", os.path.join(ROOT, "tools", "benchmark.py"))
+        f"sagan_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_benchmark():
+    return _load_tool("benchmark")
 
 
 def _fixed_inputs(trainer, seed=0):
@@ -151,3 +155,26 @@ def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
         <= parsed["max_seconds_per_iteration"]
     assert parsed["sample"]["images_per_second"] > 0
     assert parsed["peak_host_memory_bytes"] > 0
+
+
+@pytest.mark.parametrize("arch", ["test", "baseline"])
+def test_tf1_reference_builds_the_ports_model(arch):
+    """The TF1-graph baseline of PERFORMANCE.md times the same model as the
+    port: exactly the port's variables (SPEC §10 names) with the same shapes,
+    so the same parameters; one iteration runs with a finite loss, and eager
+    mode stays on in this process."""
+    from sagan_tf.legacy import spec_variable_map
+    from sagan_tf.networks import Discriminator, Generator
+    from sagan_tf.networks import count_parameters
+    reference = _load_tool("tf1_reference_benchmark")
+    result = reference.run_reference(batch_size=2, gf_dim=8, df_dim=8, z_dim=16,
+                                     number_classes=5, arch=arch, iterations=1, warmup=1)
+    assert tf.executing_eagerly()
+    G = Generator(arch=arch, image_size=128, z_dim=16, gf_dim=8, num_classes=5).ensure_built()
+    D = Discriminator(arch=arch, image_size=128, df_dim=8, num_classes=5).ensure_built()
+    port = {name: list(v.shape) for name, v in spec_variable_map(G, D).items()}
+    assert result["model_variables"] == port
+    assert len(port) == {"test": 169, "baseline": 151}[arch]
+    assert result["parameters"] == count_parameters(G) + count_parameters(D)
+    assert result["finite_loss"]
+    assert 0 < result["median_seconds_per_iteration"]
