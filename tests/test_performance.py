@@ -161,20 +161,39 @@ def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
 def test_tf1_reference_builds_the_ports_model(arch):
     """The TF1-graph baseline of PERFORMANCE.md times the same model as the
     port: exactly the port's variables (SPEC §10 names) with the same shapes,
-    so the same parameters; one iteration runs with a finite loss, and eager
+    so the same parameters; an iteration runs with a finite loss, and eager
     mode stays on in this process."""
     from sagan_tf.legacy import spec_variable_map
-    from sagan_tf.networks import Discriminator, Generator
-    from sagan_tf.networks import count_parameters
-    reference = _load_tool("tf1_reference_benchmark")
-    result = reference.run_reference(batch_size=2, gf_dim=8, df_dim=8, z_dim=16,
-                                     number_classes=5, arch=arch, iterations=1, warmup=1)
-    assert tf.executing_eagerly()
-    G = Generator(arch=arch, image_size=128, z_dim=16, gf_dim=8, num_classes=5).ensure_built()
-    D = Discriminator(arch=arch, image_size=128, df_dim=8, num_classes=5).ensure_built()
-    port = {name: list(v.shape) for name, v in spec_variable_map(G, D).items()}
-    assert result["model_variables"] == port
-    assert len(port) == {"test": 169, "baseline": 151}[arch]
-    assert result["parameters"] == count_parameters(G) + count_parameters(D)
-    assert result["finite_loss"]
-    assert 0 < result["median_seconds_per_iteration"]
+    from sagan_tf.networks import Discriminator, Generator, count_parameters
+    reference = _load_tool("tf1_reference_benchmark").ReleaseGraphSession(
+        batch_size=2, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, arch=arch)
+    try:
+        assert tf.executing_eagerly()
+        G = Generator(arch=arch, image_size=128, z_dim=16, gf_dim=8,
+                      num_classes=5).ensure_built()
+        D = Discriminator(arch=arch, image_size=128, df_dim=8, num_classes=5).ensure_built()
+        port = {name: list(v.shape) for name, v in spec_variable_map(G, D).items()}
+        assert reference.model_variables == port
+        assert len(port) == {"test": 169, "baseline": 151}[arch]
+        assert reference.parameters == count_parameters(G) + count_parameters(D)
+        if arch == "test":
+            assert np.isfinite(reference.iteration())
+    finally:
+        reference.close()
+
+
+def test_benchmark_compares_with_tf1_reference():
+    """--compare_tf1_reference: both timed in one process, same parameters."""
+    bench = _load_benchmark()
+    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+    kw = dict(arch="test", gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=2,
+              iterations=2, warmup=1, flops=False, strategy=one_device,
+              compare_tf1_reference=True)
+    with pytest.raises(ValueError, match="compare_tf1_reference needs"):
+        bench.run_benchmark(image_size=32, **kw)
+    result = json.loads(json.dumps(bench.run_benchmark(image_size=128, **kw)))
+    reference = result["tf1_reference"]
+    assert reference["parameters"] == result["parameters"]
+    assert 0 < reference["min_seconds_per_iteration"] <= reference["median_seconds_per_iteration"]
+    assert result["speedup_vs_tf1_reference"] == pytest.approx(
+        reference["median_seconds_per_iteration"] / result["median_seconds_per_iteration"])

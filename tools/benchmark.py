@@ -95,11 +95,21 @@ def count_graph_flops(concrete_fn):
         return None
 
 
+def _reference_module():
+    """tools/tf1_reference_benchmark.py, loaded by path (works however this file was loaded)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf1_reference_benchmark.py")
+    spec = importlib.util.spec_from_file_location("sagan_tf1_reference_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
                   number_classes=1000, batch_size=8, devices=("/cpu:0",), xla=False,
                   mixed_precision="none", attention_query_block_size=0, attention="release",
                   iterations=5, warmup=2, mode="train", sample_batch_size=100, flops=True,
-                  seed=0, threads=0, strategy=None):
+                  seed=0, threads=0, strategy=None, compare_tf1_reference=False):
     """Builds a Trainer for the configuration, times it, returns the result dict.
 
     Keys: the ``RESULT_KEYS`` (train figures when ``mode`` includes train,
@@ -109,6 +119,15 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
     ``sample`` (sampling figures, when timed) and ``config`` (the arguments).
     ``strategy``: an existing strategy to use instead of a ``MirroredStrategy``
     over ``devices`` (tests).
+
+    ``compare_tf1_reference``: also build the release's TF1 graph
+    (``tools/tf1_reference_benchmark.py``, same configuration, one tower) and
+    time it in the same process, its iterations alternating with the port's,
+    so that both see the same machine state (on a shared or throttled
+    machine, runs minutes apart differ by more than the two codes do). Adds
+    ``tf1_reference`` (its timing keys and parameters) and
+    ``speedup_vs_tf1_reference`` (reference median / port median; > 1: the
+    port is faster).
     """
     import numpy as np
     import tensorflow as tf
@@ -150,18 +169,48 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
             out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels))
             return float(out["d_loss"])  # waits for the step
 
-        times = []
-        if iterations:
+        reference = None
+        if compare_tf1_reference:
+            if len(devices) != 1 or image_size != 128 or arch not in ("test", "baseline") \
+                    or mixed_precision != "none" or attention != "release" \
+                    or attention_query_block_size:
+                raise ValueError("--compare_tf1_reference needs the release's setting: one "
+                                 "replica, --image_size 128, --arch test|baseline, float32, "
+                                 "release attention without query blocks")
+            reference = _reference_module().ReleaseGraphSession(
+                batch_size, gf_dim, df_dim, z_dim, number_classes, arch, threads)
+        times, reference_times = [], []
+
+        def timed(fn, into):
             t0 = time.perf_counter()
-            iteration()
-            result["first_iteration_seconds"] = time.perf_counter() - t0
+            value = fn()
+            into.append(time.perf_counter() - t0)
+            return value
+
+        if iterations:
+            first = []
+            timed(iteration, first)
+            result["first_iteration_seconds"] = first[0]
             for _ in range(warmup - 1):
                 iteration()
-            for _ in range(iterations):
-                t0 = time.perf_counter()
-                loss = iteration()
-                times.append(time.perf_counter() - t0)
+            for _ in range(warmup if reference else 0):
+                reference.iteration()
+            for i in range(iterations):
+                # Alternate, in ABBA order: both see the same machine state,
+                # and neither always runs right after the other.
+                if reference and i % 2 == 0:
+                    timed(reference.iteration, reference_times)
+                loss = timed(iteration, times)
+                if reference and i % 2 == 1:
+                    timed(reference.iteration, reference_times)
         train_figures = _timings(times, n)
+        if reference:
+            result["tf1_reference"] = {**_timings(reference_times, n),
+                                       "parameters": reference.parameters}
+            reference.close()
+            ref_med, med = (result["tf1_reference"]["median_seconds_per_iteration"],
+                            train_figures["median_seconds_per_iteration"])
+            result["speedup_vs_tf1_reference"] = ref_med / med if ref_med and med else None
         if times:
             train_figures["finite_loss"] = bool(np.isfinite(loss))
         result["step_traces"] = trainer._compiled_step.experimental_get_tracing_count()
@@ -240,6 +289,11 @@ def define_flags():
                          "Batch of the sampling path (the release's eval batch: 100).")
     flags.DEFINE_boolean("flops", True, "Count the FLOPs of one iteration from the graph.")
     flags.DEFINE_integer("seed", 0, "Seed of weights, noise and the fixed real images.")
+    flags.DEFINE_boolean(
+        "compare_tf1_reference", False,
+        "Also time the 2018 release's TF1 graph (tools/tf1_reference_benchmark.py) of the same "
+        "configuration in this process, alternating iterations with the port's; reports "
+        "tf1_reference and speedup_vs_tf1_reference. One replica, 128x128, test/baseline only.")
 
 
 def main(argv):
@@ -255,7 +309,8 @@ def main(argv):
         attention_query_block_size=FLAGS.attention_query_block_size,
         attention=FLAGS.attention, iterations=FLAGS.iterations, warmup=FLAGS.warmup,
         mode=FLAGS.mode, sample_batch_size=FLAGS.sample_batch_size, flops=FLAGS.flops,
-        seed=FLAGS.seed, threads=FLAGS.threads)
+        seed=FLAGS.seed, threads=FLAGS.threads,
+        compare_tf1_reference=FLAGS.compare_tf1_reference)
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
 

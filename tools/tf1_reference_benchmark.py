@@ -214,59 +214,89 @@ def build_release_graph(tf, batch_size, gf_dim, df_dim, z_dim, number_classes, a
                                 if v.name.startswith("model/") and "Adam" not in v.name}}
 
 
+class ReleaseGraphSession:
+    """The release graph in its own ``tf.Graph`` and ``v1.Session``.
+
+    ``iteration()`` runs one training iteration (``g_train_op``, then
+    ``d_train_op``) and returns the D loss. Eager mode stays on in the
+    calling process, so ``tools/benchmark.py --compare_tf1_reference`` can
+    alternate iterations of this graph and of the port in one process.
+    """
+
+    def __init__(self, batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=10,
+                 arch="test", threads=0):
+        import numpy as np
+        import tensorflow as tf
+        v1 = tf.compat.v1
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            v1.set_random_seed(0)
+            self._ops = build_release_graph(tf, batch_size, gf_dim, df_dim, z_dim,
+                                            number_classes, arch)
+            init = v1.global_variables_initializer()
+        #: ``{release name: shape}`` of the model variables (SPEC §10).
+        self.model_variables = self._ops["model_variables"]
+        #: Trainable scalars (the port's ``count_parameters`` of G plus D).
+        self.parameters = int(sum(
+            np.prod(shape) for name, shape in self.model_variables.items()
+            if not name.endswith(("/u", "/mean", "/var", "/moving_mean", "/moving_variance"))))
+        self.session = v1.Session(graph=self.graph, config=v1.ConfigProto(
+            intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads))
+        self.session.run(init)
+
+    def iteration(self):
+        # TF-GAN's sequential hooks: the G train op, then the D train op.
+        self.session.run(self._ops["g_train_op"])
+        _, d_loss = self.session.run([self._ops["d_train_op"], self._ops["d_loss"]])
+        return float(d_loss)
+
+    def write_trace(self, path):
+        """Per-op timings of one G and one D train op (Chrome trace JSON)."""
+        import tensorflow as tf
+        from tensorflow.python.client import timeline
+        v1 = tf.compat.v1
+        traces = {}
+        for part in ("g", "d"):
+            meta = v1.RunMetadata()
+            self.session.run(self._ops[f"{part}_train_op"],
+                             options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
+                             run_metadata=meta)
+            traces[part] = json.loads(timeline.Timeline(meta.step_stats)
+                                      .generate_chrome_trace_format())
+        with open(path, "w") as f:
+            json.dump(traces, f)
+
+    def close(self):
+        self.session.close()
+
+
 def run_reference(batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=10,
                   arch="test", threads=0, iterations=5, warmup=2, trace_file=None):
     """Builds the graph in a fresh v1 session, times it, returns the result dict.
 
     Keys: the timing keys of ``tools/benchmark.py``, ``first_iteration_seconds``,
     ``finite_loss``, ``parameters``, ``model_variables`` (``{release name:
-    shape}``, SPEC §10) and ``config``. The graph lives in its own
-    ``tf.Graph``, so eager mode stays on in the calling process.
+    shape}``, SPEC §10) and ``config``.
     """
     import numpy as np
     import tensorflow as tf
-    v1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default():
-        v1.set_random_seed(0)
-        ops = build_release_graph(tf, batch_size, gf_dim, df_dim, z_dim, number_classes, arch)
-        init = v1.global_variables_initializer()
-    config = v1.ConfigProto(intra_op_parallelism_threads=threads,
-                            inter_op_parallelism_threads=threads)
-    result = {"model_variables": ops["model_variables"],
-              "parameters": int(sum(np.prod(s) for name, s in ops["model_variables"].items()
-                                    if not name.endswith(("/u", "/mean", "/var", "/moving_mean",
-                                                          "/moving_variance"))))}
-    with v1.Session(graph=graph, config=config) as sess:
-        sess.run(init)
-
-        def iteration():
-            # TF-GAN's sequential hooks: the G train op, then the D train op.
-            sess.run(ops["g_train_op"])
-            _, d_loss = sess.run([ops["d_train_op"], ops["d_loss"]])
-            return d_loss
-
+    ref = ReleaseGraphSession(batch_size, gf_dim, df_dim, z_dim, number_classes, arch, threads)
+    result = {"model_variables": ref.model_variables, "parameters": ref.parameters}
+    try:
         t0 = time.perf_counter()
-        loss = iteration()
+        loss = ref.iteration()
         result["first_iteration_seconds"] = time.perf_counter() - t0
         for _ in range(warmup - 1):
-            iteration()
+            ref.iteration()
         times = []
         for _ in range(iterations):
             t0 = time.perf_counter()
-            loss = iteration()
+            loss = ref.iteration()
             times.append(time.perf_counter() - t0)
         if trace_file:
-            from tensorflow.python.client import timeline
-            traces = {}
-            for part, op in (("g", ops["g_train_op"]), ("d", ops["d_train_op"])):
-                meta = v1.RunMetadata()
-                sess.run(op, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
-                         run_metadata=meta)
-                traces[part] = json.loads(timeline.Timeline(meta.step_stats)
-                                          .generate_chrome_trace_format())
-            with open(trace_file, "w") as f:
-                json.dump(traces, f)
+            ref.write_trace(trace_file)
+    finally:
+        ref.close()
     med = statistics.median(times) if times else None
     result.update({
         "median_seconds_per_iteration": med,
