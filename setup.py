@@ -22,5 +22,5 @@ setup(
         "pillow",
         "scipy",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
 )

@@ -101,7 +101,11 @@ def _upsample_2x(x):
     """
     def grad(dy):
         return 4.0 * tf.nn.avg_pool2d(dy, ksize=2, strides=2, padding="VALID")
-    return tf.image.resize(x, 2 * tf.shape(x)[1:3], method="nearest"), grad
+    # Static sizes where known, so the output keeps a static H and W even when
+    # the batch size is unknown (the attention block's reshapes need them).
+    height, width = x.shape[1], x.shape[2]
+    size = [2 * height, 2 * width] if height and width else 2 * tf.shape(x)[1:3]
+    return tf.image.resize(x, size, method="nearest"), grad
 
 
 def _avg_pool_2x2(x):

@@ -359,9 +359,12 @@ def test_non_finite_step_stops_or_is_skipped(records, tmp_path):
     rc, out = res["stop"]
     logdir = str(tmp_path / "stop" / f"imagenet_{B}")
     assert rc == 1, out
-    assert ("train_imagenet.py: error: training diverged at step 5: non-finite d_loss=nan"
-            in out), out
-    assert "g_loss=nan" in out
+    # NaN noise makes G's weights NaN; whether the losses show it depends on
+    # the kernels (oneDNN's fused conv+ReLU maps NaN to 0), so the message
+    # names either the non-finite losses or the first non-finite weight.
+    assert "train_imagenet.py: error: training diverged at step 5: non-finite " in out, out
+    assert ("d_loss=nan" in out and "g_loss=nan" in out) or \
+        "non-finite weight generator/" in out, out
     assert f"the last good checkpoint {logdir}/ckpt-4 is untouched" in out
     # Nothing was saved after the bad step; the checkpoints before it are intact.
     assert [checkpoints.checkpoint_step(p)
@@ -373,7 +376,7 @@ def test_non_finite_step_stops_or_is_skipped(records, tmp_path):
     rc, out = res["skip_step"]
     logdir = str(tmp_path / "skip_step" / f"imagenet_{B}")
     assert rc == 0, out
-    assert ("WARNING: step 5: non-finite d_loss=nan" in out and
+    assert ("WARNING: step 5: non-finite " in out and
             "step skipped (--on_nan=skip_step): state restored to step 4" in out), out
     assert "1 non-finite step(s) were skipped" in out
     assert "Done: step 6" in out
@@ -413,7 +416,8 @@ def test_skip_step_restores_the_state_exactly(strategy2, records, tmp_path):
     guard.before_step()
     out, _, _ = trainer.train_step(inputs(True))
     problem = guard.check(out)
-    assert problem and "g_loss=nan" in problem
+    assert problem and problem.startswith("non-finite ") and \
+        ("g_loss=nan" in problem or "weight generator/" in problem), problem
     assert any(not np.array_equal(c.numpy(), v, equal_nan=False)
                for (_, c), (_, v) in zip(guard.named, before))  # the bad step changed it
     guard.undo()

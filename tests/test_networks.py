@@ -269,3 +269,12 @@ def test_upsample_value_and_gradient(rng, jit):
     np.testing.assert_array_equal(y.numpy(), x.repeat(2, axis=1).repeat(2, axis=2))
     want = dy.reshape(2, 3, 2, 5, 2, 4).sum(axis=(2, 4), dtype=np.float64)
     np.testing.assert_allclose(dx.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_upsample_keeps_static_spatial_shape_with_unknown_batch():
+    """The attention block reshapes with the static H and W (sampling traces
+    G with an unknown batch size)."""
+    from sagan_tf.networks import _upsample_2x
+    fn = tf.function(_upsample_2x, autograph=False).get_concrete_function(
+        tf.TensorSpec([None, 4, 5, 3]))
+    assert fn.output_shapes.as_list() == [None, 8, 10, 3]
