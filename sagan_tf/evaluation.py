@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import checkpoints, metrics, tfgan
-from sagan_tf.fileio import atomic_write
+from sagan_tf.fileio import atomic_write, read_json_object
 
 __all__ = [
     "EvalOptions",
@@ -146,14 +146,7 @@ def read_config(logdir):
         return None, path
     # Read as plain JSON (the documented file format of docs/ARCHITECTURE.md), so
     # evaluation does not depend on the trainer's config class.
-    with open(path) as f:
-        try:
-            config = json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return config, path
+    return read_json_object(path), path
 
 
 def resolve_architecture(config, config_path, **given):

@@ -1,13 +1,28 @@
-"""Atomic file writes shared by the modules that write results a user keeps.
+"""File helpers shared by the modules: atomic writes of results a user keeps,
+and reading a JSON object (config.json) with errors that name the file.
 
 A file is written to a temporary name in its own directory, flushed to disk
 and renamed over the target, so a reader (or a crash) never sees half a file
 and an existing file is only ever replaced whole.
 """
+import json
 import os
 import tempfile
 
-__all__ = ["atomic_write", "current_umask"]
+__all__ = ["atomic_write", "current_umask", "read_json_object"]
+
+
+def read_json_object(path):
+    """The JSON object (dict) in ``path``; ``ValueError`` naming the file if the
+    content is not valid JSON or not an object (``OSError`` if unreadable)."""
+    with open(path) as f:
+        try:
+            value = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return value
 
 
 def current_umask():

@@ -62,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import checkpoints
-from sagan_tf.fileio import atomic_write, current_umask
+from sagan_tf.fileio import atomic_write, current_umask, read_json_object
 from sagan_tf.networks import Discriminator, Generator
 
 __all__ = [
@@ -168,14 +168,7 @@ def read_config(logdir):
         raise FileNotFoundError(f"no {CONFIG_FILENAME} in {logdir!r}: the architecture of the "
                                 "checkpoint is unknown (training and "
                                 "tools/convert_tf1_checkpoint.py write it)")
-    with open(path) as f:
-        try:
-            config = json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return config, path
+    return read_json_object(path), path
 
 
 def _get(config, path, *keys, default=None, required=True):
