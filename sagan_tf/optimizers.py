@@ -15,7 +15,7 @@ Both compute, with t = iterations + 1:
   var <- var - lr_t * m / (sqrt(v) + epsilon)
 (TF1 kept beta^t in `beta1_power`/`beta2_power` variables multiplied once per
 step; Keras recomputes it from `iterations`, the same value up to float32
-rounding.) `tests/test_training.py` checks the update against a numpy oracle.
+rounding.) `tests/test_optimizers.py` checks the update against a numpy oracle.
 
 The Keras formula is kept for what the fused kernel does not cover:
 `IndexedSlices` gradients (the trainer passes dense ones), `amsgrad`,

@@ -136,6 +136,13 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
 
     if strategy is not None:
         devices = list(strategy.extended.worker_devices)
+    if compare_tf1_reference and (
+            len(devices) != 1 or image_size != 128 or arch not in ("test", "baseline")
+            or mixed_precision != "none" or attention != "release"
+            or attention_query_block_size):
+        raise ValueError("--compare_tf1_reference needs the release's setting: one "
+                         "replica, --image_size 128, --arch test|baseline, float32, "
+                         "release attention without query blocks")
     config = dict(arch=arch, image_size=image_size, gf_dim=gf_dim, df_dim=df_dim, z_dim=z_dim,
                   number_classes=number_classes, batch_size=batch_size,
                   num_replicas=len(devices), xla=xla, mixed_precision=mixed_precision,
@@ -170,13 +177,7 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
             return float(out["d_loss"])  # waits for the step
 
         reference = None
-        if compare_tf1_reference:
-            if len(devices) != 1 or image_size != 128 or arch not in ("test", "baseline") \
-                    or mixed_precision != "none" or attention != "release" \
-                    or attention_query_block_size:
-                raise ValueError("--compare_tf1_reference needs the release's setting: one "
-                                 "replica, --image_size 128, --arch test|baseline, float32, "
-                                 "release attention without query blocks")
+        if compare_tf1_reference and iterations:
             reference = _reference_module().ReleaseGraphSession(
                 batch_size, gf_dim, df_dim, z_dim, number_classes, arch, threads)
         times, reference_times = [], []
@@ -188,9 +189,9 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
             return value
 
         if iterations:
-            first = []
-            timed(iteration, first)
-            result["first_iteration_seconds"] = first[0]
+            t0 = time.perf_counter()
+            iteration()
+            result["first_iteration_seconds"] = time.perf_counter() - t0
             for _ in range(warmup - 1):
                 iteration()
             for _ in range(warmup if reference else 0):

@@ -29,7 +29,6 @@ library: nothing in ``sagan_tf`` imports it.
 """
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -44,8 +43,11 @@ NO_OPS = "NO_OPS"
 def build_release_graph(tf, batch_size, gf_dim, df_dim, z_dim, number_classes, arch="test"):
     """Builds the release's G and D train ops in the current (v1) graph.
 
-    Returns a dict with ``g_train_op``, ``d_train_op``, ``d_loss``, ``g_loss``.
+    Returns a dict with ``g_train_op``, ``d_train_op``, ``d_loss``, ``g_loss``,
+    ``model_variables`` (``{release name: shape}``) and ``parameters``
+    (trainable scalars).
     """
+    import numpy as np
     v1 = tf.compat.v1
     glorot = v1.glorot_uniform_initializer()
 
@@ -192,7 +194,7 @@ def build_release_graph(tf, batch_size, gf_dim, df_dim, z_dim, number_classes, a
             return logit + tf.reduce_sum(h * sn_embedding(y, 16 * df_dim, "d_embedding", uc),
                                          axis=1, keepdims=True)
 
-    rs = __import__("numpy").random.default_rng(0)
+    rs = np.random.default_rng(0)
     real = tf.constant(rs.uniform(-1, 1, (batch_size, 128, 128, 3)).astype("float32"))
     real_labels = tf.constant(rs.integers(0, number_classes, batch_size).astype("int32"))
     z = v1.random_normal([batch_size, z_dim])
@@ -211,7 +213,8 @@ def build_release_graph(tf, batch_size, gf_dim, df_dim, z_dim, number_classes, a
             "d_train_op": d_opt.minimize(d_loss, var_list=d_vars),
             "g_loss": g_loss, "d_loss": d_loss,
             "model_variables": {v.name[:-2]: v.shape.as_list() for v in v1.global_variables()
-                                if v.name.startswith("model/") and "Adam" not in v.name}}
+                                if v.name.startswith("model/") and "Adam" not in v.name},
+            "parameters": int(sum(np.prod(v.shape.as_list()) for v in g_vars + d_vars))}
 
 
 class ReleaseGraphSession:
@@ -225,7 +228,6 @@ class ReleaseGraphSession:
 
     def __init__(self, batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=10,
                  arch="test", threads=0):
-        import numpy as np
         import tensorflow as tf
         v1 = tf.compat.v1
         self.graph = tf.Graph()
@@ -237,9 +239,7 @@ class ReleaseGraphSession:
         #: ``{release name: shape}`` of the model variables (SPEC §10).
         self.model_variables = self._ops["model_variables"]
         #: Trainable scalars (the port's ``count_parameters`` of G plus D).
-        self.parameters = int(sum(
-            np.prod(shape) for name, shape in self.model_variables.items()
-            if not name.endswith(("/u", "/mean", "/var", "/moving_mean", "/moving_variance"))))
+        self.parameters = self._ops["parameters"]
         self.session = v1.Session(graph=self.graph, config=v1.ConfigProto(
             intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads))
         self.session.run(init)
@@ -270,6 +270,16 @@ class ReleaseGraphSession:
         self.session.close()
 
 
+def _benchmark_module():
+    """tools/benchmark.py, loaded by path (its timing summary is shared)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark.py")
+    spec = importlib.util.spec_from_file_location("sagan_benchmark_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_reference(batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=10,
                   arch="test", threads=0, iterations=5, warmup=2, trace_file=None):
     """Builds the graph in a fresh v1 session, times it, returns the result dict.
@@ -297,12 +307,8 @@ def run_reference(batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=
             ref.write_trace(trace_file)
     finally:
         ref.close()
-    med = statistics.median(times) if times else None
+    result.update(_benchmark_module()._timings(times, batch_size))
     result.update({
-        "median_seconds_per_iteration": med,
-        "min_seconds_per_iteration": min(times) if times else None,
-        "max_seconds_per_iteration": max(times) if times else None,
-        "images_per_second": batch_size / med if med else None,
         "finite_loss": bool(np.isfinite(loss)),
         "config": dict(arch=arch, batch_size=batch_size, gf_dim=gf_dim, df_dim=df_dim,
                        z_dim=z_dim, number_classes=number_classes, threads=threads,
