@@ -109,6 +109,11 @@ flags.DEFINE_integer("attention_query_block_size", 0,
                      "Memory-efficient attention: process queries in blocks of this many "
                      "positions, recomputing each block's softmax in the backward pass "
                      "(same result; 0: the whole [B, N, N/4] map at once).", lower_bound=0)
+flags.DEFINE_enum("sn_gradient", "release", ["release", "exact"],
+                  "Backward pass of spectral normalisation. release: what the 2018 release "
+                  "ran (its TF1 ref variable u was overwritten by u_new before the backward "
+                  "pass, so the gradient of u @ W^T w.r.t. W used u_new); exact: the exact "
+                  "gradient of W / sigma(W). Same forward pass. See docs/NUMERICS.md.")
 flags.DEFINE_integer("save_checkpoint_steps", 0,
                      "Also save a checkpoint every this many steps; 0: only by time "
                      "(--save_checkpoint_secs) and at the end.", lower_bound=0)

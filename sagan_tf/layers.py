@@ -21,12 +21,19 @@ __all__ = [
     "record_state_updates",
     "l2_normalize",
     "spectral_normalize",
+    "set_sn_gradient",
+    "SN_GRADIENTS",
     "SpectralNormConv2D",
     "SpectralNormDense",
     "SpectralNormEmbedding",
     "ConditionalBatchNorm",
     "FinalBatchNorm",
 ]
+
+#: Backward passes of spectral normalisation (docs/NUMERICS.md §1.2):
+#: "release" is what the 2018 release ran (TF1 ref variables), "exact" the
+#: exact gradient of W / sigma(W).
+SN_GRADIENTS = ("release", "exact")
 
 # The release's `_l2normalize` adds eps to the norm (not to the squared norm).
 _L2_EPS = 1e-12
@@ -73,24 +80,42 @@ def l2_normalize(x, eps=_L2_EPS):
     return x / (tf.sqrt(tf.reduce_sum(tf.square(x))) + eps)
 
 
-def spectral_normalize(w, u):
+def spectral_normalize(w, u, release_backward=False):
     """One power iteration of the release's `spectral_normed_weight`.
 
     Args:
       w: weight whose last axis has `out` units, e.g. a conv kernel
         `[kh, kw, in, out]` or a matrix `[in, out]`. float32.
       u: the persistent left vector, `[1, out]`.
+      release_backward: if True, the backward pass is the one the release ran
+        when its pass wrote `u` (docs/NUMERICS.md §1.2): the gradient of the
+        first product `u @ w_mat^T` with respect to `w` is taken with `u_new`
+        in place of `u`. The forward values are identical either way.
 
     Returns:
       `(w_bar, u_new, sigma)`: `w_bar = w / sigma` with the shape of `w`,
       `u_new [1, out]` (what the layer may write back into `u`), and the scalar
-      `sigma`. No `stop_gradient`: the gradient flows through `sigma`, `v`
-      and `u_new`, exactly as in the release (a reparameterisation, unlike
-      Keras' `SpectralNormalization`).
+      `sigma`. No `stop_gradient` on the forward path: the gradient flows
+      through `sigma`, `v` and `u_new`, as in the release (a
+      reparameterisation, unlike Keras' `SpectralNormalization`).
     """
     out_units = w.shape[-1]
     w_mat = tf.reshape(w, [-1, out_units])                            # [k, out]
-    v = l2_normalize(tf.matmul(u, w_mat, transpose_b=True))           # [1, k]
+    if release_backward:
+        # In the release `u` was a TF1 ref variable: its read aliased the
+        # buffer that `u.assign(u_new)` overwrote before the backward pass,
+        # so MatMul's gradient w.r.t. `w` read `u_new`. Forward value: the
+        # exact `u @ w_mat^T`; gradient w.r.t. `w`: that of
+        # `stop_gradient(u_new) @ w_mat^T`. `probe - stop_gradient(probe)`
+        # is exactly zero in the forward pass, so the values do not change.
+        w_const = tf.stop_gradient(w_mat)
+        first = tf.matmul(u, w_const, transpose_b=True)                  # [1, k]
+        u_written = tf.stop_gradient(l2_normalize(tf.matmul(l2_normalize(first), w_const)))
+        probe = tf.matmul(u_written, w_mat, transpose_b=True)
+        first = first + (probe - tf.stop_gradient(probe))
+    else:
+        first = tf.matmul(u, w_mat, transpose_b=True)                    # [1, k]
+    v = l2_normalize(first)                                           # [1, k]
     u_new = l2_normalize(tf.matmul(v, w_mat))                         # [1, out]
     sigma = tf.matmul(tf.matmul(v, w_mat), u_new, transpose_b=True)   # [1, 1]
     sigma = tf.reshape(sigma, [])
@@ -104,7 +129,26 @@ class _SpectralNormBase(keras.layers.Layer):
     step, MirroredStrategy averages the (identical) per-replica values and so
     keeps every replica's copy equal; with the default aggregation they would
     silently drift apart.
+
+    `sn_gradient` (one of `SN_GRADIENTS`) picks the backward pass of a call
+    that writes `u`: `"release"` (default) is the one the release ran under
+    TF1 ref variables, `"exact"` the exact gradient of `W / sigma(W)`
+    (docs/NUMERICS.md §1.2). A call that does not write `u` is exact in both.
     """
+
+    def __init__(self, sn_gradient="release", **kwargs):
+        super().__init__(**kwargs)
+        self.sn_gradient = sn_gradient
+
+    @property
+    def sn_gradient(self):
+        return self._sn_gradient
+
+    @sn_gradient.setter
+    def sn_gradient(self, value):
+        if value not in SN_GRADIENTS:
+            raise ValueError(f"sn_gradient must be one of {SN_GRADIENTS}, got {value!r}")
+        self._sn_gradient = value
 
     def _add_u(self, out_units):
         self.u = self.add_weight(
@@ -114,7 +158,10 @@ class _SpectralNormBase(keras.layers.Layer):
 
     def _normalized_weight(self, w, update_sn):
         """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`."""
-        w_bar, u_new, _ = spectral_normalize(w, tf.convert_to_tensor(self.u))
+        # The release's backward saw `u` as it stood after the forward pass:
+        # `u_new` when this call writes it, the stored `u` otherwise.
+        release_backward = bool(update_sn) and self.sn_gradient == "release"
+        w_bar, u_new, _ = spectral_normalize(w, tf.convert_to_tensor(self.u), release_backward)
         if update_sn:
             assign_state(self.u, u_new)
         return w_bar
@@ -122,6 +169,16 @@ class _SpectralNormBase(keras.layers.Layer):
     def sigma(self):
         """The current spectral-norm estimate (no state change), for logging and tests."""
         return spectral_normalize(self._sn_weight(), tf.convert_to_tensor(self.u))[2]
+
+    def get_config(self):
+        return {**super().get_config(), "sn_gradient": self.sn_gradient}
+
+
+def set_sn_gradient(model, sn_gradient):
+    """Sets `sn_gradient` on every spectral-normalised layer inside `model`."""
+    for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
+        if isinstance(layer, _SpectralNormBase):
+            layer.sn_gradient = sn_gradient
 
 
 class SpectralNormConv2D(_SpectralNormBase):

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from sagan_tf.attention import SelfAttention, SlideSelfAttention
 from sagan_tf.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
-                             SpectralNormDense, SpectralNormEmbedding)
+                             SpectralNormDense, SpectralNormEmbedding, set_sn_gradient)
 
 __all__ = ["ARCHS", "ATTENTION_TYPES", "Generator", "Discriminator",
            "generator_layout", "discriminator_layout"]
@@ -218,11 +218,16 @@ class Generator(keras.Model):
       attention: "release" (pooled, SPEC §3) or "slide" (paper-slide variant).
       attention_query_block_size: process attention queries in blocks of this
         many positions (memory-efficient path; same result).
+      sn_gradient: backward pass of spectral normalisation, "release" (what
+        the release ran, default) or "exact" (docs/NUMERICS.md §1.2); applied
+        to every spectral-norm layer by `ensure_built()`.
     """
 
     def __init__(self, arch="test", image_size=128, z_dim=128, gf_dim=64, num_classes=1000,
-                 attention="release", attention_query_block_size=None, name="generator", **kwargs):
+                 attention="release", attention_query_block_size=None, sn_gradient="release",
+                 name="generator", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.sn_gradient = sn_gradient
         self.arch, self.image_size, self.z_dim = arch, image_size, z_dim
         self.gf_dim, self.num_classes = gf_dim, num_classes
         self.attention_type = attention
@@ -258,15 +263,17 @@ class Generator(keras.Model):
         return tf.cast(tf.tanh(h), tf.float32)
 
     def ensure_built(self):
-        """Creates every variable (one call on a dummy batch) without changing any state."""
+        """Creates every variable (one call on a dummy batch) without changing any state,
+        and sets `sn_gradient` on every spectral-norm layer (some exist only once built)."""
         if not self.built or not self.variables:
             self(tf.zeros([1, self.z_dim]), tf.zeros([1], tf.int32), training=False, update_sn=False)
+        set_sn_gradient(self, self.sn_gradient)
         return self
 
     def get_config(self):
         return {"arch": self.arch, "image_size": self.image_size, "z_dim": self.z_dim,
                 "gf_dim": self.gf_dim, "num_classes": self.num_classes,
-                "attention": self.attention_type}
+                "attention": self.attention_type, "sn_gradient": self.sn_gradient}
 
 
 class Discriminator(keras.Model):
@@ -275,12 +282,14 @@ class Discriminator(keras.Model):
     Call: `D(images [B, S, S, 3], labels [B] int, update_sn=True)` -> logits
     `[B, 1]` float32 = `SNLinear(h) + sum(h * SNEmbedding(labels), axis=1)`,
     `h = sum_{H,W} relu(features)`. `update_sn=False` leaves every `u` untouched.
+    Arguments as `Generator`'s.
     """
 
     def __init__(self, arch="test", image_size=128, df_dim=64, num_classes=1000,
-                 attention="release", attention_query_block_size=None, name="discriminator",
-                 **kwargs):
+                 attention="release", attention_query_block_size=None, sn_gradient="release",
+                 name="discriminator", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.sn_gradient = sn_gradient
         self.arch, self.image_size = arch, image_size
         self.df_dim, self.num_classes = df_dim, num_classes
         self.attention_type = attention
@@ -327,11 +336,13 @@ class Discriminator(keras.Model):
         if not self.built or not self.variables:
             self(tf.zeros([1, self.image_size, self.image_size, 3]), tf.zeros([1], tf.int32),
                  update_sn=False)
+        set_sn_gradient(self, self.sn_gradient)
         return self
 
     def get_config(self):
         return {"arch": self.arch, "image_size": self.image_size, "df_dim": self.df_dim,
-                "num_classes": self.num_classes, "attention": self.attention_type}
+                "num_classes": self.num_classes, "attention": self.attention_type,
+                "sn_gradient": self.sn_gradient}
 
 
 def count_parameters(model):

@@ -132,6 +132,7 @@ class TrainConfig:
     keep_checkpoint_max: int = 5
     save_checkpoint_steps: int = 0           # >0: also checkpoint every this many steps
     on_nan: str = "stop"                     # non-finite loss/weight: stop | skip_step
+    sn_gradient: str = "release"             # SN backward: release (TF1 ref variables) | exact
     # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
@@ -197,6 +198,8 @@ class TrainConfig:
         need(is_int(self.save_checkpoint_steps) and self.save_checkpoint_steps >= 0,
              "save_checkpoint_steps", "must be an integer >= 0")
         need(self.on_nan in ON_NAN_CHOICES, "on_nan", f"must be one of {ON_NAN_CHOICES}")
+        need(self.sn_gradient in layers.SN_GRADIENTS, "sn_gradient",
+             f"must be one of {layers.SN_GRADIENTS}")
         return self
 
     def to_dict(self):
@@ -311,11 +314,13 @@ class Trainer:
                 self.generator = Generator(
                     arch=config.generator_type, image_size=config.image_size,
                     z_dim=config.z_dim, gf_dim=config.gf_dim, num_classes=config.number_classes,
-                    attention=config.attention, attention_query_block_size=block)
+                    attention=config.attention, attention_query_block_size=block,
+                    sn_gradient=config.sn_gradient)
                 self.discriminator = Discriminator(
                     arch=config.discriminator_type, image_size=config.image_size,
                     df_dim=config.df_dim, num_classes=config.number_classes,
-                    attention=config.attention, attention_query_block_size=block)
+                    attention=config.attention, attention_query_block_size=block,
+                    sn_gradient=config.sn_gradient)
                 self.generator.ensure_built()
                 self.discriminator.ensure_built()
         finally:

@@ -191,3 +191,111 @@ def test_final_batch_norm(rng, training):
             layer.moving_variance.numpy(),
             p["moving_variance"] * 0.9999 + x.var(axis=(0, 1, 2)) * n / (n - 1) * 1e-4, rtol=1e-6)
     assert layer.epsilon == pytest.approx(1.001e-5)
+
+
+def _release_gradient_oracle(layer, kernel, x, r, eps=1e-6):
+    """The release's d loss / d kernel in float64, from finite differences.
+
+    The release's backward is the exact gradient except in one place: the
+    first power-iteration product `y1 = u @ W_mat^T` is differentiated with
+    respect to `W_mat` with `u_new` in place of `u`. So it equals
+    `exact + reshape(dL/dy1^T @ (u_new - u))`, with the exact gradient and
+    `dL/dy1` both taken by central differences of a float64 re-implementation
+    of the layer (`y1` perturbed directly for the latter).
+    """
+    import numpy as np_
+    u = layer.u.numpy()
+    is_embedding = isinstance(layer, SpectralNormEmbedding)
+
+    def w_mat_of(w):
+        return w.T if is_embedding else w.reshape(-1, w.shape[-1])
+
+    def forward(w, y1=None):
+        w_mat = w_mat_of(w)
+        y1 = u @ w_mat.T if y1 is None else y1
+        v = y1 / (np_.sqrt((y1 ** 2).sum()) + 1e-12)
+        un = v @ w_mat
+        un = un / (np_.sqrt((un ** 2).sum()) + 1e-12)
+        sigma = (v @ w_mat @ un.T).item()
+        w_bar = w / sigma
+        if is_embedding:
+            out = w_bar[x]
+        elif w.ndim == 2:
+            out = x @ w_bar
+        else:
+            out = tf.nn.conv2d(tf.constant(x), tf.constant(w_bar), 1, "SAME").numpy()
+        return (out * r).sum(), un
+
+    w0 = kernel.numpy().astype(np_.float64)
+    exact = np_.zeros_like(w0)
+    for idx in np_.ndindex(w0.shape):
+        for sign in (1, -1):
+            w = w0.copy()
+            w[idx] += sign * eps
+            exact[idx] += sign * forward(w)[0] / (2 * eps)
+    y1_0 = u @ w_mat_of(w0).T
+    d_y1 = np_.zeros_like(y1_0)
+    for idx in np_.ndindex(y1_0.shape):
+        for sign in (1, -1):
+            y1 = y1_0.copy()
+            y1[idx] += sign * eps
+            d_y1[idx] += sign * forward(w0, y1)[0] / (2 * eps)
+    u_new = forward(w0)[1]
+    correction = d_y1.T @ (u_new - u)                      # [k, out] in W_mat's layout
+    correction = correction.T if is_embedding else correction.reshape(w0.shape)
+    return exact, exact + correction, u_new
+
+
+@pytest.mark.parametrize("layer_kind", ["dense", "conv", "embedding"])
+@pytest.mark.parametrize("sn_gradient", ["release", "exact"])
+def test_gradient_of_an_updating_call_matches_float64_oracle(rng, layer_kind, sn_gradient):
+    """A call that writes `u`: `sn_gradient="exact"` is the exact gradient of
+    `W / sigma(W)` (central differences), `"release"` is the release's TF1
+    ref-variable backward (the oracle above); the two differ, the forward
+    values and the written `u` do not."""
+    if layer_kind == "dense":
+        layer = SpectralNormDense(3, dtype="float64", sn_gradient=sn_gradient)
+        layer.build((None, 4))
+        kernel, x = layer.matrix, rng.normal(size=(5, 4))
+    elif layer_kind == "conv":
+        layer = SpectralNormConv2D(3, 3, dtype="float64", sn_gradient=sn_gradient)
+        layer.build((None, 4, 4, 2))
+        kernel, x = layer.w, rng.normal(size=(2, 4, 4, 2))
+    else:
+        layer = SpectralNormEmbedding(5, 3, dtype="float64", sn_gradient=sn_gradient)
+        layer.build((None,))
+        kernel, x = layer.embedding_map, np.array([0, 3, 3, 1, 4, 2])
+    # A random (not converged) u makes u_new - u large, so the modes differ clearly.
+    r = rng.normal(size=layer(tf.constant(x), update_sn=False).shape)
+    exact, release, u_new = _release_gradient_oracle(layer, kernel, x, r)
+    u_before = layer.u.numpy()
+    with tf.GradientTape() as tape:
+        out = layer(tf.constant(x), update_sn=True)
+        loss = tf.reduce_sum(out * r)
+    grad = tape.gradient(loss, kernel.value).numpy()
+    np.testing.assert_allclose(layer.u.numpy(), u_new, rtol=1e-10)
+    expected = release if sn_gradient == "release" else exact
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(release - exact).max() > 1e-3 * np.abs(exact).max()
+    # Same forward value in both modes.
+    layer.u.assign(u_before)
+    other = "exact" if sn_gradient == "release" else "release"
+    out_first = layer(tf.constant(x), update_sn=False).numpy()
+    layer.sn_gradient = other
+    layer.u.assign(u_before)
+    np.testing.assert_array_equal(layer(tf.constant(x), update_sn=True).numpy(), out_first)
+
+
+def test_sn_gradient_is_validated_and_set_on_every_layer():
+    from sagan_tf.layers import set_sn_gradient
+    from sagan_tf.networks import Discriminator
+    with pytest.raises(ValueError, match="sn_gradient must be one of"):
+        SpectralNormDense(3, sn_gradient="approximate")
+    D = Discriminator(arch="test", image_size=32, df_dim=8, num_classes=3,
+                      sn_gradient="exact").ensure_built()
+    sn_layers = [l for l in D._flatten_layers() if hasattr(l, "u")]
+    # Built lazily: the blocks' 1x1 shortcut convs exist only after build.
+    assert any(l.name == "sn_conv3" for l in sn_layers)
+    assert {l.sn_gradient for l in sn_layers} == {"exact"}
+    set_sn_gradient(D, "release")
+    assert {l.sn_gradient for l in sn_layers} == {"release"}
