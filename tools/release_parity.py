@@ -1,0 +1,294 @@
+r"""Measures how far the port's training iteration is from the release's, against the release's own noise.
+
+The reference is the release's algorithm as TF1 executed it
+(``tools/tf1_release_graph.py``: a ``tf.compat.v1`` graph on ref variables).
+Its *noise floor* is the same graph run again with oneDNN off
+(``TF_ENABLE_ONEDNN_OPTS=0``: other CPU kernels, other rounding). Both run
+in processes of their own (the setting is read once per process); the port
+runs in this one. All three start from the same weights (the port's initial
+weights, copied by the release's variable names, attention ``sigma_ratio``
+set non-zero so that attention takes part) and get the same z, fake labels,
+real images and labels at every step.
+
+Reported per architecture and ``--sn_gradient`` mode:
+
+- first-iteration gradients of G (G step) and D (D step), per variable:
+  ``max|port - ref| / max|ref|`` beside the noise floor's
+  ``max|noise - ref| / max|ref|``;
+- after ``--iterations`` G-then-D iterations: the fraction of trainable
+  weights more than ``0.1 * lr`` away from the reference, for the port and
+  for the noise floor;
+- the per-step losses' largest relative difference, for both.
+
+Example (the figures of docs/NUMERICS.md)::
+
+    python tools/release_parity.py --arch test --arch baseline \
+        --sn_gradient release --sn_gradient exact
+
+``tests/test_release_parity.py`` runs the same comparison with bounds.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import tf1_release_graph  # noqa: E402
+
+#: What is compared: small widths, the release's 128x128 layout.
+DEFAULT_CASE = dict(gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=4)
+#: Attention's residual scale in the shared initial weights (0 at a real
+#: initialisation would leave the attention convolutions without gradient).
+SIGMA_RATIO = 0.3
+#: A weight counts as "apart" beyond this fraction of its learning rate.
+APART_FRACTION_OF_LR = 0.1
+
+
+def make_inputs(config, iterations=4, seed=0):
+    """The inputs of ``iterations`` iterations (numpy, leading iteration axis)."""
+    rs = np.random.default_rng(seed)
+    k, b, n = iterations, config["batch_size"], config["number_classes"]
+    return {
+        "z_g": rs.standard_normal((k, b, config["z_dim"])).astype(np.float32),
+        "y_g": rs.integers(0, n, (k, b)).astype(np.int32),
+        "z_d": rs.standard_normal((k, b, config["z_dim"])).astype(np.float32),
+        "y_d": rs.integers(0, n, (k, b)).astype(np.int32),
+        "x_real": rs.uniform(-1, 1, (k, b, 128, 128, 3)).astype(np.float32),
+        "y_real": rs.integers(0, n, (k, b)).astype(np.int32),
+    }
+
+
+def run_port(config, inputs, sn_gradient="release", weights=None, seed=1):
+    """The port's iterations: ``(initial weights, result)`` in the layout of
+    ``tf1_release_graph.run_iterations``.
+
+    The first iteration's gradients come from the Trainer's own G and D
+    passes (``_g_pass`` / ``_d_pass``, eagerly); the state is then restored
+    from a checkpoint and every iteration runs through the compiled
+    ``Trainer.train_step``, as in training.
+    """
+    import tensorflow as tf
+    from sagan_tf.legacy import spec_variable_map
+    from sagan_tf.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(
+        data_dir="unused", image_size=128, gf_dim=config["gf_dim"], df_dim=config["df_dim"],
+        z_dim=config["z_dim"], number_classes=config["number_classes"],
+        batch_size=config["batch_size"], generator_type=config["arch"],
+        discriminator_type=config["arch"], seed=seed, sn_gradient=sn_gradient)
+    trainer = Trainer(cfg, tf.distribute.get_strategy())
+    G, D = trainer.generator, trainer.discriminator
+    variables = spec_variable_map(G, D)
+    if weights is None:
+        for name, var in variables.items():
+            if name.endswith("sigma_ratio"):
+                var.assign(SIGMA_RATIO)
+        weights = {name: var.numpy() for name, var in variables.items()}
+    else:
+        for name, var in variables.items():
+            var.assign(weights[name])
+
+    def names(model):
+        return ["model/" + v.path.split("/", 1)[1] for v in model.trainable_variables]
+
+    result = {"g_loss": [], "d_loss": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = trainer.checkpoint.write(os.path.join(tmp, "start"))
+        _, g_grads = trainer._g_pass(inputs["z_g"][0], inputs["y_g"][0])
+        trainer.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
+        _, d_grads = trainer._d_pass(inputs["x_real"][0], inputs["y_real"][0],
+                                     inputs["z_d"][0], inputs["y_d"][0])
+        result["g_grads"] = {n: g.numpy() for n, g in zip(names(G), g_grads)}
+        result["d_grads"] = {n: g.numpy() for n, g in zip(names(D), d_grads)}
+        trainer.checkpoint.read(start).assert_consumed()
+    for k in range(len(inputs["z_g"])):
+        noise = {"g": [(inputs["z_g"][k], inputs["y_g"][k])],
+                 "d": [(inputs["z_d"][k], inputs["y_d"][k])]}
+        metrics, _, _ = trainer.train_step(trainer.make_inputs_from_global(
+            inputs["x_real"][k], inputs["y_real"][k], noise))
+        result["g_loss"].append(float(metrics["g_loss"]))
+        result["d_loss"].append(float(metrics["d_loss"]))
+    result["weights"] = {name: var.numpy() for name, var in variables.items()}
+    return weights, result
+
+
+class Tf1Run:
+    """The release graph run in a fresh process (``tf1_release_graph.py``), in the background.
+
+    ``result()`` waits for it and returns what ``tf1_release_graph.run_iterations``
+    returned there.
+    """
+
+    def __init__(self, config, weights, inputs, onednn=True, resource_variables=False):
+        self._tmp = tempfile.TemporaryDirectory()
+        src = os.path.join(self._tmp.name, "in.npz")
+        self._dst = os.path.join(self._tmp.name, "out.npz")
+        arrays = {f"config:{k}": np.array(v) for k, v in config.items()}
+        arrays.update({f"weights:{k}": v for k, v in weights.items()})
+        arrays.update({f"inputs:{k}": v for k, v in inputs.items()})
+        np.savez(src, **arrays)
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0",
+                   TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        self._cmd = [sys.executable, tf1_release_graph.__file__, "--parity_input", src,
+                     "--parity_output", self._dst]
+        if resource_variables:
+            self._cmd.append("--resource_variables")
+        self._proc = subprocess.Popen(self._cmd, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True)
+
+    def result(self, timeout=900):
+        try:
+            _, stderr = self._proc.communicate(timeout=timeout)
+            if self._proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(self._cmd)} failed:\n{stderr[-3000:]}")
+            with np.load(self._dst) as data:
+                return tf1_release_graph.unflatten({k: data[k] for k in data.files})
+        finally:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._tmp.cleanup()
+
+
+def relative_error(a, ref):
+    """``max|a - ref| / max|ref|`` (``max|a - ref|`` where ``ref`` is all zero)."""
+    scale = float(np.abs(ref).max())
+    err = float(np.abs(np.asarray(a, np.float64) - ref).max())
+    return err / scale if scale > 0 else err
+
+
+def within_noise(report, factor=4.0, floor=1e-6, apart_factor=1.2, apart_slack=0.01,
+                 loss_factor=3.0, loss_floor=1e-5):
+    """The parity criterion: ``[]`` if the port is within the noise floor, else what is not.
+
+    Per variable: ``max|port - ref| <= factor * max|noise - ref| + floor *
+    max|gradient|`` (the floor, relative to the largest gradient of that
+    network, covers variables whose true gradient is ~0, such as biases
+    followed by a batch norm). After the iterations: the fraction of
+    weights apart at most ``apart_factor`` times the noise's plus
+    ``apart_slack``; the losses' relative difference at most ``loss_factor``
+    times the noise's plus ``loss_floor``.
+    """
+    failures = []
+    scale = {}
+    for name, r in report["gradients"].items():
+        net = name[len("model/"):][0]
+        scale[net] = max(scale.get(net, 0.0), r["scale"])
+    for name, r in sorted(report["gradients"].items()):
+        s = r["scale"] if r["scale"] > 0 else 1.0
+        port_abs, noise_abs = r["port"] * s, r["noise"] * s
+        bound = factor * noise_abs + floor * scale[name[len("model/"):][0]]
+        if port_abs > bound:
+            failures.append(f"gradient of {name}: port error {port_abs:.3g} > bound {bound:.3g} "
+                            f"(noise floor {noise_abs:.3g}, max|gradient| {r['scale']:.3g})")
+    apart, loss = report["apart"], report["loss"]
+    if apart["port"] > apart_factor * apart["noise"] + apart_slack:
+        failures.append(f"weights apart after the iterations: port {apart['port']:.1%} vs "
+                        f"noise floor {apart['noise']:.1%}")
+    if loss["port"] > loss_factor * loss["noise"] + loss_floor:
+        failures.append(f"losses: port {loss['port']:.3g} vs noise floor {loss['noise']:.3g}")
+    return failures
+
+
+def compare(port, ref, noise):
+    """Distances of ``port`` and of ``noise`` from ``ref`` (results of one case).
+
+    Returns ``{"gradients": {name: {"port", "noise", "scale"}}, "apart":
+    {"port", "noise"}, "loss": {"port", "noise"}}``.
+    """
+    report = {"gradients": {}}
+    for part in ("g_grads", "d_grads"):
+        for name, r in ref[part].items():
+            report["gradients"][name] = {
+                "port": relative_error(port[part][name], r),
+                "noise": relative_error(noise[part][name], r),
+                "scale": float(np.abs(r).max())}
+
+    def apart(result):
+        count = total = 0
+        for part, lr in (("g_grads", tf1_release_graph.G_LEARNING_RATE),
+                         ("d_grads", tf1_release_graph.D_LEARNING_RATE)):
+            for name in ref[part]:
+                diff = np.abs(result["weights"][name] - ref["weights"][name])
+                count += int((diff > APART_FRACTION_OF_LR * lr).sum())
+                total += diff.size
+        return count / total
+
+    def loss(result):
+        return max(abs(a - b) / max(abs(b), 1e-12)
+                   for key in ("g_loss", "d_loss") for a, b in zip(result[key], ref[key]))
+
+    report["apart"] = {"port": apart(port), "noise": apart(noise)}
+    report["loss"] = {"port": loss(port), "noise": loss(noise)}
+    return report
+
+
+def variable_class(name):
+    """A coarse grouping of release names for summaries (e.g. ``g snconv3/w``)."""
+    net = "g" if name.startswith("model/g_") else "d"
+    parts = name.split("/")
+    return f"{net} {parts[-2]}/{parts[-1]}" if len(parts) > 2 else f"{net} {parts[-1]}"
+
+
+def summarize(report):
+    """Per variable class: the largest port and noise gradient errors."""
+    classes = {}
+    for name, r in report["gradients"].items():
+        c = classes.setdefault(variable_class(name), {"port": 0.0, "noise": 0.0, "count": 0})
+        c["port"] = max(c["port"], r["port"])
+        c["noise"] = max(c["noise"], r["noise"])
+        c["count"] += 1
+    return classes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", action="append", choices=["test", "baseline"])
+    parser.add_argument("--sn_gradient", action="append", choices=["release", "exact"])
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--json", help="also write the full reports here")
+    for key, value in DEFAULT_CASE.items():
+        parser.add_argument(f"--{key}", type=int, default=value)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    reports = {}
+    for arch in args.arch or ["test", "baseline"]:
+        config = dict({k: getattr(args, k) for k in DEFAULT_CASE}, arch=arch)
+        inputs = make_inputs(config, args.iterations)
+        weights = None
+        runs = None
+        for mode in args.sn_gradient or ["release", "exact"]:
+            weights, port = run_port(config, inputs, mode, weights)
+            if runs is None:
+                runs = [Tf1Run(config, weights, inputs, onednn=True),
+                        Tf1Run(config, weights, inputs, onednn=False)]
+                ref, noise = (run.result() for run in runs)
+            report = compare(port, ref, noise)
+            reports[f"{arch}/{mode}"] = report
+            print(f"== {arch}, --sn_gradient {mode}: first-iteration gradients, "
+                  "max|x - tf1| / max|tf1| (largest per class)")
+            for cls, c in sorted(summarize(report).items()):
+                print(f"  {cls:28s} n={c['count']:2d}  port {c['port']:.2e}  "
+                      f"tf1 oneDNN off {c['noise']:.2e}")
+            print(f"  after {args.iterations} iterations, weights > {APART_FRACTION_OF_LR}*lr "
+                  f"apart: port {report['apart']['port']:.1%}, "
+                  f"tf1 oneDNN off {report['apart']['noise']:.1%}")
+            print(f"  losses, largest relative difference: port {report['loss']['port']:.2e}, "
+                  f"tf1 oneDNN off {report['loss']['noise']:.2e}")
+            failures = within_noise(report)
+            print("  within the release's noise floor" if not failures else
+                  f"  NOT within the noise floor ({len(failures)}): " + "; ".join(failures[:5]),
+                  flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(reports, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
