@@ -284,7 +284,10 @@ def test_iteration_matches_hand_built_step(trainer1):
     g_mean_after_g_step = var(G, g_mean).numpy()
     # D step: G again in training mode, D on reals (updating u) and, in a
     # separate call, on fakes with the same normalised weights, i.e. with the
-    # u from before the real pass (SPEC §6 and its "Known deviations").
+    # u from before the real pass (SPEC §6 and its "Known deviations"). The
+    # fakes' backward, like the reals', sees the u the reals' pass wrote
+    # (NUMERICS §1.2): the fake call is made as an updating call from the old
+    # u, which writes the same u_new again.
     fake = G(z_d, y_d, training=True)
     d_us = [v for v in D.variables if v.path.endswith("/u")]
     u_before = [v.numpy() for v in d_us]
@@ -293,9 +296,9 @@ def test_iteration_matches_hand_built_step(trainer1):
         u_after = [v.numpy() for v in d_us]
         for v, value in zip(d_us, u_before):
             v.assign(value)
-        logits_fake = D(fake, y_d, update_sn=False)
+        logits_fake = D(fake, y_d, update_sn=True)
         for v, value in zip(d_us, u_after):
-            v.assign(value)
+            np.testing.assert_array_equal(v.numpy(), value)
         d_loss, _, _ = losses.discriminator_loss("hinge_loss", logits_real, logits_fake)
     hand.d_optimizer.apply_gradients(zip(_dense(tape.gradient(d_loss, D.trainable_variables)),
                                          D.trainable_variables))
