@@ -109,7 +109,8 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
                   number_classes=1000, batch_size=8, devices=("/cpu:0",), xla=False,
                   mixed_precision="none", attention_query_block_size=0, attention="release",
                   iterations=5, warmup=2, mode="train", sample_batch_size=100, flops=True,
-                  seed=0, threads=0, strategy=None, compare_tf1_reference=False):
+                  seed=0, threads=0, strategy=None, compare_tf1_reference=False,
+                  sn_gradient="release"):
     """Builds a Trainer for the configuration, times it, returns the result dict.
 
     Keys: the ``RESULT_KEYS`` (train figures when ``mode`` includes train,
@@ -147,14 +148,16 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
                   number_classes=number_classes, batch_size=batch_size,
                   num_replicas=len(devices), xla=xla, mixed_precision=mixed_precision,
                   attention_query_block_size=attention_query_block_size, attention=attention,
-                  iterations=iterations, warmup=warmup, threads=threads, mode=mode,
+                  sn_gradient=sn_gradient, iterations=iterations, warmup=warmup,
+                  threads=threads, mode=mode,
                   sample_batch_size=sample_batch_size, seed=seed,
                   devices=list(devices), tensorflow=tf.__version__)
     cfg = TrainConfig(batch_size=batch_size, image_size=image_size, z_dim=z_dim, gf_dim=gf_dim,
                       df_dim=df_dim, number_classes=number_classes, generator_type=arch,
                       discriminator_type=arch, seed=seed, xla=xla,
                       mixed_precision=mixed_precision, attention=attention,
-                      attention_query_block_size=attention_query_block_size)
+                      attention_query_block_size=attention_query_block_size,
+                      sn_gradient=sn_gradient)
     strategy = strategy or tf.distribute.MirroredStrategy(list(devices))
     trainer = Trainer(cfg, strategy)
     G, D = trainer.generator, trainer.discriminator
@@ -278,6 +281,8 @@ def define_flags():
     flags.DEFINE_integer("attention_query_block_size", 0,
                          "Memory-efficient attention: query block size (0: one-shot).")
     flags.DEFINE_enum("attention", "release", ["release", "slide"], "Attention variant.")
+    flags.DEFINE_enum("sn_gradient", "release", ["release", "exact"],
+                      "TrainConfig.sn_gradient: spectral-norm backward (docs/NUMERICS.md §1.2).")
     flags.DEFINE_integer("iterations", 5,
                          "Timed iterations; 0: nothing runs, only parameters and the graph's "
                          "FLOPs are reported (e.g. for configurations too big for this machine).",
@@ -311,7 +316,7 @@ def main(argv):
         attention=FLAGS.attention, iterations=FLAGS.iterations, warmup=FLAGS.warmup,
         mode=FLAGS.mode, sample_batch_size=FLAGS.sample_batch_size, flops=FLAGS.flops,
         seed=FLAGS.seed, threads=FLAGS.threads,
-        compare_tf1_reference=FLAGS.compare_tf1_reference)
+        compare_tf1_reference=FLAGS.compare_tf1_reference, sn_gradient=FLAGS.sn_gradient)
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
 
