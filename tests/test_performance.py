@@ -5,6 +5,10 @@ All on the session's 2-replica MirroredStrategy over logical CPUs (conftest).
 import importlib.util
 import json
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -17,6 +21,8 @@ from sagan_tf.training import ConfigError, TrainConfig, Trainer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(image_size=32, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=2,
             seed=7)
+#: Micro-benchmark sizes small enough for a test (tools/benchmark.py PEAK_PROBLEMS).
+TINY_PEAK = dict(matmul_n=32, conv_shape=(2, 6, 6, 4), chain=3, repeats=1)
 
 
 def _load_tool(name):
@@ -140,10 +146,11 @@ def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
     bench = _load_benchmark()
     result = bench.run_benchmark(arch="test", image_size=32, gf_dim=8, df_dim=8, z_dim=16,
                                  number_classes=5, batch_size=2, iterations=1, warmup=1,
-                                 mode="both", sample_batch_size=2, strategy=strategy2)
+                                 mode="both", sample_batch_size=2, strategy=strategy2,
+                                 peak_problem=TINY_PEAK)
     line = json.dumps(result, sort_keys=True)
     parsed = json.loads(line)
-    for key in bench.RESULT_KEYS:
+    for key in bench.RESULT_KEYS + bench.PEAK_KEYS:
         assert key in parsed, key
     assert parsed["peak_device_memory_bytes"] is None  # CPU
     assert parsed["num_replicas"] == 2 and parsed["global_batch_size"] == 4
@@ -155,6 +162,26 @@ def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
         <= parsed["max_seconds_per_iteration"]
     assert parsed["sample"]["images_per_second"] > 0
     assert parsed["peak_host_memory_bytes"] > 0
+    # Beside every time: achieved = counted FLOPs / median time, as a
+    # fraction of the float32 peak measured in this process (2 logical CPU
+    # replicas share the same cores: the peak is not doubled).
+    peak = parsed["peak_gflops"]
+    assert peak["dtype"] == "float32" and peak["devices_counted"] == 1
+    assert list(parsed["peak_gflops_by_dtype"]["per_device"]) == ["float32"]
+    assert parsed["peak_gflops_by_dtype"]["per_device"]["float32"] == {
+        k: peak[k] for k in ("matmul", "conv")}
+    for fig, flops in ((parsed, parsed["flops_per_iteration"]),
+                       (parsed["sample"], parsed["sample"]["flops_per_batch"])):
+        assert fig["achieved_gflops"] == pytest.approx(
+            flops / fig["median_seconds_per_iteration"] / 1e9)
+        assert fig["fraction_of_peak"] == pytest.approx(
+            fig["achieved_gflops"] / max(peak["matmul"], peak["conv"]))
+        assert fig["fraction_of_peak_by_kernel"]["conv"] == pytest.approx(
+            fig["achieved_gflops"] / peak["conv"])
+    assert parsed["machine"]["logical_cpus"] == os.cpu_count()
+    assert parsed["machine"]["gpus"] == []
+    summary = bench.summary_line(parsed)
+    assert f"{parsed['achieved_gflops']:.1f} GFLOP/s" in summary and "% of peak" in summary
 
 
 @pytest.mark.parametrize("arch", ["test", "baseline"])
@@ -188,7 +215,7 @@ def test_benchmark_compares_with_tf1_reference():
     one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
     kw = dict(arch="test", gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=2,
               iterations=2, warmup=1, flops=False, strategy=one_device,
-              compare_tf1_reference=True)
+              compare_tf1_reference=True, peak=False)
     with pytest.raises(ValueError, match="compare_tf1_reference needs"):
         bench.run_benchmark(image_size=32, **kw)
     result = json.loads(json.dumps(bench.run_benchmark(image_size=128, **kw)))
@@ -197,3 +224,162 @@ def test_benchmark_compares_with_tf1_reference():
     assert 0 < reference["min_seconds_per_iteration"] <= reference["median_seconds_per_iteration"]
     assert result["speedup_vs_tf1_reference"] == pytest.approx(
         reference["median_seconds_per_iteration"] / result["median_seconds_per_iteration"])
+    # peak=False (--nopeak) and no FLOP count: the new keys are there, empty.
+    assert result["peak_gflops"] is None and result["peak_gflops_by_dtype"] is None
+    for fig in (result, reference):
+        assert fig["achieved_gflops"] is None and fig["fraction_of_peak"] is None
+    assert result["machine"]["cpu_model"]
+
+
+def _conv3x3_same(x, k):
+    """numpy oracle: SAME 3x3 convolution, stride 1, NHWC x HWIO."""
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    return sum(np.einsum("bhwc,co->bhwo", xp[:, i:i + h, j:j + w], k[i, j])
+               for i in range(3) for j in range(3))
+
+
+def test_peak_microbenchmark_counts_flops_and_computes_the_chain():
+    """The micro-benchmark's analytic FLOPs equal the TF profiler's count of
+    its own graph (the count the iteration's FLOPs come from), GFLOP/s =
+    FLOPs / best time, and the chained ops really run (numpy oracle)."""
+    bench = _load_benchmark()
+    peak, details = bench.measure_peak_gflops("float32", "/cpu:0", return_details=True,
+                                              **TINY_PEAK)
+    for name in ("matmul", "conv"):
+        d = details[name]
+        assert d["flops_per_call"] == bench.count_graph_flops(
+            d["function"].get_concrete_function(*d["args"])), name
+        assert peak[name] == pytest.approx(d["flops_per_call"] / d["best_seconds"] / 1e9)
+    assert details["matmul"]["flops_per_call"] == 3 * 2 * 32 ** 3
+    a, m = (np.asarray(t, np.float64) for t in details["matmul"]["args"])
+    got = float(details["matmul"]["function"](*details["matmul"]["args"]))
+    assert got == pytest.approx((a @ m @ m @ m)[0, 0], rel=1e-4, abs=1e-5)
+    x, k = (np.asarray(t, np.float64) for t in details["conv"]["args"])
+    want = _conv3x3_same(_conv3x3_same(_conv3x3_same(x, k), k), k)[0, 0, 0, 0]
+    got = float(details["conv"]["function"](*details["conv"]["args"]))
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_peak_in_mixed_bfloat16_measures_both_dtypes():
+    bench = _load_benchmark()
+    peak, by_dtype = bench.measure_peaks(["/cpu:0"], "mixed_bfloat16", TINY_PEAK)
+    assert set(by_dtype["per_device"]) == {"float32", "bfloat16"}
+    assert peak["dtype"] == "bfloat16"
+    assert {k: peak[k] for k in ("matmul", "conv")} == by_dtype["per_device"]["bfloat16"]
+    assert all(v > 0 for d in by_dtype["per_device"].values() for v in d.values())
+    assert by_dtype["problem"]["matmul_n"] == 32
+
+
+AMD_ZEN5 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni
+
+processor\t: 1
+model name\t: something else
+flags\t\t: amx_tile amx_bf16
+"""
+SAPPHIRE_RAPIDS = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+"""
+OLD_XEON = """processor\t: 0
+model name\t: Intel(R) Xeon(R) CPU @ 2.50GHz
+flags\t\t: avx2 avx512f avx512bw avx512_vnni
+"""
+
+
+def test_parse_cpuinfo_reads_model_and_half_precision_units():
+    parse = _load_benchmark().parse_cpuinfo
+    amd = parse(AMD_ZEN5)  # only the first processor's entry counts
+    assert amd["cpu_model"] == "AMD EPYC" and amd["cpu_family"] == "26"
+    assert amd["cpu_model_number"] == "2"
+    assert amd["bf16_units"] == ["avx512_bf16"] and amd["avx512_bf16"] and not amd["amx"]
+    assert amd["fp16_units"] == []
+    spr = parse(SAPPHIRE_RAPIDS)
+    assert spr["bf16_units"] == ["avx512_bf16", "amx_bf16"] and spr["amx"]
+    assert spr["fp16_units"] == ["avx512_fp16"]
+    old = parse(OLD_XEON)
+    assert old["bf16_units"] == [] and not old["avx512_bf16"] and not old["amx"]
+    empty = parse("")
+    assert empty["cpu_model"] is None and empty["bf16_units"] == []
+
+
+@pytest.mark.skipif(not shutil.which("lscpu") or not os.path.exists("/proc/cpuinfo"),
+                    reason="needs lscpu and /proc/cpuinfo")
+def test_machine_info_agrees_with_lscpu():
+    info = _load_benchmark().machine_info(["/cpu:0"])
+    out = subprocess.run(["lscpu"], capture_output=True, text=True,
+                         env=dict(os.environ, LC_ALL="C")).stdout
+    fields = {k.strip(): v.strip() for k, _, v in
+              (line.partition(":") for line in out.splitlines())}
+    assert info["cpu_model"] == fields["Model name"]
+    lscpu_flags = set(fields.get("Flags", "").split())
+    assert info["avx512_bf16"] == ("avx512_bf16" in lscpu_flags)
+    assert info["amx"] == ("amx_tile" in lscpu_flags)
+    assert info["cpus_available"] <= info["logical_cpus"]
+
+
+def _gpu_tool(*args, **kw):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_benchmark.py"),
+                           *args], capture_output=True, text=True, timeout=kw.pop("timeout", 60),
+                          **kw)
+
+
+def test_gpu_benchmark_dry_run_commands_are_valid_benchmark_commands():
+    """The four GPU commands parse with tools/benchmark.py's own flags (with the
+    FLOP count the script appends) and ask for the paper configuration."""
+    from absl import flags as absl_flags
+    bench = _load_benchmark()
+    proc = _gpu_tool("--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line) for line in proc.stdout.splitlines()]
+    assert len(commands) == 4
+    seen = {}
+    for argv in commands:
+        assert argv[1] == os.path.join(ROOT, "tools", "benchmark.py")
+        fv = absl_flags.FlagValues()
+        bench.define_flags(fv)
+        fv(["benchmark.py", *argv[2:], "--flops_per_iteration", "1.0e13"])
+        assert (fv.image_size, fv.gf_dim, fv.df_dim, fv.number_classes, fv.batch_size,
+                fv.num_replicas, fv.arch) == (128, 64, 64, 1000, 64, 1, "test")
+        assert fv.peak and fv.iterations >= 5
+        seen[(fv.mixed_precision, fv.xla)] = True
+    assert set(seen) == {("none", False), ("mixed_bfloat16", False),
+                         ("mixed_float16", False), ("none", True)}
+    bad = _gpu_tool("--dry_run", "--variants", "fp32,fp8")
+    assert bad.returncode != 0 and "unknown variant(s) fp8" in bad.stderr
+
+
+@pytest.mark.skipif(bool(shutil.which("nvidia-smi")), reason="this machine has a GPU")
+def test_gpu_benchmark_without_gpu_exits_cleanly(tmp_path):
+    proc = _gpu_tool("--out_dir", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "no GPU visible" in proc.stdout and "Traceback" not in proc.stderr
+    assert "no GPU visible" in (tmp_path / "out" / "summary.md").read_text()
+    assert not (tmp_path / "out" / "benchmark.jsonl").exists()
+
+
+def test_gpu_benchmark_cpu_smoke_writes_json_lines(tmp_path):
+    """--cpu_smoke runs the GPU commands at a tiny size: one JSON line per run,
+    a summary row, and an existing output is never overwritten."""
+    bench = _load_benchmark()
+    out = tmp_path / "out"
+    proc = _gpu_tool("--cpu_smoke", "--variants", "fp32", "--out_dir", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = (out / "benchmark.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["variant"] == "fp32"
+    for key in bench.RESULT_KEYS + bench.PEAK_KEYS:
+        assert key in result, key
+    assert result["config"]["gf_dim"] == 8 and result["config"]["iterations"] == 1
+    assert result["flops_per_iteration"] > 0 and result["finite_loss"]
+    assert "| fp32 | ok |" in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["runs"][0]["status"] == "ok"
+    again = _gpu_tool("--cpu_smoke", "--variants", "fp32", "--out_dir", str(out))
+    assert again.returncode != 0 and "benchmark.jsonl exists" in again.stderr
+    assert (out / "benchmark.jsonl").read_text().splitlines() == lines
