@@ -214,11 +214,14 @@ def measure_peak_gflops(dtype="float32", device="/cpu:0", matmul_n=2048,
     import tensorflow as tf
     rs = np.random.default_rng(0)
     b, h, w, c = conv_shape
+    def normal(shape, scale=1.0):
+        return tf.cast(rs.standard_normal(shape, dtype=np.float32) * np.float32(scale), dtype)
+
     with tf.device(device):
-        a = tf.cast(rs.standard_normal((matmul_n, matmul_n)), dtype)
-        m = tf.cast(rs.standard_normal((matmul_n, matmul_n)) / np.sqrt(matmul_n), dtype)
-        x = tf.cast(rs.standard_normal(conv_shape), dtype)
-        k = tf.cast(rs.standard_normal((3, 3, c, c)) / np.sqrt(9 * c), dtype)
+        a = normal((matmul_n, matmul_n))
+        m = normal((matmul_n, matmul_n), 1 / np.sqrt(matmul_n))
+        x = normal(conv_shape)
+        k = normal((3, 3, c, c), 1 / np.sqrt(9 * c))
 
     def matmuls(y, m):
         for _ in range(chain):
