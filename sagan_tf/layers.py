@@ -104,9 +104,20 @@ class _SpectralNormBase(keras.layers.Layer):
     step, MirroredStrategy averages the (identical) per-replica values and so
     keeps every replica's copy equal; with the default aggregation they would
     silently drift apart.
+
+    `use_sn=False` makes the layer a plain one (no `u`, no normalisation; the
+    other variables and names unchanged): the generator without spectral norm
+    of the paper's "SN on D only" baseline.
     """
 
+    def __init__(self, use_sn=True, **kwargs):
+        super().__init__(**kwargs)
+        self.use_sn = bool(use_sn)
+
     def _add_u(self, out_units):
+        if not self.use_sn:
+            self.u = None
+            return
         self.u = self.add_weight(
             name="u", shape=(1, out_units),
             initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
@@ -114,13 +125,20 @@ class _SpectralNormBase(keras.layers.Layer):
 
     def _normalized_weight(self, w, update_sn):
         """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`."""
+        if not self.use_sn:
+            return w
         w_bar, u_new, _ = spectral_normalize(w, tf.convert_to_tensor(self.u))
         if update_sn:
             assign_state(self.u, u_new)
         return w_bar
 
+    def get_config(self):
+        return {**super().get_config(), "use_sn": self.use_sn}
+
     def sigma(self):
         """The current spectral-norm estimate (no state change), for logging and tests."""
+        if not self.use_sn:
+            raise ValueError(f"{self.name} has no spectral norm (use_sn=False)")
         return spectral_normalize(self._sn_weight(), tf.convert_to_tensor(self.u))[2]
 
 
