@@ -456,3 +456,38 @@ def test_trains_evaluates_and_restores_from_config_json(tmp_path, flags, standin
     assert [v.path for v in ev.generator.variables] == [v.path for v in loaded.generator.variables]
     res = evaluation.evaluate_checkpoint(options, evaluator=ev)
     assert res["step"] == 2 and np.isfinite(res["fid"]) and res["inception_score"] >= 1.0
+
+
+def test_train_imagenet_flags(tmp_path):
+    """The documented flags reach config.json through train_imagenet.py (one tiny
+    step), and an impossible placement is one clear line naming the flag."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    data_dir = _write_records(tmp_path / "data", n=8)
+    base = [sys.executable, os.path.join(repo, "train_imagenet.py"), f"--data_dir={data_dir}",
+            f"--image_size={S}", "--gf_dim=4", "--df_dim=4", f"--z_dim={Z}",
+            f"--number_classes={CLASSES}", "--batch_size=2", "--seed=1", "--max_steps=1",
+            "--save_summaries_steps=0", "--log_every_steps=0", "--shuffle_buffer_size=8"]
+    good = subprocess.Popen(
+        base + [f"--checkpoint_dir={tmp_path / 'good'}", "--attention=residual",
+                "--g_attention_resolutions=16", "--d_attention_resolutions=8",
+                "--nog_spectral_norm", "--generator_learning_rate=1e-4",
+                "--discriminator_learning_rate=1e-4"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bad = subprocess.run(base + [f"--checkpoint_dir={tmp_path / 'bad'}",
+                                 "--d_attention_resolutions=32"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    out, _ = good.communicate(timeout=300)
+    assert good.returncode == 0, out
+    stored = json.load(open(tmp_path / "good" / "imagenet_2" / "config.json"))
+    assert (stored["attention"], stored["g_attention_resolutions"],
+            stored["d_attention_resolutions"], stored["g_spectral_norm"],
+            stored["generator_learning_rate"], stored["discriminator_learning_rate"]) == (
+                "residual", [16], [8], False, 1e-4, 1e-4)
+    assert bad.returncode == 2, bad.stderr
+    assert ("train_imagenet.py: error: --d_attention_resolutions [32]: no 32x32 feature map in "
+            "the discriminator") in bad.stderr and "Traceback" not in bad.stderr
+    assert not os.path.exists(tmp_path / "bad")
