@@ -588,6 +588,10 @@ def read_image(path, image_size):
 def _require_attention(model, attr):
     block = getattr(model, attr)
     if block is None:
+        others = [b.name for _, b in model.extra_blocks]
+        if others:  # several attention blocks, or the Residual comparison block
+            raise ValueError(f"the {model.name} has no single {attr} block (it has "
+                             f"{', '.join(others)}); attention maps need exactly one")
         raise ValueError(f"the {model.name} ({model.arch}) has no attention block")
     return block
 

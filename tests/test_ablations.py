@@ -491,3 +491,14 @@ def test_train_imagenet_flags(tmp_path):
     assert ("train_imagenet.py: error: --d_attention_resolutions [32]: no 32x32 feature map in "
             "the discriminator") in bad.stderr and "Traceback" not in bad.stderr
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_attention_maps_need_a_single_attention_block():
+    G = sagan_tf.Generator("test", S, z_dim=Z, gf_dim=4, num_classes=CLASSES,
+                           attention_resolutions=[8, 16]).ensure_built()
+    with pytest.raises(ValueError, match="has g_non_local_8, g_non_local_16.*exactly one"):
+        sampling.generator_attention_input(G, np.zeros((1, Z), np.float32), [0])
+    D = sagan_tf.Discriminator("test", S, df_dim=4, num_classes=CLASSES, attention="residual",
+                               attention_resolutions=[8]).ensure_built()
+    with pytest.raises(ValueError, match="has d_residual"):
+        sampling.discriminator_attention_input(D, np.zeros((1, S, S, 3), np.float32))
