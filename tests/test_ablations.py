@@ -446,6 +446,9 @@ def test_trains_evaluates_and_restores_from_config_json(tmp_path, flags, standin
     path, _ = sampling.sample_to_file(loaded.generator, "grid", str(tmp_path / "grid.png"),
                                       num_rows=2, num_columns=2, seed=0)
     assert os.path.getsize(path) > 0
+    # Class interpolation rebuilds G from its get_config(): the options carry over.
+    G2 = sampling.class_interpolation_generator(loaded.generator, 0, 2, 3)
+    assert [v.path for v in G2.variables] == [v.path for v in loaded.generator.variables]
 
     # Evaluation rebuilds the generator from config.json too.
     options = evaluation.EvalOptions(
