@@ -102,9 +102,12 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_f
                   "Keras dtype policy of the networks' activations; weights, spectral norm, "
                   "batch-norm statistics, softmax, logits and losses stay float32. "
                   "mixed_float16 adds dynamic loss scaling.")
-flags.DEFINE_enum("attention", "release", ["release", "slide"],
+flags.DEFINE_enum("attention", "release", ["release", "slide", "residual", "resnet_block"],
                   "release: the release's pooled attention (SPEC §3); slide: the "
-                  "paper-slide variant (not the release).")
+                  "paper-slide variant (not the release); residual: the paper's Table 1 "
+                  "'Residual' comparison block in place of attention (same parameter "
+                  "count, no attention); resnet_block: one more same-resolution residual "
+                  "block of the network's own type there (docs/REPRODUCING.md).")
 flags.DEFINE_integer("attention_query_block_size", 0,
                      "Memory-efficient attention: process queries in blocks of this many "
                      "positions, recomputing each block's softmax in the backward pass "
@@ -114,6 +117,18 @@ flags.DEFINE_enum("sn_gradient", "release", ["release", "exact"],
                   "ran (its TF1 ref variable u was overwritten by u_new before the backward "
                   "pass, so the gradient of u @ W^T w.r.t. W used u_new); exact: the exact "
                   "gradient of W / sigma(W). Same forward pass. See docs/NUMERICS.md.")
+# --- The paper's ablations (docs/REPRODUCING.md); the defaults are the release's networks.
+flags.DEFINE_string("g_attention_resolutions", "",
+                    "Feature-map sizes of G after which the attention (or --attention's "
+                    "comparison) block goes, e.g. 16 or 16,32 (the paper's feat16...; G's "
+                    "blocks output 8, 16, ..., image_size); 'none': no block. Empty: where "
+                    "--generator_type puts it.")
+flags.DEFINE_string("d_attention_resolutions", "",
+                    "As --g_attention_resolutions, for D (its blocks output image_size/2, "
+                    "..., 4). Empty: where --discriminator_type puts it.")
+flags.DEFINE_boolean("g_spectral_norm", True,
+                     "Spectral norm in G (the release). --nog_spectral_norm: plain linear/conv "
+                     "layers in G, the paper's 'SN on D only' baseline (Figure 3).")
 flags.DEFINE_integer("save_checkpoint_steps", 0,
                      "Also save a checkpoint every this many steps; 0: only by time "
                      "(--save_checkpoint_secs) and at the end.", lower_bound=0)

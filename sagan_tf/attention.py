@@ -63,22 +63,27 @@ class SelfAttention(keras.layers.Layer):
     `x [B, H, W, C]` -> `[B, H, W, C]`; H and W even, C divisible by 8.
     Sub-layers `sn_conv_theta`, `sn_conv_phi`, `sn_conv_g`, `sn_conv_attn`
     (spectral-norm 1x1 convs without bias) and the scalar `sigma_ratio`
-    (the paper's gamma, init 0).
+    (the paper's gamma, init 0). `spectral_norm=False`: plain 1x1 convs (no `u`).
     """
 
-    def __init__(self, query_block_size=None, **kwargs):
+    def __init__(self, query_block_size=None, spectral_norm=True, **kwargs):
         super().__init__(**kwargs)
         self.query_block_size = query_block_size
+        self.spectral_norm = bool(spectral_norm)
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
         if channels % 8:
             raise ValueError(f"{self.name}: channels must be divisible by 8, got {channels}")
         self.channels = channels
-        self.conv_theta = SpectralNormConv2D(channels // 8, 1, use_bias=False, name="sn_conv_theta")
-        self.conv_phi = SpectralNormConv2D(channels // 8, 1, use_bias=False, name="sn_conv_phi")
-        self.conv_g = SpectralNormConv2D(channels // 2, 1, use_bias=False, name="sn_conv_g")
-        self.conv_attn = SpectralNormConv2D(channels, 1, use_bias=False, name="sn_conv_attn")
+        self.conv_theta = SpectralNormConv2D(channels // 8, 1, use_bias=False,
+                                             use_sn=self.spectral_norm, name="sn_conv_theta")
+        self.conv_phi = SpectralNormConv2D(channels // 8, 1, use_bias=False,
+                                           use_sn=self.spectral_norm, name="sn_conv_phi")
+        self.conv_g = SpectralNormConv2D(channels // 2, 1, use_bias=False,
+                                         use_sn=self.spectral_norm, name="sn_conv_g")
+        self.conv_attn = SpectralNormConv2D(channels, 1, use_bias=False,
+                                            use_sn=self.spectral_norm, name="sn_conv_attn")
         self.sigma_ratio = self.add_weight(name="sigma_ratio", shape=(), initializer="zeros",
                                            autocast=False)
 
@@ -107,7 +112,8 @@ class SelfAttention(keras.layers.Layer):
         return x + tf.cast(self.sigma_ratio, x.dtype) * o
 
     def get_config(self):
-        return {**super().get_config(), "query_block_size": self.query_block_size}
+        return {**super().get_config(), "query_block_size": self.query_block_size,
+                "spectral_norm": self.spectral_norm}
 
 
 class SlideSelfAttention(keras.layers.Layer):
@@ -118,18 +124,22 @@ class SlideSelfAttention(keras.layers.Layer):
     pooling, no output conv), `y = x + sigma_ratio * o`.
     """
 
-    def __init__(self, query_block_size=None, **kwargs):
+    def __init__(self, query_block_size=None, spectral_norm=True, **kwargs):
         super().__init__(**kwargs)
         self.query_block_size = query_block_size
+        self.spectral_norm = bool(spectral_norm)
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
         if channels % 8:
             raise ValueError(f"{self.name}: channels must be divisible by 8, got {channels}")
         self.channels = channels
-        self.conv_f = SpectralNormConv2D(channels // 8, 1, use_bias=False, name="sn_conv_f")
-        self.conv_g = SpectralNormConv2D(channels // 8, 1, use_bias=False, name="sn_conv_g")
-        self.conv_h = SpectralNormConv2D(channels, 1, use_bias=False, name="sn_conv_h")
+        self.conv_f = SpectralNormConv2D(channels // 8, 1, use_bias=False,
+                                         use_sn=self.spectral_norm, name="sn_conv_f")
+        self.conv_g = SpectralNormConv2D(channels // 8, 1, use_bias=False,
+                                         use_sn=self.spectral_norm, name="sn_conv_g")
+        self.conv_h = SpectralNormConv2D(channels, 1, use_bias=False,
+                                         use_sn=self.spectral_norm, name="sn_conv_h")
         self.sigma_ratio = self.add_weight(name="sigma_ratio", shape=(), initializer="zeros",
                                            autocast=False)
 
@@ -153,4 +163,5 @@ class SlideSelfAttention(keras.layers.Layer):
         return x + tf.cast(self.sigma_ratio, x.dtype) * o
 
     def get_config(self):
-        return {**super().get_config(), "query_block_size": self.query_block_size}
+        return {**super().get_config(), "query_block_size": self.query_block_size,
+                "spectral_norm": self.spectral_norm}

@@ -314,7 +314,7 @@ class Evaluator:
         """``options``: :class:`EvalOptions`; ``classifier``: a preloaded
         :class:`sagan_tf.metrics.Classifier` (else loaded from
         ``options.inception_path``); ``out``: stream for the JSON lines (stdout)."""
-        from sagan_tf.networks import Generator  # pylint: disable=import-outside-toplevel
+        from sagan_tf.networks import Generator, network_options  # pylint: disable=import-outside-toplevel
 
         self.options = options
         self.logdir = options.logdir
@@ -341,7 +341,8 @@ class Evaluator:
         self.generator = Generator(
             arch=self.arch["generator_type"], image_size=self.arch["image_size"],
             z_dim=self.arch["z_dim"], gf_dim=self.arch["gf_dim"],
-            num_classes=self.arch["num_classes"])
+            num_classes=self.arch["num_classes"],
+            **network_options(self.config, "generator"))  # attention placement, SN (ablations)
         self.generator.ensure_built()
         self._rng = (tf.random.Generator.from_seed(options.seed) if options.seed is not None
                      else tf.random.Generator.from_non_deterministic_state())

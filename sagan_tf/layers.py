@@ -130,14 +130,19 @@ class _SpectralNormBase(keras.layers.Layer):
     keeps every replica's copy equal; with the default aggregation they would
     silently drift apart.
 
+    `use_sn=False` makes the layer a plain one (no `u`, no normalisation; the
+    other variables and names unchanged): the generator without spectral norm
+    of the paper's "SN on D only" baseline.
+
     `sn_gradient` (one of `SN_GRADIENTS`) picks the backward pass of a call
     that writes `u`: `"release"` (default) is the one the release ran under
     TF1 ref variables, `"exact"` the exact gradient of `W / sigma(W)`
     (docs/NUMERICS.md §1.2). A call that does not write `u` is exact in both.
     """
 
-    def __init__(self, sn_gradient="release", **kwargs):
+    def __init__(self, use_sn=True, sn_gradient="release", **kwargs):
         super().__init__(**kwargs)
+        self.use_sn = bool(use_sn)
         self.sn_gradient = sn_gradient
 
     @property
@@ -151,6 +156,9 @@ class _SpectralNormBase(keras.layers.Layer):
         self._sn_gradient = value
 
     def _add_u(self, out_units):
+        if not self.use_sn:
+            self.u = None
+            return
         self.u = self.add_weight(
             name="u", shape=(1, out_units),
             initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
@@ -158,6 +166,8 @@ class _SpectralNormBase(keras.layers.Layer):
 
     def _normalized_weight(self, w, update_sn):
         """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`."""
+        if not self.use_sn:
+            return w
         # The release's backward saw `u` as it stood after the forward pass:
         # `u_new` when this call writes it, the stored `u` otherwise.
         release_backward = bool(update_sn) and self.sn_gradient == "release"
@@ -168,10 +178,12 @@ class _SpectralNormBase(keras.layers.Layer):
 
     def sigma(self):
         """The current spectral-norm estimate (no state change), for logging and tests."""
+        if not self.use_sn:
+            raise ValueError(f"{self.name} has no spectral norm (use_sn=False)")
         return spectral_normalize(self._sn_weight(), tf.convert_to_tensor(self.u))[2]
 
     def get_config(self):
-        return {**super().get_config(), "sn_gradient": self.sn_gradient}
+        return {**super().get_config(), "use_sn": self.use_sn, "sn_gradient": self.sn_gradient}
 
 
 def set_sn_gradient(model, sn_gradient):

@@ -21,6 +21,17 @@ the discriminator block whose output has resolution min(R, image_size / 2);
 so at 32x32 the discriminator attends at 16x16, and `test_64` at 64x64 attends
 at 64 (G) and 32 (D). `baseline` has no attention.
 
+Beyond the release (the paper's Table 1 and Figure 3 ablations, docs/REPRODUCING.md):
+`attention_resolutions` places the block after each G / D block whose output has
+one of the given sizes (the paper's feat8 ... feat64; `()` none), overriding the
+arch's placement; `attention="residual"` / `"resnet_block"` puts the paper's
+"Residual" comparison block there instead (see `ResidualComparisonBlock`);
+`Generator(spectral_norm=False)` is the "SN on D only" generator (plain layers,
+no `u`). One block keeps the release's name (`g_non_local`, `g_residual`,
+`g_res_block`, and `d_...`) wherever it sits, as the release's `test` and
+`test_64` both name theirs `g_non_local`; several get their resolution as a
+suffix (`g_non_local_16`, `g_non_local_32`).
+
 Sub-layer and variable names follow the release (`g_block1`, `d_non_local`,
 ...), so a model's variable paths, with the model name replaced by `model`,
 are the release's checkpoint names (SPEC §10).
@@ -35,11 +46,21 @@ from sagan_tf.attention import SelfAttention, SlideSelfAttention
 from sagan_tf.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
                              SpectralNormDense, SpectralNormEmbedding, set_sn_gradient)
 
-__all__ = ["ARCHS", "ATTENTION_TYPES", "Generator", "Discriminator",
-           "generator_layout", "discriminator_layout"]
+__all__ = ["ARCHS", "ATTENTION_TYPES", "RESIDUAL_TYPES", "BLOCK_TYPES", "Generator",
+           "Discriminator", "generator_layout", "discriminator_layout",
+           "parse_resolutions", "attention_placements", "network_options"]
 
 ARCHS = ("test", "baseline", "test_64")
 ATTENTION_TYPES = ("release", "slide")
+#: The paper's "Residual" comparison blocks (Table 1), accepted by `attention`
+#: in place of an attention type: "residual" has the attention block's parameter
+#: count, "resnet_block" is one more block of the network's own residual type.
+RESIDUAL_TYPES = ("residual", "resnet_block")
+#: Every value of the `attention` argument / `--attention` flag.
+BLOCK_TYPES = ATTENTION_TYPES + RESIDUAL_TYPES
+# Layer name stem of the block placed at the attention positions, per type.
+_BLOCK_STEM = {"release": "non_local", "slide": "non_local", "residual": "residual",
+               "resnet_block": "res_block"}
 _ATTENTION_RESOLUTION = {"test": 32, "test_64": 64, "baseline": None}
 # Channel multipliers from the lowest resolution (8x8 for G, 4x4 for D) upwards.
 _G_MULTIPLIERS = (16, 8, 4, 2, 1)
@@ -88,6 +109,80 @@ def discriminator_layout(arch, image_size):
     return mults, res, after
 
 
+def parse_resolutions(value):
+    """Feature-map sizes from a flag / config value.
+
+    None or "" -> None (the arch's placement); "none" or [] -> () (no block);
+    "16,32" or [16, 32] -> (16, 32). Raises ValueError on anything else.
+    """
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == "none":
+            return ()
+        parts = [p.strip() for p in value.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"attention resolutions must be comma-separated sizes "
+                             f"(e.g. 16,32) or 'none', got {value!r}")
+        value = [int(p) for p in parts]
+    try:
+        values = tuple(value)
+    except TypeError:
+        raise ValueError(f"attention resolutions must be a list of sizes, got {value!r}") from None
+    if not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r > 0
+               for r in values):
+        raise ValueError(f"attention resolutions must be positive integers, got {value!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"attention resolutions repeat a size: {value!r}")
+    return tuple(sorted(int(r) for r in values))
+
+
+def _placements(network, block_resolutions, arch_after, attention_resolutions, attention):
+    """`[(block index, layer name)]` of the attention / comparison blocks.
+
+    `attention_resolutions` None: the arch's single placement `arch_after`;
+    otherwise one block after the first block whose output has each size.
+    """
+    if attention not in BLOCK_TYPES:
+        raise ValueError(f"unknown attention type {attention!r}; expected one of {BLOCK_TYPES}")
+    stem = f"{network[0]}_{_BLOCK_STEM[attention]}"
+    resolutions = parse_resolutions(attention_resolutions)
+    if resolutions is None:
+        return [] if arch_after is None else [(arch_after, stem)]
+    for r in resolutions:
+        if r not in block_resolutions:
+            raise ValueError(
+                f"no {r}x{r} feature map in the {network} to place attention at; its blocks "
+                f"output {sorted(set(block_resolutions))}")
+    if len(resolutions) == 1:
+        return [(block_resolutions.index(resolutions[0]), stem)]
+    return [(block_resolutions.index(r), f"{stem}_{r}") for r in resolutions]
+
+
+def attention_placements(network, arch, image_size, attention_resolutions=None,
+                         attention="release"):
+    """`[(block index, layer name)]` of `network`'s ("generator" | "discriminator")
+    attention / comparison blocks; ValueError naming the problem if impossible."""
+    layout = generator_layout if network == "generator" else discriminator_layout
+    _, res, after = layout(arch, image_size)
+    return _placements(network, res, after, attention_resolutions, attention)
+
+
+def network_options(config, network):
+    """Constructor arguments of `network` ("generator" | "discriminator") beyond
+    the release's flags, from a config.json dict (None, or an old file without
+    these keys: the release's networks)."""
+    config = config or {}
+    prefix = network[0]
+    options = {"attention": str(config.get("attention") or "release"),
+               "attention_resolutions": parse_resolutions(
+                   config.get(f"{prefix}_attention_resolutions"))}
+    if network == "generator":
+        stored = config.get("g_spectral_norm")
+        options["spectral_norm"] = True if stored is None else bool(stored)
+    return options
+
+
 @tf.custom_gradient
 def _upsample_2x(x):
     """Nearest-neighbour 2x upsampling `[B,H,W,C] -> [B,2H,2W,C]` (`resize_nearest_neighbor`).
@@ -112,11 +207,11 @@ def _avg_pool_2x2(x):
     return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
 
 
-def _make_attention(attention_type, query_block_size, name):
+def _make_attention(attention_type, query_block_size, name, spectral_norm=True):
     if attention_type not in ATTENTION_TYPES:
         raise ValueError(f"unknown attention type {attention_type!r}; expected one of {ATTENTION_TYPES}")
     cls = SelfAttention if attention_type == "release" else SlideSelfAttention
-    return cls(query_block_size=query_block_size, name=name)
+    return cls(query_block_size=query_block_size, spectral_norm=spectral_norm, name=name)
 
 
 class GeneratorBlock(keras.layers.Layer):
@@ -125,24 +220,66 @@ class GeneratorBlock(keras.layers.Layer):
     `x [B, H, W, in]`, `labels [B]` -> `[B, 2H, 2W, out]`:
     `h = conv3x3(relu(cbn_1(conv3x3(up(relu(cbn_0(x)))))))`,
     shortcut `conv1x1(up(x))` (always a conv, as in the release).
+    `upsample=False` (the "resnet_block" comparison block) drops both `up`s:
+    `[B, H, W, in]` -> `[B, H, W, out]`. `spectral_norm=False`: plain convs.
     """
 
-    def __init__(self, out_channels, num_classes, **kwargs):
+    def __init__(self, out_channels, num_classes, upsample=True, spectral_norm=True, **kwargs):
         super().__init__(**kwargs)
         self.out_channels = out_channels
+        self.upsample = bool(upsample)
         self.cbn_0 = ConditionalBatchNorm(num_classes, name="cbn_0")
-        self.snconv1 = SpectralNormConv2D(out_channels, 3, name="snconv1")
+        self.snconv1 = SpectralNormConv2D(out_channels, 3, use_sn=spectral_norm, name="snconv1")
         self.cbn_1 = ConditionalBatchNorm(num_classes, name="cbn_1")
-        self.snconv2 = SpectralNormConv2D(out_channels, 3, name="snconv2")
-        self.snconv3 = SpectralNormConv2D(out_channels, 1, name="snconv3")
+        self.snconv2 = SpectralNormConv2D(out_channels, 3, use_sn=spectral_norm, name="snconv2")
+        self.snconv3 = SpectralNormConv2D(out_channels, 1, use_sn=spectral_norm, name="snconv3")
 
     def call(self, x, labels, training=False, update_sn=True):
+        up = _upsample_2x if self.upsample else (lambda t: t)
         h = tf.nn.relu(self.cbn_0(x, labels, training=training))
-        h = self.snconv1(_upsample_2x(h), update_sn=update_sn)
+        h = self.snconv1(up(h), update_sn=update_sn)
         h = tf.nn.relu(self.cbn_1(h, labels, training=training))
         h = self.snconv2(h, update_sn=update_sn)
-        shortcut = self.snconv3(_upsample_2x(x), update_sn=update_sn)
+        shortcut = self.snconv3(up(x), update_sn=update_sn)
         return shortcut + h
+
+
+class ResidualComparisonBlock(keras.layers.Layer):
+    """The paper's "Residual" block of Table 1, with the attention block's parameter count.
+
+    `x [B, H, W, C]` -> `[B, H, W, C]` (C divisible by 8):
+    `y = x + sigma_ratio * sn_conv_out(relu(sn_conv_hidden(x)))`, 1x1 convs
+    without bias C -> 5C/8 -> C, `sigma_ratio` a scalar initialised to 0.
+    Its weights, 2 * C * 5C/8 = 1.25 C^2 plus the scalar, are exactly the release
+    attention block's (C^2/8 + C^2/8 + C^2/2 + C^2/2 plus `sigma_ratio`): the
+    paper compares "with the same number of parameters". It is the attention
+    block with the non-local (softmax) mixing over positions replaced by a
+    position-wise ReLU layer, the same gate and the same identity at
+    initialisation. Why this reading: docs/REPRODUCING.md.
+    """
+
+    def __init__(self, spectral_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        self.spectral_norm = bool(spectral_norm)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if channels % 8:
+            raise ValueError(f"{self.name}: channels must be divisible by 8, got {channels}")
+        self.channels = channels
+        self.conv_hidden = SpectralNormConv2D(channels * 5 // 8, 1, use_bias=False,
+                                              use_sn=self.spectral_norm, name="sn_conv_hidden")
+        self.conv_out = SpectralNormConv2D(channels, 1, use_bias=False,
+                                           use_sn=self.spectral_norm, name="sn_conv_out")
+        self.sigma_ratio = self.add_weight(name="sigma_ratio", shape=(), initializer="zeros",
+                                           autocast=False)
+
+    def call(self, x, update_sn=True):
+        h = tf.nn.relu(self.conv_hidden(x, update_sn=update_sn))
+        return x + tf.cast(self.sigma_ratio, x.dtype) * self.conv_out(h, update_sn=update_sn)
+
+    def get_config(self):
+        return {**super().get_config(), "spectral_norm": self.spectral_norm}
 
 
 class DiscriminatorOptimizedBlock(keras.layers.Layer):
@@ -215,34 +352,67 @@ class Generator(keras.Model):
       arch: "test" (attention at 32x32), "baseline" (none), "test_64" (64x64).
       image_size: output size S (power of two >= 32; 128 is the release).
       z_dim, gf_dim, num_classes: as the release's flags.
-      attention: "release" (pooled, SPEC §3) or "slide" (paper-slide variant).
+      attention: "release" (pooled, SPEC §3) or "slide" (paper-slide variant);
+        or a comparison block in its place, "residual" / "resnet_block"
+        (`RESIDUAL_TYPES`; docs/REPRODUCING.md).
       attention_query_block_size: process attention queries in blocks of this
         many positions (memory-efficient path; same result).
+      attention_resolutions: None (the arch's placement) or the feature-map
+        sizes (block outputs, 8 .. S) followed by a block; `()` for none.
+      spectral_norm: False for plain linear / conv layers (no `u`) everywhere
+        in G (the paper's "SN on D only" baseline).
       sn_gradient: backward pass of spectral normalisation, "release" (what
         the release ran, default) or "exact" (docs/NUMERICS.md §1.2); applied
         to every spectral-norm layer by `ensure_built()`.
     """
 
     def __init__(self, arch="test", image_size=128, z_dim=128, gf_dim=64, num_classes=1000,
-                 attention="release", attention_query_block_size=None, sn_gradient="release",
-                 name="generator", **kwargs):
+                 attention="release", attention_query_block_size=None, name="generator",
+                 attention_resolutions=None, spectral_norm=True, sn_gradient="release",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.sn_gradient = sn_gradient
         self.arch, self.image_size, self.z_dim = arch, image_size, z_dim
         self.gf_dim, self.num_classes = gf_dim, num_classes
         self.attention_type = attention
-        mults, _, att_after = generator_layout(arch, image_size)
-        self.attention_after = att_after
-        self.g_snh0 = SpectralNormDense(4 * 4 * gf_dim * 16, name="g_snh0")
+        self.attention_resolutions = parse_resolutions(attention_resolutions)
+        self.spectral_norm = bool(spectral_norm)
+        mults, res, att_after = generator_layout(arch, image_size)
+        placements = _placements("generator", res, att_after, self.attention_resolutions,
+                                 attention)
+        # `attention_after`: the block `g_non_local` follows (None without it).
+        self.attention_after = next((i for i, n in placements if n == "g_non_local"), None)
+        self.g_snh0 = SpectralNormDense(4 * 4 * gf_dim * 16, use_sn=spectral_norm, name="g_snh0")
         # Blocks are attributes, not a list: Keras 3 list tracking is invisible to
         # tf.train.Checkpoint, which would silently skip their variables.
         self._block_names = [f"g_block{i + 1}" for i in range(len(mults))]
         for block_name, m in zip(self._block_names, mults):
-            setattr(self, block_name, GeneratorBlock(gf_dim * m, num_classes, name=block_name))
-        self.g_non_local = (None if att_after is None else
-                            _make_attention(attention, attention_query_block_size, "g_non_local"))
+            setattr(self, block_name, GeneratorBlock(gf_dim * m, num_classes,
+                                                     spectral_norm=spectral_norm, name=block_name))
+        # The blocks after the residual blocks (attention or its comparison
+        # block): {block index: layer name}, created here in the release's order.
+        self._extra_after = {}
+        self.g_non_local = None
+        for i, layer_name in placements:
+            setattr(self, layer_name, self._make_extra_block(
+                attention, gf_dim * mults[i], attention_query_block_size, layer_name))
+            self._extra_after[i] = layer_name
         self.g_bn = FinalBatchNorm(name="g_bn")
-        self.g_snconv_last = SpectralNormConv2D(3, 3, name="g_snconv_last")
+        self.g_snconv_last = SpectralNormConv2D(3, 3, use_sn=spectral_norm, name="g_snconv_last")
+
+    def _make_extra_block(self, attention, channels, query_block_size, name):
+        if attention == "residual":
+            return ResidualComparisonBlock(spectral_norm=self.spectral_norm, name=name)
+        if attention == "resnet_block":
+            return GeneratorBlock(channels, self.num_classes, upsample=False,
+                                  spectral_norm=self.spectral_norm, name=name)
+        return _make_attention(attention, query_block_size, name, self.spectral_norm)
+
+    @property
+    def extra_blocks(self):
+        """`[(block index, layer)]`: the attention / comparison blocks and the
+        residual block each follows."""
+        return [(i, getattr(self, n)) for i, n in sorted(self._extra_after.items())]
 
     @property
     def blocks(self):
@@ -256,8 +426,12 @@ class Generator(keras.Model):
         h = tf.reshape(h, [-1, 4, 4, self.gf_dim * 16])
         for i, block in enumerate(self.blocks):
             h = block(h, labels, training=training, update_sn=update_sn)
-            if i == self.attention_after:
-                h = self.g_non_local(h, update_sn=update_sn)
+            if i in self._extra_after:
+                extra = getattr(self, self._extra_after[i])
+                if isinstance(extra, GeneratorBlock):
+                    h = extra(h, labels, training=training, update_sn=update_sn)
+                else:
+                    h = extra(h, update_sn=update_sn)
         h = tf.nn.relu(self.g_bn(h, training=training))
         h = self.g_snconv_last(h, update_sn=update_sn)
         return tf.cast(tf.tanh(h), tf.float32)
@@ -273,7 +447,9 @@ class Generator(keras.Model):
     def get_config(self):
         return {"arch": self.arch, "image_size": self.image_size, "z_dim": self.z_dim,
                 "gf_dim": self.gf_dim, "num_classes": self.num_classes,
-                "attention": self.attention_type, "sn_gradient": self.sn_gradient}
+                "attention": self.attention_type,
+                "attention_resolutions": self.attention_resolutions,
+                "spectral_norm": self.spectral_norm, "sn_gradient": self.sn_gradient}
 
 
 class Discriminator(keras.Model):
@@ -282,19 +458,24 @@ class Discriminator(keras.Model):
     Call: `D(images [B, S, S, 3], labels [B] int, update_sn=True)` -> logits
     `[B, 1]` float32 = `SNLinear(h) + sum(h * SNEmbedding(labels), axis=1)`,
     `h = sum_{H,W} relu(features)`. `update_sn=False` leaves every `u` untouched.
-    Arguments as `Generator`'s.
+    `attention` and `attention_resolutions` as for `Generator` (D's block
+    outputs are S/2 .. 4), and `sn_gradient`.
     """
 
     def __init__(self, arch="test", image_size=128, df_dim=64, num_classes=1000,
-                 attention="release", attention_query_block_size=None, sn_gradient="release",
-                 name="discriminator", **kwargs):
+                 attention="release", attention_query_block_size=None, name="discriminator",
+                 attention_resolutions=None, sn_gradient="release", **kwargs):
         super().__init__(name=name, **kwargs)
         self.sn_gradient = sn_gradient
         self.arch, self.image_size = arch, image_size
         self.df_dim, self.num_classes = df_dim, num_classes
         self.attention_type = attention
-        mults, _, att_after = discriminator_layout(arch, image_size)
-        self.attention_after = att_after
+        self.attention_resolutions = parse_resolutions(attention_resolutions)
+        mults, res, att_after = discriminator_layout(arch, image_size)
+        placements = _placements("discriminator", res, att_after, self.attention_resolutions,
+                                 attention)
+        # `attention_after`: the block `d_non_local` follows (None without it).
+        self.attention_after = next((i for i, n in placements if n == "d_non_local"), None)
         # Blocks are attributes, not a list (see Generator).
         self.d_optimized_block1 = DiscriminatorOptimizedBlock(df_dim * mults[0],
                                                               name="d_optimized_block1")
@@ -304,8 +485,17 @@ class Discriminator(keras.Model):
             setattr(self, block_name, DiscriminatorBlock(
                 df_dim * m, downsample=i + 1 < len(mults), name=block_name))
             self._block_names.append(block_name)
-        self.d_non_local = (None if att_after is None else
-                            _make_attention(attention, attention_query_block_size, "d_non_local"))
+        self._extra_after = {}
+        self.d_non_local = None
+        for i, layer_name in placements:
+            if attention == "residual":
+                layer = ResidualComparisonBlock(name=layer_name)
+            elif attention == "resnet_block":
+                layer = DiscriminatorBlock(df_dim * mults[i], downsample=False, name=layer_name)
+            else:
+                layer = _make_attention(attention, attention_query_block_size, layer_name)
+            setattr(self, layer_name, layer)
+            self._extra_after[i] = layer_name
         self.d_sn_linear = SpectralNormDense(1, name="d_sn_linear")
         self.d_embedding = SpectralNormEmbedding(num_classes, df_dim * 16, name="d_embedding")
 
@@ -314,13 +504,18 @@ class Discriminator(keras.Model):
         """The blocks, input resolution first (the optimized block, then the rest)."""
         return [getattr(self, name) for name in self._block_names]
 
+    @property
+    def extra_blocks(self):
+        """`[(block index, layer)]`, as `Generator.extra_blocks`."""
+        return [(i, getattr(self, n)) for i, n in sorted(self._extra_after.items())]
+
     def features(self, images, update_sn=True):
         """`h [B, 16 df]`: the pooled features before the linear and projection heads."""
         h = images
         for i, block in enumerate(self.blocks):
             h = block(h, update_sn=update_sn)
-            if i == self.attention_after:
-                h = self.d_non_local(h, update_sn=update_sn)
+            if i in self._extra_after:
+                h = getattr(self, self._extra_after[i])(h, update_sn=update_sn)
         return tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])
 
     def call(self, images, labels, update_sn=True):
@@ -342,6 +537,7 @@ class Discriminator(keras.Model):
     def get_config(self):
         return {"arch": self.arch, "image_size": self.image_size, "df_dim": self.df_dim,
                 "num_classes": self.num_classes, "attention": self.attention_type,
+                "attention_resolutions": self.attention_resolutions,
                 "sn_gradient": self.sn_gradient}
 
 

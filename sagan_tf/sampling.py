@@ -63,7 +63,7 @@ import tensorflow as tf
 
 from sagan_tf import checkpoints
 from sagan_tf.fileio import atomic_write, current_umask, read_json_object
-from sagan_tf.networks import Discriminator, Generator
+from sagan_tf.networks import Discriminator, Generator, network_options
 
 __all__ = [
     "CONFIG_FILENAME", "SAMPLE_MODES", "CheckpointMismatchError", "LoadedCheckpoint",
@@ -182,23 +182,28 @@ def _get(config, path, *keys, default=None, required=True):
 
 def generator_kwargs(config, path=CONFIG_FILENAME, attention_query_block_size=None):
     """`Generator` constructor arguments from a config.json dict."""
+    options = network_options(config, "generator")  # the paper's ablations, if any
     return dict(arch=str(_get(config, path, "generator_type", default="test")),
                 image_size=int(_get(config, path, "image_size")),
                 z_dim=int(_get(config, path, "z_dim")),
                 gf_dim=int(_get(config, path, "gf_dim")),
                 num_classes=int(_get(config, path, "number_classes", "num_classes")),
                 attention=str(_get(config, path, "attention", default="release")),
-                attention_query_block_size=attention_query_block_size)
+                attention_query_block_size=attention_query_block_size,
+                attention_resolutions=options["attention_resolutions"],
+                spectral_norm=options["spectral_norm"])
 
 
 def discriminator_kwargs(config, path=CONFIG_FILENAME, attention_query_block_size=None):
     """`Discriminator` constructor arguments from a config.json dict."""
+    options = network_options(config, "discriminator")
     return dict(arch=str(_get(config, path, "discriminator_type", default="test")),
                 image_size=int(_get(config, path, "image_size")),
                 df_dim=int(_get(config, path, "df_dim")),
                 num_classes=int(_get(config, path, "number_classes", "num_classes")),
                 attention=str(_get(config, path, "attention", default="release")),
-                attention_query_block_size=attention_query_block_size)
+                attention_query_block_size=attention_query_block_size,
+                attention_resolutions=options["attention_resolutions"])
 
 
 def _stored_variable_count(reader, name):
@@ -583,6 +588,10 @@ def read_image(path, image_size):
 def _require_attention(model, attr):
     block = getattr(model, attr)
     if block is None:
+        others = [b.name for _, b in model.extra_blocks]
+        if others:  # several attention blocks, or the Residual comparison block
+            raise ValueError(f"the {model.name} has no single {attr} block (it has "
+                             f"{', '.join(others)}); attention maps need exactly one")
         raise ValueError(f"the {model.name} ({model.arch}) has no attention block")
     return block
 

@@ -48,7 +48,8 @@ from tensorflow.core.framework import summary_pb2
 from sagan_tf import layers, losses
 from sagan_tf import checkpoints
 from sagan_tf.distribute import STRATEGY_KINDS, make_strategy
-from sagan_tf.networks import ARCHS, ATTENTION_TYPES, Discriminator, Generator
+from sagan_tf.networks import (ARCHS, BLOCK_TYPES, Discriminator, Generator,
+                               attention_placements, parse_resolutions)
 from sagan_tf.optimizers import ReleaseAdam
 
 __all__ = ["ConfigError", "TrainingError", "TrainingDivergedError", "TrainConfig", "Trainer", "train", "load_config", "save_config",
@@ -68,7 +69,8 @@ SUMMARY_IMAGES = ("input_images", "generated_images")
 #: Config fields that fix the shapes of the checkpointed variables: a resumed
 #: run must agree with the stored config.json on these.
 _ARCHITECTURE_FIELDS = ("image_size", "z_dim", "gf_dim", "df_dim", "number_classes",
-                        "generator_type", "discriminator_type", "attention")
+                        "generator_type", "discriminator_type", "attention",
+                        "g_attention_resolutions", "d_attention_resolutions", "g_spectral_norm")
 
 
 # ----------------------------------------------------------------------------
@@ -138,6 +140,20 @@ class TrainConfig:
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
     attention: str = "release"               # release (SPEC §3) | slide (paper-slide variant)
     attention_query_block_size: int = 0      # >0: memory-efficient attention, queries in blocks
+    # --- The paper's ablations (docs/REPRODUCING.md); the defaults are the release.
+    g_attention_resolutions: list = None     # None: generator_type's; [] none; [8, 16]: there
+    d_attention_resolutions: list = None     # as above, for discriminator_type
+    g_spectral_norm: bool = True             # False: plain layers in G ("SN on D only")
+
+    def __post_init__(self):
+        # Flags give "16,32" / "none" / ""; config.json a list or null: one form.
+        for flag in ("g_attention_resolutions", "d_attention_resolutions"):
+            value = getattr(self, flag)
+            try:
+                value = parse_resolutions(value)
+            except ValueError as e:
+                raise ConfigError(f"--{flag}: {e}") from None
+            setattr(self, flag, None if value is None else list(value))
 
     @property
     def logdir(self):
@@ -188,7 +204,16 @@ class TrainConfig:
         need(isinstance(self.xla, bool), "xla", "must be a boolean")
         need(self.mixed_precision in MIXED_PRECISION_POLICIES, "mixed_precision",
              f"must be one of {MIXED_PRECISION_POLICIES}")
-        need(self.attention in ATTENTION_TYPES, "attention", f"must be one of {ATTENTION_TYPES}")
+        need(self.attention in BLOCK_TYPES, "attention", f"must be one of {BLOCK_TYPES}")
+        need(isinstance(self.g_spectral_norm, bool), "g_spectral_norm", "must be a boolean")
+        for flag, network, arch in (
+                ("g_attention_resolutions", "generator", self.generator_type),
+                ("d_attention_resolutions", "discriminator", self.discriminator_type)):
+            try:
+                attention_placements(network, arch, self.image_size, getattr(self, flag),
+                                     self.attention)
+            except ValueError as e:
+                raise ConfigError(f"--{flag} {getattr(self, flag)!r}: {e}") from None
         need(is_int(self.attention_query_block_size) and self.attention_query_block_size >= 0,
              "attention_query_block_size", "must be an integer >= 0 (0: one-shot attention)")
         need(isinstance(self.checkpoint_dir, str) and self.checkpoint_dir != "",
@@ -315,11 +340,13 @@ class Trainer:
                     arch=config.generator_type, image_size=config.image_size,
                     z_dim=config.z_dim, gf_dim=config.gf_dim, num_classes=config.number_classes,
                     attention=config.attention, attention_query_block_size=block,
-                    sn_gradient=config.sn_gradient)
+                    attention_resolutions=config.g_attention_resolutions,
+                    spectral_norm=config.g_spectral_norm, sn_gradient=config.sn_gradient)
                 self.discriminator = Discriminator(
                     arch=config.discriminator_type, image_size=config.image_size,
                     df_dim=config.df_dim, num_classes=config.number_classes,
                     attention=config.attention, attention_query_block_size=block,
+                    attention_resolutions=config.d_attention_resolutions,
                     sn_gradient=config.sn_gradient)
                 self.generator.ensure_built()
                 self.discriminator.ensure_built()
