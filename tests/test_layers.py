@@ -338,11 +338,11 @@ def test_release_gradient_is_the_same_on_every_execution_path(rng, path):
     else:
         grad, u = grad_and_u(deferred=True)
         np.testing.assert_array_equal(layer.u.numpy(), u0)  # nothing written yet
-    np.testing.assert_allclose(grad.numpy(), eager_grad.numpy(), rtol=2e-5, atol=1e-6)
+    scale = np.abs(eager_grad.numpy()).max()
+    np.testing.assert_allclose(grad.numpy(), eager_grad.numpy(), rtol=1e-4, atol=1e-5 * scale)
     np.testing.assert_allclose(u.numpy(), eager_u.numpy(), rtol=1e-5, atol=1e-7)
     # And it is the release backward, not the exact one.
     layer.sn_gradient = "exact"
     layer.u.assign(u0)
     exact_grad, _ = grad_and_u()
-    assert np.abs(exact_grad.numpy() - eager_grad.numpy()).max() > 1e-4 * np.abs(
-        eager_grad.numpy()).max()
+    assert np.abs(exact_grad.numpy() - eager_grad.numpy()).max() > 1e-2 * scale
