@@ -133,7 +133,7 @@ DEMO_DEFAULTS = {
     "image_size": 32, "number_classes": 10, "gf_dim": 8, "df_dim": 8, "batch_size": 32,
     "max_steps": 2500, "checkpoint_dir": os.path.join("runs", "demo"),
     "log_every_steps": 100, "save_summaries_steps": 100, "save_checkpoint_steps": 500,
-    "keep_checkpoint_max": 20, "standing_stats_batches": 16,
+    "keep_checkpoint_max": 20, "standing_stats_batches": 16, "seed": 0,
 }
 
 
