@@ -912,7 +912,8 @@ def train(config, strategy=None, log=print):
     else starts from scratch. Writes ``config.json``, TensorBoard summaries
     every ``save_summaries_steps`` (and at the first step of a run),
     checkpoints every ``save_checkpoint_secs`` / ``save_checkpoint_steps`` and
-    at the end, and ``samples_<step>.png`` at the end.
+    at the end, and ``samples_<step>.png`` at the end (plus
+    ``samples_<step>_standing_stats.png`` with ``standing_stats_batches``).
 
     Faults: SIGTERM/SIGINT (in the main thread) end the run after the current
     iteration with a checkpoint of that step (``result["stopped_by"]``). A
@@ -930,7 +931,7 @@ def train(config, strategy=None, log=print):
 
     Returns:
       dict with ``step``, ``steps_run``, ``logdir``, ``checkpoint``,
-      ``samples``, ``resumed_from``, ``metrics`` (last step's, floats),
+      ``samples``, ``samples_standing_stats`` (path or None), ``resumed_from``, ``metrics`` (last step's, floats),
       ``wall_time_s``, ``train_time_s``, ``steps_per_second``,
       ``images_per_second``, ``num_replicas``, ``global_batch_size``,
       ``stopped_by`` (signal name or None), ``skipped_steps``.
