@@ -7,7 +7,7 @@ Example (the README's demo learning curve):
 
 --results is an eval directory (its evaluated.json), an evaluated.json, or a file of the
 evaluator's JSON lines. One panel per metric present: class accuracy, Inception score,
-FID, intra-FID, KID. Drawn with Pillow (no plotting library needed).
+FID, intra-FID. Drawn with Pillow (no plotting library needed).
 """
 import os
 import sys
