@@ -2,12 +2,14 @@ r"""Trains class-conditional SAGAN (the 2018 release's train_imagenet.py, in TF2
 
 The flags and defaults are the release's (SPEC §9) plus a few of this port's.
 Everything happens in sagan_tf.training.train; this script parses flags,
-sets up devices and, with --demo, writes the demo data set first.
+sets up devices and, with --demo, applies the demo-sized defaults and writes
+the demo data set first.
 
 Examples:
 
-  # The CPU demo on generated 32x32 data (10 classes; demo-sized defaults,
-  # DEMO_DEFAULTS below; any flag given overrides them):
+  # The CPU demo on generated 32x32 data (10 classes), about 10 minutes on 2
+  # idle CPU cores; demo-sized defaults (DEMO_DEFAULTS in train_imagenet.py),
+  # any flag given overrides them:
   python train_imagenet.py --demo
 
   # The release's ImageNet run (4 GPUs x 64 images, 128x128):
