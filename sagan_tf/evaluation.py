@@ -28,7 +28,7 @@ One evaluation (:meth:`Evaluator.evaluate`):
    "intra_fid_num_classes",] "bn_statistics", "num_samples", "seconds",
    "checkpoint"}`` and write the TensorBoard summaries ``eval/incscore``,
    ``eval/fid``, ``eval/kid``, ``eval/class_accuracy``, ``eval/intra_fid``,
-   ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
+   ``eval/bn_statistics`` (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
    eval directory (default ``<checkpoint_dir>/eval``).
 
 G samples with its moving batch-norm statistics (the release), or with
@@ -76,6 +76,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_repeatedly",
     "write_scalar_summary",
+    "write_text_summary",
     "write_image_summary",
 ]
 
@@ -269,6 +270,14 @@ def write_scalar_summary(tag, value):
     return tf.summary.write(tag, tf.constant(float(value), tf.float32),
                             metadata=_plugin_metadata("scalars",
                                                       summary_pb2.DATA_CLASS_SCALAR))
+
+
+def write_text_summary(tag, text):
+    """Writes ``text`` as a TensorBoard text summary (plugin ``text``), with core
+    ``tf.summary.write`` like :func:`write_scalar_summary`."""
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+    return tf.summary.write(tag, tf.constant(str(text)),
+                            metadata=_plugin_metadata("text", summary_pb2.DATA_CLASS_TENSOR))
 
 
 def write_image_summary(tag, image):
@@ -543,6 +552,7 @@ class Evaluator:
                              ("eval/intra_fid", "intra_fid")):
                 if result.get(key) is not None:
                     write_scalar_summary(tag, result[key])
+            write_text_summary("eval/bn_statistics", result["bn_statistics"])
             n = GRID_SHAPE[0] * GRID_SHAPE[1]
             for name, imgs in (("eval/generated_images", generated_grid_images),
                                ("eval/real_images", real_images)):

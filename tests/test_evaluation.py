@@ -355,6 +355,8 @@ def test_intra_fid_class_accuracy_and_standing_stats_end_to_end(run, classifier,
                                                        "class_accuracy")):
         [(step, value)] = events[tag]
         assert step == 4 and float(value) == pytest.approx(res[key], rel=1e-5), tag
+    [(step, value)] = events["eval/bn_statistics"]
+    assert step == 4 and value.item() == b"standing statistics over 2 batches of 64"
 
     # Standing statistics replaced the restored moving statistics; the weights are the
     # checkpoint's (the spectral-norm u moves in eval mode, as in the release's eval graph).
