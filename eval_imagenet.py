@@ -1,4 +1,8 @@
-"""Evaluates SAGAN checkpoints: Inception score, FID and KID (SPEC §8, flags §9).
+"""Evaluates SAGAN checkpoints: Inception score, FID, KID; class accuracy and intra-FID.
+
+SPEC §8, flags §9, plus this port's class accuracy (when the classifier's classes
+are the data's), intra-FID (--intra_fid_samples_per_class) and standing batch-norm
+statistics (--standing_stats_batches).
 
 By default it watches ``<checkpoint_dir>/imagenet_<batch_size>`` and evaluates
 every new checkpoint once (the release's ``evaluate_repeatedly``);
@@ -42,6 +46,21 @@ flags.DEFINE_integer("max_evals", None, "Stop after this many evaluations.")
 flags.DEFINE_integer("num_real_samples", None, "Real records for the statistics "
                      "(default: --eval_sample_size).")
 flags.DEFINE_integer("seed", None, "Seed of the noise, labels and real-data shuffle.")
+flags.DEFINE_integer("intra_fid_samples_per_class", 0,
+                     "Intra-FID (the paper's Table 2): the mean over classes of the FID between "
+                     "this many samples generated for a class and as many real records of that "
+                     "class (per-class real statistics cached under --eval_dir). 0: off (the "
+                     "default: on ImageNet it costs one 2048-d FID per class, 1000 in all). "
+                     "The paper does not state its count; e.g. 50 on ImageNet.", lower_bound=0)
+flags.DEFINE_integer("standing_stats_batches", 0,
+                     "0: G samples with its moving batch-norm statistics (the release). N > 0: "
+                     "standing statistics: after each restore, every batch norm's statistics "
+                     "are recomputed as the average over N batches of G in training mode "
+                     "(BigGAN/compare_gan; a deviation, docs/DEVIATIONS.md). The JSON line's "
+                     "bn_statistics says which.", lower_bound=0)
+flags.DEFINE_integer("standing_stats_batch_size", None,
+                     "Batch size of the standing-statistics batches (default: the training "
+                     "batch_size of config.json).", lower_bound=1)
 
 
 def options_from_flags():
@@ -55,7 +74,10 @@ def options_from_flags():
         eval_interval_secs=FLAGS.eval_interval_secs, timeout=FLAGS.timeout,
         max_evals=FLAGS.max_evals, generator_type=FLAGS.generator_type,
         image_size=FLAGS.image_size, z_dim=FLAGS.z_dim, gf_dim=FLAGS.gf_dim,
-        num_classes=FLAGS.num_classes, seed=FLAGS.seed)
+        num_classes=FLAGS.num_classes, seed=FLAGS.seed,
+        intra_fid_samples_per_class=FLAGS.intra_fid_samples_per_class,
+        standing_stats_batches=FLAGS.standing_stats_batches,
+        standing_stats_batch_size=FLAGS.standing_stats_batch_size)
 
 
 def main(argv):

@@ -2,14 +2,15 @@ r"""Trains class-conditional SAGAN (the 2018 release's train_imagenet.py, in TF2
 
 The flags and defaults are the release's (SPEC §9) plus a few of this port's.
 Everything happens in sagan_tf.training.train; this script parses flags,
-sets up devices and, with --demo, writes the demo data set first.
+sets up devices and, with --demo, applies the demo-sized defaults and writes
+the demo data set first.
 
 Examples:
 
-  # A few-minute CPU demo on generated 32x32 data (10 classes):
-  python train_imagenet.py --demo --data_dir data/demo --image_size 32 \
-      --number_classes 10 --gf_dim 16 --df_dim 16 --batch_size 32 \
-      --max_steps 500 --checkpoint_dir runs/demo
+  # The CPU demo on generated 32x32 data (10 classes), about 10 minutes on 2
+  # idle CPU cores; demo-sized defaults (DEMO_DEFAULTS in train_imagenet.py),
+  # any flag given overrides them:
+  python train_imagenet.py --demo
 
   # The release's ImageNet run (4 GPUs x 64 images, 128x128):
   python train_imagenet.py --data_dir /data/imagenet_128 --checkpoint_dir checkpoint
@@ -83,8 +84,11 @@ flags.DEFINE_integer("num_cpu_replicas", 0,
                      "train with that many replicas (tests the multi-replica path; no speed-up).",
                      lower_bound=0)
 flags.DEFINE_boolean("demo", False,
-                     "If --data_dir is omitted or holds no records, first write the "
-                     "generated demo data set (sagan_tf.demo_data) there (default data/demo).")
+                     "The CPU demo: demo-sized defaults for every flag not given (see "
+                     "DEMO_DEFAULTS: 32x32, 10 classes, small networks, standing-statistics "
+                     "sample grid, checkpoints for the learning curve, runs/demo), and if "
+                     "--data_dir is omitted or holds no records, first write the generated "
+                     "demo data set (sagan_tf.demo_data) there (default data/demo).")
 flags.DEFINE_boolean("shuffle", True,
                      "Shuffle files and records (the release). --noshuffle reads them in "
                      "order, so that a stopped and resumed run equals an uninterrupted one.")
@@ -132,12 +136,37 @@ flags.DEFINE_boolean("g_spectral_norm", True,
 flags.DEFINE_integer("save_checkpoint_steps", 0,
                      "Also save a checkpoint every this many steps; 0: only by time "
                      "(--save_checkpoint_secs) and at the end.", lower_bound=0)
+flags.DEFINE_integer("standing_stats_batches", 0,
+                     "N > 0: besides samples_<step>.png (moving batch-norm statistics, the "
+                     "release), write samples_<step>_standing_stats.png with standing "
+                     "statistics: every batch norm's statistics averaged over N batches of G "
+                     "in training mode (docs/DEVIATIONS.md; the checkpoint keeps the moving "
+                     "averages).", lower_bound=0)
 flags.DEFINE_enum("on_nan", "stop", ["stop", "skip_step"],
                   "A non-finite loss or weight: stop (naming the step and loss; the last "
                   "checkpoint stays untouched) or skip_step (undo that iteration exactly and "
                   "go on with fresh inputs; gives up after 10 in a row).")
 
 _DEMO_DIR = os.path.join("data", "demo")
+#: --demo's settings for the flags not given on the command line: a run whose
+#: samples become recognisably the 10 demo classes within about 10 minutes on
+#: 2 CPU cores (README "Quickstart"; the measurements are in the README).
+DEMO_DEFAULTS = {
+    "image_size": 32, "number_classes": 10, "gf_dim": 8, "df_dim": 8, "batch_size": 32,
+    "max_steps": 2500, "checkpoint_dir": os.path.join("runs", "demo"),
+    "log_every_steps": 100, "save_summaries_steps": 100, "save_checkpoint_steps": 500,
+    "keep_checkpoint_max": 20, "standing_stats_batches": 16, "seed": 0,
+}
+
+
+def _apply_demo_defaults():
+    """Sets the DEMO_DEFAULTS of the flags not given explicitly; returns them."""
+    applied = {}
+    for name, value in DEMO_DEFAULTS.items():
+        if not FLAGS[name].present:
+            setattr(FLAGS, name, value)
+            applied[name] = value
+    return applied
 
 
 def _prepare_demo_data(data_dir):
@@ -171,6 +200,10 @@ def main(argv):
     try:
         data_dir = FLAGS.data_dir
         if FLAGS.demo:
+            applied = _apply_demo_defaults()
+            if applied:
+                print("--demo settings: " + " ".join(f"--{k}={v}" for k, v in applied.items()),
+                      flush=True)
             data_dir = data_dir or _DEMO_DIR
             _prepare_demo_data(data_dir)
         elif not data_dir:

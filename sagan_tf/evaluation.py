@@ -15,11 +15,27 @@ One evaluation (:meth:`Evaluator.evaluate`):
    from :class:`sagan_tf.metrics.RealActivationCache` (computed once, then
    reused across evaluations and restarts);
 4. Inception score (one split), FID and KID with TF-GAN's functions;
-5. print one JSON line ``{"step", "inception_score", "fid", "kid",
-   "num_samples", "seconds", "checkpoint"}`` and write the TensorBoard
-   summaries ``eval/incscore``, ``eval/fid``, ``eval/kid``,
-   ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
+   the *class accuracy* (how often the classifier's argmax is the class G was
+   conditioned on) when the classifier's logits are the data's classes (the
+   demo classifier; not Inception's 1008 on ImageNet);
+5. with ``intra_fid_samples_per_class = n > 0``: *intra-FID*, the mean over
+   classes of the FID between ``n`` samples generated for that class and up to
+   ``n`` real records of that class
+   (:class:`sagan_tf.metrics.RealClassActivationCache`, cached like the real
+   activations);
+6. print one JSON line ``{"step", "inception_score", "fid", "kid",
+   ["class_accuracy",] ["intra_fid", "intra_fid_samples_per_class",
+   "intra_fid_num_classes",] "bn_statistics", "num_samples", "seconds",
+   "checkpoint"}`` and write the TensorBoard summaries ``eval/incscore``,
+   ``eval/fid``, ``eval/kid``, ``eval/class_accuracy``, ``eval/intra_fid``,
+   ``eval/bn_statistics`` (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
    eval directory (default ``<checkpoint_dir>/eval``).
+
+G samples with its moving batch-norm statistics (the release), or with
+``standing_stats_batches = N > 0`` with standing statistics
+(:mod:`sagan_tf.standing_statistics`, a documented deviation) recomputed after
+each restore over N batches of the training batch size; ``bn_statistics`` in
+the JSON line says which.
 
 :func:`evaluate_repeatedly` watches the checkpoint directory like the
 release's ``evaluate_repeatedly``: every checkpoint the trainer finishes is
@@ -60,6 +76,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_repeatedly",
     "write_scalar_summary",
+    "write_text_summary",
     "write_image_summary",
 ]
 
@@ -106,6 +123,9 @@ class EvalOptions:
     num_classes: Optional[int] = None
     seed: Optional[int] = None
     shuffle_buffer_size: int = 100000
+    intra_fid_samples_per_class: int = 0      # 0: no intra-FID
+    standing_stats_batches: int = 0           # 0: moving BN statistics (the release)
+    standing_stats_batch_size: Optional[int] = None  # None: training batch_size of config.json
 
     @property
     def logdir(self):
@@ -252,6 +272,14 @@ def write_scalar_summary(tag, value):
                                                       summary_pb2.DATA_CLASS_SCALAR))
 
 
+def write_text_summary(tag, text):
+    """Writes ``text`` as a TensorBoard text summary (plugin ``text``), with core
+    ``tf.summary.write`` like :func:`write_scalar_summary`."""
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+    return tf.summary.write(tag, tf.constant(str(text)),
+                            metadata=_plugin_metadata("text", summary_pb2.DATA_CLASS_TENSOR))
+
+
 def write_image_summary(tag, image):
     """Writes one image ``[1, H, W, C]`` in [-1, 1] as a TensorBoard image (PNG).
 
@@ -322,6 +350,12 @@ class Evaluator:
         self.out = out if out is not None else sys.stdout
         if options.eval_sample_size < 2:
             raise ValueError(f"--eval_sample_size must be >= 2, got {options.eval_sample_size}")
+        if options.intra_fid_samples_per_class < 0:
+            raise ValueError("--intra_fid_samples_per_class must be >= 0 (0: off), got "
+                             f"{options.intra_fid_samples_per_class}")
+        if options.standing_stats_batches < 0:
+            raise ValueError("--standing_stats_batches must be >= 0 (0: moving averages), "
+                             f"got {options.standing_stats_batches}")
         if options.dcgan_generator_batch_size < 1:
             raise ValueError("--dcgan_generator_batch_size must be >= 1, got "
                              f"{options.dcgan_generator_batch_size}")
@@ -347,9 +381,22 @@ class Evaluator:
         self._rng = (tf.random.Generator.from_seed(options.seed) if options.seed is not None
                      else tf.random.Generator.from_non_deterministic_state())
         self._real = None
+        self._real_by_class = None
         self._writer = None
         self._batch = int(options.dcgan_generator_batch_size)
         self._step_fn = tf.function(self._generate_and_classify)
+        self._class_step_fn = tf.function(self._generate_and_classify_labels)
+        # Class accuracy needs the classifier's classes to be the data's.
+        self.reports_class_accuracy = self.classifier.num_logits == self.arch["num_classes"]
+        if not self.reports_class_accuracy:
+            log.info("Class accuracy not reported: the classifier has %s logits, the data "
+                     "%d classes", self.classifier.num_logits, self.arch["num_classes"])
+        self.standing_stats_batch_size = int(
+            options.standing_stats_batch_size or (self.config or {}).get("batch_size")
+            or self._batch)
+        from sagan_tf import standing_statistics  # pylint: disable=import-outside-toplevel
+        self.bn_statistics = standing_statistics.describe(options.standing_stats_batches,
+                                                          self.standing_stats_batch_size)
 
     # -- pieces -------------------------------------------------------------
 
@@ -357,6 +404,15 @@ class Evaluator:
         """One batch: z ~ N(0,1), uniform labels -> G (eval mode) -> classifier."""
         z = self._rng.normal([self._batch, self.arch["z_dim"]])
         labels = self._rng.uniform([self._batch], 0, self.arch["num_classes"], dtype=tf.int32)
+        images, pool, logits = self._classify_generated(z, labels)
+        return images, labels, pool, logits
+
+    def _generate_and_classify_labels(self, labels):
+        """As :meth:`_generate_and_classify`, for given ``labels``."""
+        z = self._rng.normal([tf.shape(labels)[0], self.arch["z_dim"]])
+        return self._classify_generated(z, labels)
+
+    def _classify_generated(self, z, labels):
         images = self.generator(z, labels, training=False)
         out = self.classifier(images)
         return images, out[metrics.POOL_KEY], out[metrics.LOGITS_KEY]
@@ -404,6 +460,67 @@ class Evaluator:
         self._real = real
         return real
 
+    def real_class_statistics(self):
+        """``{"pool_3": [N, F], "labels": [N]}``: up to ``intra_fid_samples_per_class``
+        real records of each class, read from / written to the
+        :class:`sagan_tf.metrics.RealClassActivationCache`. Classes with fewer
+        records are logged (and use the records they have)."""
+        if self._real_by_class is not None:
+            return self._real_by_class
+        from sagan_tf import data  # pylint: disable=import-outside-toplevel
+        if not self.data_dir:
+            raise ValueError("no training data for the per-class real statistics: give "
+                             f"--data_dir (it is not in {self.config_path} either)")
+        per_class = int(self.options.intra_fid_samples_per_class)
+        num_classes = self.arch["num_classes"]
+        files = data.list_record_files(self.data_dir)
+        cache = metrics.RealClassActivationCache(
+            self.eval_dir, files, self.classifier.source, per_class, num_classes,
+            self.arch["image_size"])
+        real = cache.load()
+        if real is not None:
+            log.info("Per-class real activations read from %s", cache.path)
+        else:
+            t0 = time.time()
+            dataset = data.make_dataset(
+                self.data_dir, self.arch["image_size"], self._batch, num_classes,
+                shuffle=True, shuffle_buffer_size=self.options.shuffle_buffer_size,
+                repeat=False, seed=self.options.seed)
+            pool, labels, _ = metrics.compute_real_class_activations(
+                self.classifier, dataset, num_classes, per_class)
+            cache.save(pool, labels)
+            real = {metrics.POOL_KEY: pool, "labels": labels}
+            log.info("Per-class real activations (%d per class) computed in %.1fs, cached "
+                     "in %s", per_class, time.time() - t0, cache.path)
+        counts = np.bincount(real["labels"], minlength=num_classes)
+        short = {int(c): int(counts[c]) for c in np.flatnonzero(counts < per_class)}
+        if short:
+            log.warning("Intra-FID: %d class(es) have fewer than %d real records in %s "
+                        "(class: records): %s%s; their FID uses the records there are "
+                        "(classes with fewer than 2 are left out)", len(short), per_class,
+                        self.data_dir, dict(list(short.items())[:20]),
+                        " ..." if len(short) > 20 else "")
+        self._real_by_class = real
+        return real
+
+    def _intra_fid(self):
+        """Generates ``intra_fid_samples_per_class`` samples of every class; returns
+        :func:`sagan_tf.metrics.intra_fid`'s ``(mean, per_class, skipped)``."""
+        real = self.real_class_statistics()
+        per_class = int(self.options.intra_fid_samples_per_class)
+        num_classes = self.arch["num_classes"]
+        labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+        acc = metrics.ActivationAccumulator(len(labels), keep_logits=False)
+        for i in range(0, len(labels), self._batch):
+            chunk = labels[i:i + self._batch]
+            if len(chunk) < self._batch:  # one traced shape: pad the last batch
+                chunk = np.concatenate([chunk, np.zeros(self._batch - len(chunk), np.int32)])
+            _, pool, _ = self._class_step_fn(tf.constant(chunk))
+            acc.add(pool.numpy())
+        pool, _ = acc.result()
+        return metrics.intra_fid(real[metrics.POOL_KEY], real["labels"], pool, labels,
+                                 num_classes)
+
     def restore(self, checkpoint_path):
         """Restores the generator's variables from ``checkpoint_path``; returns its step.
 
@@ -432,6 +549,11 @@ class Evaluator:
             write_scalar_summary("eval/incscore", result["inception_score"])
             write_scalar_summary("eval/fid", result["fid"])
             write_scalar_summary("eval/kid", result["kid"])
+            for tag, key in (("eval/class_accuracy", "class_accuracy"),
+                             ("eval/intra_fid", "intra_fid")):
+                if result.get(key) is not None:
+                    write_scalar_summary(tag, result[key])
+            write_text_summary("eval/bn_statistics", result["bn_statistics"])
             n = GRID_SHAPE[0] * GRID_SHAPE[1]
             for name, imgs in (("eval/generated_images", generated_grid_images),
                                ("eval/real_images", real_images)):
@@ -450,15 +572,23 @@ class Evaluator:
         t0 = time.time()
         real = self.real_statistics()
         step = self.restore(checkpoint_path)
+        if self.options.standing_stats_batches:
+            from sagan_tf import standing_statistics  # pylint: disable=import-outside-toplevel
+            standing_statistics.accumulate_standing_statistics(
+                self.generator, self.options.standing_stats_batches,
+                self.standing_stats_batch_size,
+                seed=self.options.seed if self.options.seed is not None else 0)
         t_gen = time.time()
         n = int(self.options.eval_sample_size)
         acc = metrics.ActivationAccumulator(n, keep_logits=True)
+        generated_labels = np.empty(math.ceil(n / self._batch) * self._batch, np.int32)
         grid_needed = GRID_SHAPE[0] * GRID_SHAPE[1]
         grid = []
-        for _ in range(math.ceil(n / self._batch)):
-            images, pool, logits = self._step_fn()
+        for i in range(math.ceil(n / self._batch)):
+            images, labels, pool, logits = self._step_fn()
             if sum(len(g) for g in grid) < grid_needed:
                 grid.append(images.numpy()[:grid_needed])
+            generated_labels[i * self._batch:(i + 1) * self._batch] = labels.numpy()
             acc.add(pool.numpy(), logits.numpy())
         gen_seconds = time.time() - t_gen
         pool, logits = acc.result()
@@ -467,8 +597,20 @@ class Evaluator:
             "inception_score": metrics.inception_score(logits),
             "fid": metrics.frechet_distance(real[metrics.POOL_KEY], pool),
             "kid": metrics.kernel_distance(real[metrics.POOL_KEY], pool),
-            "num_samples": int(acc.count),
         }
+        if self.reports_class_accuracy:
+            result["class_accuracy"] = metrics.class_accuracy(
+                logits, generated_labels[:acc.count])
+        if self.options.intra_fid_samples_per_class:
+            mean, per_class, skipped = self._intra_fid()
+            result["intra_fid"] = mean
+            result["intra_fid_samples_per_class"] = int(self.options.intra_fid_samples_per_class)
+            result["intra_fid_num_classes"] = len(per_class)
+            if skipped:
+                log.warning("Intra-FID left out %d class(es) with fewer than 2 real or "
+                            "generated samples: %s", len(skipped), sorted(skipped)[:20])
+        result["bn_statistics"] = self.bn_statistics
+        result["num_samples"] = int(acc.count)
         self._write_summaries(step, result, np.concatenate(grid, 0) if grid else None)
         result["seconds"] = round(time.time() - t0, 3)
         result["checkpoint"] = os.path.abspath(checkpoint_path)

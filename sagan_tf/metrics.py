@@ -58,10 +58,14 @@ __all__ = [
     "inception_score",
     "frechet_distance",
     "kernel_distance",
+    "intra_fid",
+    "class_accuracy",
     "ActivationAccumulator",
     "RealActivationCache",
+    "RealClassActivationCache",
     "data_files_fingerprint",
     "compute_real_activations",
+    "compute_real_class_activations",
 ]
 
 log = logging.getLogger(__name__)
@@ -309,6 +313,53 @@ def kernel_distance(real_activations, generated_activations, max_block_size=1024
         max_block_size=max_block_size, dtype=tf.float64))
 
 
+def intra_fid(real_activations, real_labels, generated_activations, generated_labels,
+              num_classes):
+    """Intra-FID: the mean over classes of the FID between the generated and the
+    real activations of that class (Miyato & Koyama 2018; the SAGAN paper's Table 2).
+
+    Args:
+      real_activations, generated_activations: ``[N, F]`` / ``[M, F]``.
+      real_labels, generated_labels: int ``[N]`` / ``[M]``, the class of each row
+        (for generated rows: the class G was conditioned on).
+      num_classes: classes ``0..num_classes-1`` are considered.
+
+    Returns:
+      ``(mean, per_class, skipped)``: the mean FID over the classes that have at
+      least 2 real and 2 generated rows (None if there is none), ``{class: FID}``
+      of those classes, and ``{class: (real rows, generated rows)}`` of the
+      classes left out for having fewer. Each FID is :func:`frechet_distance`
+      (TF-GAN's function).
+    """
+    real_labels = np.asarray(real_labels).reshape(-1)
+    generated_labels = np.asarray(generated_labels).reshape(-1)
+    per_class, skipped = {}, {}
+    for c in range(int(num_classes)):
+        real_c = real_activations[real_labels == c]
+        gen_c = generated_activations[generated_labels == c]
+        if len(real_c) < 2 or len(gen_c) < 2:
+            skipped[c] = (len(real_c), len(gen_c))
+            continue
+        per_class[c] = frechet_distance(real_c, gen_c)
+    mean = float(np.mean(list(per_class.values()))) if per_class else None
+    return mean, per_class, skipped
+
+
+def class_accuracy(logits, labels):
+    """Fraction of rows whose argmax of ``logits [N, K]`` is ``labels [N]``.
+
+    For generated samples: how often the classifier recognises the class G was
+    conditioned on. Meaningful only when the classifier's K classes are the
+    data's classes (the demo classifier; not the 1008-way Inception on ImageNet).
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels).reshape(-1)
+    if len(logits) != len(labels) or not len(labels):
+        raise ValueError(f"need as many labels as logits rows, got {len(labels)} and "
+                         f"{len(logits)}")
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
 # ---------------------------------------------------------------------------
 # Bounded-memory accumulation.
 # ---------------------------------------------------------------------------
@@ -377,6 +428,11 @@ def data_files_fingerprint(data_files):
     return sorted(entries)
 
 
+def _cache_key(description):
+    """16 hex digits of the SHA-256 of a cache description (a JSON-able dict)."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode("utf8")).hexdigest()[:16]
+
+
 class RealActivationCache:
     """On-disk cache of the real ``pool_3`` activations (and a few real images).
 
@@ -402,8 +458,7 @@ class RealActivationCache:
             "count": int(count),
             "image_size": int(image_size),
         }
-        blob = json.dumps(self.description, sort_keys=True).encode("utf8")
-        self.key = hashlib.sha256(blob).hexdigest()[:16]
+        self.key = _cache_key(self.description)
         self.path = os.path.join(eval_dir, f"real_activations_{self.key}.npz")
 
     def load(self):
@@ -468,3 +523,96 @@ def compute_real_activations(classifier, dataset, count, num_grid_images=16):
         raise ValueError(f"the data set ended after {acc.count} of {count} real images")
     grid = np.concatenate(grid, 0)[:num_grid_images]
     return acc.result()[0], grid
+
+
+class RealClassActivationCache:
+    """On-disk cache of real ``pool_3`` activations per class, for intra-FID.
+
+    File: ``<eval_dir>/real_class_activations_<key>.npz`` holding ``pool_3``
+    ``[N, F]`` and ``labels [N]`` (up to ``per_class`` rows of each class);
+    ``key`` hashes the data files (names, sizes, mtimes), the classifier
+    source, ``per_class``, the number of classes and the image size, so new
+    data or another classifier make a new entry. Written atomically.
+    """
+
+    VERSION = 1
+
+    def __init__(self, eval_dir, data_files, classifier_source, per_class, num_classes,
+                 image_size):
+        """See the class doc; ``data_files`` is the list of record files."""
+        if not data_files:
+            raise ValueError("RealClassActivationCache needs at least one data file")
+        self.description = {
+            "version": self.VERSION,
+            "data_files": data_files_fingerprint(data_files),
+            "classifier": str(classifier_source),
+            "per_class": int(per_class),
+            "num_classes": int(num_classes),
+            "image_size": int(image_size),
+        }
+        self.key = _cache_key(self.description)
+        self.path = os.path.join(eval_dir, f"real_class_activations_{self.key}.npz")
+
+    def load(self):
+        """Returns ``{"pool_3": [N, F], "labels": [N]}`` or None if absent / unreadable."""
+        if not os.path.exists(self.path):
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                desc = json.loads(str(z["description"]))
+                pool, labels = z[POOL_KEY], z["labels"]
+        except Exception as e:  # pylint: disable=broad-except
+            log.warning("Ignoring unreadable per-class real-activation cache %s: %s",
+                        self.path, e)
+            return None
+        if desc != self.description or len(pool) != len(labels):
+            log.warning("Ignoring per-class real-activation cache %s: description mismatch",
+                        self.path)
+            return None
+        return {POOL_KEY: pool, "labels": labels}
+
+    def save(self, pool, labels):
+        """Stores ``pool`` [N, F] and ``labels`` [N] atomically; returns the path."""
+        payload = {POOL_KEY: np.asarray(pool, np.float32),
+                   "labels": np.asarray(labels, np.int32),
+                   "description": np.asarray(json.dumps(self.description, sort_keys=True))}
+        atomic_write(self.path, lambda f: np.savez(f, **payload))
+        return self.path
+
+
+def compute_real_class_activations(classifier, dataset, num_classes, per_class):
+    """Classifies up to ``per_class`` real images of every class of ``dataset``.
+
+    Reads ``dataset`` (shuffled records, one epoch) until every class has
+    ``per_class`` images or the data ends; only the images still needed are
+    classified.
+
+    Returns:
+      ``(pool_3 float32 [N, F], labels int32 [N], counts int [num_classes])``,
+      rows grouped by class; ``counts[c] < per_class`` for a class with fewer
+      records.
+    """
+    counts = np.zeros(int(num_classes), np.int64)
+    pools, labels_out = [], []
+
+    @tf.function(reduce_retracing=True)  # the kept part of a batch varies in size
+    def features(images):
+        return classifier(images)[POOL_KEY]
+
+    for images, labels in dataset:
+        labels = labels.numpy()
+        keep = []
+        for i, c in enumerate(labels):
+            if counts[c] < per_class:
+                counts[c] += 1
+                keep.append(i)
+        if keep:
+            pools.append(features(tf.gather(images, keep)).numpy())
+            labels_out.append(labels[keep])
+        if counts.min() >= per_class:
+            break
+    if not pools:
+        raise ValueError("the data set holds no records for the per-class statistics")
+    pool, labels = np.concatenate(pools), np.concatenate(labels_out).astype(np.int32)
+    order = np.argsort(labels, kind="stable")
+    return pool[order], labels[order], counts

@@ -20,6 +20,12 @@ Sampling is side-effect free
   and wrote ``u`` at eval time; with a trained ``u`` that iteration has
   converged, and one more changes the outputs negligibly.)
 
+Standing statistics
+  :func:`use_standing_statistics` replaces G's moving batch-norm statistics by
+  standing statistics (:mod:`sagan_tf.standing_statistics`, a documented
+  deviation) in memory before sampling; ``LoadedCheckpoint.bn_statistics``
+  says which statistics the samples used, and the tools print it.
+
 Reproducibility
   All randomness comes from ``numpy.random.default_rng(seed)``; PNGs and
   ``.npz`` files are written byte-identically for the same arguments (the
@@ -239,6 +245,7 @@ class LoadedCheckpoint:
     config_path: str
     checkpoint_path: str
     step: int
+    bn_statistics: str = "moving averages (the release)"  # see use_standing_statistics
 
     @property
     def image_size(self):
@@ -251,6 +258,23 @@ class LoadedCheckpoint:
     @property
     def z_dim(self):
         return self.generator.z_dim
+
+
+def use_standing_statistics(loaded, num_batches, batch_size=None, seed=0):
+    """Gives ``loaded.generator`` standing batch-norm statistics over ``num_batches``
+    batches (in memory only; 0: keep the moving averages) of ``batch_size``
+    (default: the training ``batch_size`` of config.json, else 64), drawn from
+    ``seed``. Sets and returns ``loaded.bn_statistics``, the label to print."""
+    from sagan_tf import standing_statistics  # pylint: disable=import-outside-toplevel
+    num_batches = int(num_batches or 0)
+    if num_batches < 0:
+        raise ValueError(f"--standing_stats_batches must be >= 0, got {num_batches}")
+    batch_size = int(batch_size or (loaded.config or {}).get("batch_size") or 64)
+    if num_batches:
+        standing_statistics.accumulate_standing_statistics(loaded.generator, num_batches,
+                                                           batch_size, seed=seed)
+    loaded.bn_statistics = standing_statistics.describe(num_batches, batch_size)
+    return loaded.bn_statistics
 
 
 def _checkpoint_step(path):

@@ -135,6 +135,7 @@ class TrainConfig:
     save_checkpoint_steps: int = 0           # >0: also checkpoint every this many steps
     on_nan: str = "stop"                     # non-finite loss/weight: stop | skip_step
     sn_gradient: str = "release"             # SN backward: release (TF1 ref variables) | exact
+    standing_stats_batches: int = 0          # >0: also an end-of-run grid with standing BN stats
     # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
@@ -225,6 +226,8 @@ class TrainConfig:
         need(self.on_nan in ON_NAN_CHOICES, "on_nan", f"must be one of {ON_NAN_CHOICES}")
         need(self.sn_gradient in layers.SN_GRADIENTS, "sn_gradient",
              f"must be one of {layers.SN_GRADIENTS}")
+        need(is_int(self.standing_stats_batches) and self.standing_stats_batches >= 0,
+             "standing_stats_batches", "must be an integer >= 0 (0: moving averages only)")
         return self
 
     def to_dict(self):
@@ -941,7 +944,8 @@ def train(config, strategy=None, log=print):
     else starts from scratch. Writes ``config.json``, TensorBoard summaries
     every ``save_summaries_steps`` (and at the first step of a run),
     checkpoints every ``save_checkpoint_secs`` / ``save_checkpoint_steps`` and
-    at the end, and ``samples_<step>.png`` at the end.
+    at the end, and ``samples_<step>.png`` at the end (plus
+    ``samples_<step>_standing_stats.png`` with ``standing_stats_batches``).
 
     Faults: SIGTERM/SIGINT (in the main thread) end the run after the current
     iteration with a checkpoint of that step (``result["stopped_by"]``). A
@@ -959,13 +963,45 @@ def train(config, strategy=None, log=print):
 
     Returns:
       dict with ``step``, ``steps_run``, ``logdir``, ``checkpoint``,
-      ``samples``, ``resumed_from``, ``metrics`` (last step's, floats),
+      ``samples``, ``samples_standing_stats`` (path or None), ``resumed_from``, ``metrics`` (last step's, floats),
       ``wall_time_s``, ``train_time_s``, ``steps_per_second``,
       ``images_per_second``, ``num_replicas``, ``global_batch_size``,
       ``stopped_by`` (signal name or None), ``skipped_steps``.
     """
     with _StopSignals(log) as stop:
         return _train(config, strategy, log, stop)
+
+
+def _write_sample_grids(trainer, logdir, step, log):
+    """The end-of-run grids: ``samples_<step>.png`` with G's moving batch-norm
+    statistics (the release's sampling) and, with ``standing_stats_batches`` N,
+    ``samples_<step>_standing_stats.png`` with standing statistics over N batches
+    of ``batch_size`` (:mod:`sagan_tf.standing_statistics`; the networks are
+    restored afterwards, so they stay equal to the checkpoint just saved).
+    Returns the two paths (the second None without standing statistics)."""
+    from PIL import Image
+    from sagan_tf import standing_statistics
+
+    def write(path, grid, how):
+        with tf.io.gfile.GFile(path, "wb") as f:
+            Image.fromarray(grid).save(f, format="PNG")
+        log(f"Wrote {path} (G's batch norms: {how})")
+
+    config = trainer.config
+    samples_path = os.path.join(logdir, f"samples_{step}.png")
+    write(samples_path, trainer.sample_grid(), standing_statistics.describe(0, 0))
+    num_batches = config.standing_stats_batches
+    if not num_batches:
+        return samples_path, None
+    if isinstance(trainer.strategy, tf.distribute.TPUStrategy):
+        log("Standing-statistics grid skipped: not supported on TPUs")
+        return samples_path, None
+    standing_path = os.path.join(logdir, f"samples_{step}_standing_stats.png")
+    with standing_statistics.standing_statistics(trainer.generator, num_batches,
+                                                 config.batch_size, seed=0):
+        grid = trainer.sample_grid()
+    write(standing_path, grid, standing_statistics.describe(num_batches, config.batch_size))
+    return samples_path, standing_path
 
 
 def _train(config, strategy, log, stop):
@@ -1140,14 +1176,9 @@ def _train(config, strategy, log, stop):
     if skipped_steps:
         log(f"{skipped_steps} non-finite step(s) were skipped (--on_nan=skip_step)")
     writer.flush()
-    samples_path = None
+    samples_path = standing_samples_path = None
     if chief:
-        from PIL import Image
-        samples_path = os.path.join(logdir, f"samples_{step}.png")
-        grid = trainer.sample_grid()
-        with tf.io.gfile.GFile(samples_path, "wb") as f:
-            Image.fromarray(grid).save(f, format="PNG")
-        log(f"Wrote {samples_path}")
+        samples_path, standing_samples_path = _write_sample_grids(trainer, logdir, step, log)
     else:
         tf.io.gfile.rmtree(ckpt_dir)
 
@@ -1157,7 +1188,8 @@ def _train(config, strategy, log, stop):
     result = {
         "step": step, "steps_run": steps_run, "logdir": logdir,
         "checkpoint": manager.latest_checkpoint if chief else None,
-        "samples": samples_path, "resumed_from": resumed_from, "metrics": metrics,
+        "samples": samples_path, "samples_standing_stats": standing_samples_path,
+        "resumed_from": resumed_from, "metrics": metrics,
         "wall_time_s": time.time() - t_start, "train_time_s": t_end - t_loop,
         "first_step_s": (t_first - t_loop) if t_first else 0.0,
         "steps_per_second": steady,

@@ -289,3 +289,135 @@ def test_checkpoint_of_other_architecture_is_rejected(run, classifier):
     ev = evaluation.Evaluator(run.options(), classifier=classifier)
     with pytest.raises(ValueError, match="architecture does not match"):
         ev.restore(path)
+
+
+# ---------------------------------------------------------------------------
+# Intra-FID, class accuracy, standing statistics.
+
+def _real_features_by_class(data_dir, classifier):
+    """Oracle: every record of ``data_dir`` decoded in numpy and classified, by class."""
+    images, labels = [], []
+    for f in sdata.list_record_files(data_dir):
+        for rec in sdata.iter_serialized_records(f):
+            image, label = sdata.decode_example_numpy(rec)
+            images.append(image.astype(np.float32) * (2.0 / 255.0) - 1.0)
+            labels.append(label)
+    pool = classifier(tf.constant(np.stack(images)))["pool_3"].numpy()
+    labels = np.array(labels)
+    return {c: pool[labels == c] for c in np.unique(labels)}
+
+
+def _sorted_rows(a):
+    return a[np.lexsort(a.T[::-1])]
+
+
+def test_intra_fid_class_accuracy_and_standing_stats_end_to_end(run, classifier, monkeypatch):
+    """Intra-FID = mean of scipy FIDs per class against every real record of the class
+    (numpy oracle); class accuracy = argmax agreement; both in JSON and TensorBoard;
+    standing statistics applied after the restore and named in the JSON line."""
+    from test_metrics import np_fid
+    path = run.save(4)
+    per_class = 40  # more than any class has (80 records, 10 classes): all records used
+    captured = {}
+    for name in ("intra_fid", "class_accuracy"):
+        original = getattr(metrics, name)
+
+        def spy(*args, _name=name, _original=original):
+            captured[_name] = args
+            return _original(*args)
+        monkeypatch.setattr(metrics, name, spy)
+    opts = run.options(intra_fid_samples_per_class=per_class, standing_stats_batches=2,
+                       dcgan_generator_batch_size=40)  # 80 records: no partial batch dropped
+    ev = evaluation.Evaluator(opts, classifier=classifier)
+    res = evaluation.evaluate_checkpoint(opts, path, ev)
+
+    real = _real_features_by_class(run.data_dir, classifier)
+    real_pool, real_labels, gen_pool, gen_labels, num_classes = captured["intra_fid"]
+    assert num_classes == 10
+    np.testing.assert_array_equal(gen_labels, np.repeat(np.arange(10), per_class))
+    for c, rows in real.items():  # the cached per-class statistics are those records
+        np.testing.assert_allclose(_sorted_rows(real_pool[real_labels == c]),
+                                   _sorted_rows(rows), rtol=1e-4, atol=1e-5)
+    fids = [np_fid(rows, gen_pool[gen_labels == c]) for c, rows in real.items()
+            if len(rows) >= 2]
+    assert res["intra_fid"] == pytest.approx(np.mean(fids), rel=1e-3)
+    assert res["intra_fid_samples_per_class"] == per_class
+    assert res["intra_fid_num_classes"] == len(fids)
+
+    logits, labels = captured["class_accuracy"]
+    assert logits.shape == (64, 10) and labels.shape == (64,)
+    assert len(np.unique(labels)) > 3  # uniform labels, as G was conditioned
+    assert res["class_accuracy"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    assert res["bn_statistics"] == "standing statistics over 2 batches of 64"
+
+    events = _event_values(run.eval_dir)
+    for tag, key in (("eval/intra_fid", "intra_fid"), ("eval/class_accuracy",
+                                                       "class_accuracy")):
+        [(step, value)] = events[tag]
+        assert step == 4 and float(value) == pytest.approx(res[key], rel=1e-5), tag
+    [(step, value)] = events["eval/bn_statistics"]
+    assert step == 4 and value.item() == b"standing statistics over 2 batches of 64"
+
+    # Standing statistics replaced the restored moving statistics; the weights are the
+    # checkpoint's (the spectral-norm u moves in eval mode, as in the release's eval graph).
+    from sagan_tf import standing_statistics
+    moving = {v.path for v in standing_statistics.moving_statistics_variables(ev.generator)}
+    for a, b in zip(ev.generator.variables, run.G.variables):
+        if a.path in moving:
+            assert not np.array_equal(a.numpy(), b.numpy()), a.path
+        elif not a.path.endswith("/u"):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_per_class_cache_reuse_and_invalidation(run, classifier, classifier_path, tmp_path,
+                                                monkeypatch):
+    """Per-class real statistics: computed once, read back, recomputed for new data
+    or another classifier; without the flag none are computed and the release's
+    moving statistics are named."""
+    path = run.save(6)
+    calls = []
+    real_compute = metrics.compute_real_class_activations
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real_compute(*a, **k)
+
+    monkeypatch.setattr(metrics, "compute_real_class_activations", counting)
+    plain = evaluation.evaluate_checkpoint(run.options(), path,
+                                           evaluation.Evaluator(run.options(),
+                                                                classifier=classifier))
+    assert not calls and "intra_fid" not in plain
+    assert plain["bn_statistics"] == "moving averages (the release)"
+    opts = run.options(intra_fid_samples_per_class=3)
+    ev = evaluation.Evaluator(opts, classifier=classifier)
+    first = evaluation.evaluate_checkpoint(opts, path, ev)
+    assert np.isfinite(first["intra_fid"]) and len(calls) == 1
+    computed = ev.real_class_statistics()
+    assert np.bincount(computed["labels"], minlength=10).max() <= 3
+    ev._real_by_class = None  # as a restarted evaluator: read from disk
+    reread = ev.real_class_statistics()
+    assert len(calls) == 1
+    for key in ("pool_3", "labels"):
+        np.testing.assert_array_equal(reread[key], computed[key])
+    _write_data(run.data_dir, num_files=3, seed=8)  # new data
+    ev._real_by_class = None
+    ev.real_class_statistics()
+    assert len(calls) == 2
+    other = save_standin_classifier(tmp_path / "other_clf", input_size=32, seed=5)
+    ev.classifier = metrics.load_classifier(other)  # another classifier
+    ev._real_by_class = None
+    ev.real_class_statistics()
+    assert len(calls) == 3
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_class_activations_*.npz"))) == 3
+
+
+def test_class_accuracy_only_when_classifier_classes_are_the_data_classes(run, tmp_path):
+    """A classifier with another number of logits (as Inception's 1008 on ImageNet's
+    1000 classes) gives no class accuracy."""
+    path = run.save(7)
+    other = save_standin_classifier(tmp_path / "clf12", input_size=32, num_logits=12)
+    ev = evaluation.Evaluator(run.options(inception_path=other))
+    assert not ev.reports_class_accuracy
+    res = evaluation.evaluate_checkpoint(ev.options, path, ev)
+    assert "class_accuracy" not in res and "eval/class_accuracy" not in _event_values(
+        run.eval_dir)

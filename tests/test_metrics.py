@@ -304,6 +304,96 @@ def test_real_activation_cache_ignores_corrupt_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# Intra-FID and class accuracy.
+# ---------------------------------------------------------------------------
+
+def test_intra_fid_is_the_mean_of_per_class_scipy_fids(rng):
+    """Per-class sqrtm FIDs (scipy) averaged; classes with < 2 rows on a side left out."""
+    num_classes, dim = 4, 5
+    real_labels = np.repeat(np.arange(num_classes), [30, 25, 40, 1])  # class 3: 1 real row
+    gen_labels = np.tile(np.arange(num_classes), 20)
+    real = (rng.normal(size=(len(real_labels), dim)) + real_labels[:, None]).astype(np.float32)
+    mix = rng.normal(size=(dim, dim)) * 0.3 + np.eye(dim)
+    gen = (rng.normal(size=(len(gen_labels), dim)) @ mix + 0.8 * gen_labels[:, None]
+           ).astype(np.float32)
+    mean, per_class, skipped = metrics.intra_fid(real, real_labels, gen, gen_labels,
+                                                 num_classes + 1)  # class 4: no rows at all
+    ref = {c: np_fid(real[real_labels == c], gen[gen_labels == c]) for c in range(3)}
+    assert sorted(per_class) == [0, 1, 2]
+    for c in range(3):
+        assert per_class[c] == pytest.approx(ref[c], rel=1e-4)
+    assert mean == pytest.approx(np.mean(list(ref.values())), rel=1e-4)
+    assert skipped == {3: (1, 20), 4: (0, 0)}
+    # Not the FID of the pooled sets: the class structure matters.
+    assert mean != pytest.approx(np_fid(real[real_labels < 3], gen[gen_labels < 3]), rel=0.05)
+    assert metrics.intra_fid(real, real_labels, gen, gen_labels, 0) == (None, {}, {})
+
+
+def test_class_accuracy_is_argmax_agreement(rng):
+    logits = rng.normal(size=(50, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, size=50)
+    labels[:20] = logits[:20].argmax(1)
+    expected = np.mean(logits.argmax(1) == labels)
+    assert metrics.class_accuracy(logits, labels) == pytest.approx(expected)
+    assert metrics.class_accuracy(logits, logits.argmax(1)) == 1.0
+    with pytest.raises(ValueError, match="as many labels"):
+        metrics.class_accuracy(logits, labels[:3])
+
+
+def test_real_class_activation_cache_roundtrip_and_key(tmp_path, rng):
+    data = tmp_path / "data"
+    data.mkdir()
+    files = [str(data / f"{i}.tfrecords") for i in range(2)]
+    for f in files:
+        _write(f, b"x" * 10)
+    ev = str(tmp_path / "eval")
+    cache = metrics.RealClassActivationCache(ev, files, "clf", 5, 3, 32)
+    assert cache.load() is None
+    pool = rng.normal(size=(14, 6)).astype(np.float32)
+    labels = np.repeat(np.arange(3), [5, 5, 4])
+    path = cache.save(pool, labels)
+    assert os.path.basename(path) == f"real_class_activations_{cache.key}.npz"
+    loaded = metrics.RealClassActivationCache(ev, files[::-1], "clf", 5, 3, 32).load()
+    np.testing.assert_array_equal(loaded["pool_3"], pool)
+    np.testing.assert_array_equal(loaded["labels"], labels)
+    keys = {metrics.RealClassActivationCache(ev, files, "other", 5, 3, 32).key,
+            metrics.RealClassActivationCache(ev, files, "clf", 6, 3, 32).key,
+            metrics.RealClassActivationCache(ev, files, "clf", 5, 4, 32).key,
+            metrics.RealClassActivationCache(ev, files, "clf", 5, 3, 64).key,
+            metrics.RealClassActivationCache(ev, files[:1], "clf", 5, 3, 32).key}
+    _write(files[0], b"y" * 11)
+    keys.add(metrics.RealClassActivationCache(ev, files, "clf", 5, 3, 32).key)
+    assert cache.key not in keys and len(keys) == 6
+    _write(cache.path, b"not an npz")
+    assert cache.load() is None
+
+
+def test_compute_real_class_activations_takes_per_class_records(rng):
+    """Up to per_class rows of each class, grouped by class; a short class keeps what
+    there is; each row is the classifier's pool_3 of that very record."""
+    feats = {}
+
+    class Doubler:
+        def __call__(self, images):
+            return {metrics.POOL_KEY: tf.reduce_mean(images, [1, 2]) * 2.0}
+
+    images = rng.uniform(-1, 1, size=(60, 4, 4, 3)).astype(np.float32)
+    labels = np.concatenate([np.zeros(30), np.ones(28), [2, 2]]).astype(np.int32)
+    rng.shuffle(labels)
+    for x, y in zip(images, labels):
+        feats.setdefault(int(y), []).append(x.mean((0, 1)) * 2.0)
+    dataset = [(tf.constant(images[i:i + 8]), tf.constant(labels[i:i + 8]))
+               for i in range(0, 56, 8)] + [(tf.constant(images[56:]), tf.constant(labels[56:]))]
+    pool, out_labels, counts = metrics.compute_real_class_activations(
+        Doubler(), dataset, num_classes=4, per_class=5)
+    assert counts.tolist() == [5, 5, 2, 0]
+    assert out_labels.tolist() == [0] * 5 + [1] * 5 + [2] * 2
+    for c in range(3):  # the first records of each class, in data order
+        np.testing.assert_allclose(pool[out_labels == c], np.array(feats[c][:counts[c]]),
+                                   rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
 # tools/train_demo_classifier.py
 # ---------------------------------------------------------------------------
 

@@ -30,6 +30,14 @@ flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel to.")
 flags.DEFINE_bool("overwrite", False, "Replace --export_dir if it exists.")
 flags.DEFINE_integer("attention_query_block_size", None,
                      "Export with the memory-efficient attention path (same outputs).")
+flags.DEFINE_integer("standing_stats_batches", 0,
+                     "0: G samples with its moving batch-norm statistics (the release). N > 0: "
+                     "standing statistics, every batch norm's statistics averaged over N "
+                     "batches of G in training mode first (in memory; docs/DEVIATIONS.md).",
+                     lower_bound=0)
+flags.DEFINE_integer("standing_stats_batch_size", None, "Batch size of the standing-"
+                     "statistics batches (default: the training batch_size of config.json).",
+                     lower_bound=1)
 flags.mark_flags_as_required(["export_dir"])
 FLAGS = flags.FLAGS
 
@@ -42,6 +50,8 @@ def main(argv):
         loaded = sampling.load_checkpoint(
             FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
             attention_query_block_size=FLAGS.attention_query_block_size)
+        sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
+                                         FLAGS.standing_stats_batch_size, seed=0)
         path = sampling.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -49,7 +59,8 @@ def main(argv):
     G = loaded.generator
     print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}): "
           f"serve(z float32 [B, {G.z_dim}], labels int32 [B] in [0, {G.num_classes})) -> "
-          f"images uint8 [B, {G.image_size}, {G.image_size}, 3]")
+          f"images uint8 [B, {G.image_size}, {G.image_size}, 3]; G's batch norms: "
+          f"{loaded.bn_statistics}")
     return 0
 
 

@@ -54,6 +54,14 @@ flags.DEFINE_integer("zoom", 1, "Nearest-neighbour magnification of each grid ti
 flags.DEFINE_integer("padding", 2, "Pixels between grid tiles.")
 flags.DEFINE_integer("attention_query_block_size", None,
                      "Use the memory-efficient attention path with query blocks of this size.")
+flags.DEFINE_integer("standing_stats_batches", 0,
+                     "0: G samples with its moving batch-norm statistics (the release). N > 0: "
+                     "standing statistics, every batch norm's statistics averaged over N "
+                     "batches of G in training mode first (in memory; docs/DEVIATIONS.md).",
+                     lower_bound=0)
+flags.DEFINE_integer("standing_stats_batch_size", None, "Batch size of the standing-"
+                     "statistics batches (default: the training batch_size of config.json).",
+                     lower_bound=1)
 flags.mark_flags_as_required(["output"])
 FLAGS = flags.FLAGS
 
@@ -70,6 +78,8 @@ def main(argv):
         loaded = sampling.load_checkpoint(
             FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
             attention_query_block_size=FLAGS.attention_query_block_size)
+        sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
+                                         FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
         path, _ = sampling.sample_to_file(
             loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,
             num_columns=FLAGS.num_columns, num_steps=FLAGS.num_steps,
@@ -78,7 +88,8 @@ def main(argv):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step})")
+    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}; "
+          f"G's batch norms: {loaded.bn_statistics})")
     return 0
 
 

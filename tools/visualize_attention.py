@@ -49,6 +49,14 @@ flags.DEFINE_integer("zoom", None, "Panel magnification (default: max(1, 128 // 
 flags.DEFINE_float("alpha", 0.6, "Opacity of the coloured map over the image.")
 flags.DEFINE_integer("attention_query_block_size", None,
                      "Build the networks with the memory-efficient attention path.")
+flags.DEFINE_integer("standing_stats_batches", 0,
+                     "0: G samples with its moving batch-norm statistics (the release). N > 0: "
+                     "standing statistics, every batch norm's statistics averaged over N "
+                     "batches of G in training mode first (in memory; docs/DEVIATIONS.md).",
+                     lower_bound=0)
+flags.DEFINE_integer("standing_stats_batch_size", None, "Batch size of the standing-"
+                     "statistics batches (default: the training batch_size of config.json).",
+                     lower_bound=1)
 flags.mark_flags_as_required(["output"])
 FLAGS = flags.FLAGS
 
@@ -71,6 +79,8 @@ def main(argv):
             FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
             discriminator=FLAGS.network != "generator",
             attention_query_block_size=FLAGS.attention_query_block_size)
+        sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
+                                         FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
         if labels is None:
             labels = [int(np.random.default_rng([FLAGS.seed, 1]).integers(loaded.num_classes))]
         image = (sampling.read_image(FLAGS.image, loaded.image_size) if FLAGS.image else None)
@@ -81,7 +91,8 @@ def main(argv):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step})")
+    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}; "
+          f"G's batch norms: {loaded.bn_statistics})")
     return 0
 
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Plots evaluation metrics against training steps (a PNG), from eval_imagenet.py's results.
+
+Example (the README's demo learning curve):
+  python tools/plot_learning_curve.py --results runs/demo/eval \\
+      --output docs/images/demo_learning_curve.png
+
+--results is an eval directory (its evaluated.json), an evaluated.json, or a file of the
+evaluator's JSON lines. One panel per metric present: class accuracy, Inception score,
+FID, intra-FID. Drawn with Pillow (no plotting library needed).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("results", None, "Eval directory, evaluated.json, or a JSON-lines file.")
+flags.DEFINE_string("output", None, "Output PNG.")
+flags.DEFINE_string("title", None, "Title line (default: the results path and the batch-norm "
+                    "statistics the evaluation used).")
+flags.mark_flags_as_required(["results", "output"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from sagan_tf import learning_curve, sampling
+    try:
+        results = learning_curve.read_results(FLAGS.results)
+        bn = sorted({str(r.get("bn_statistics", "moving averages (the release)"))
+                     for r in results})
+        title = FLAGS.title or f"{FLAGS.results}  (G's batch norms: {'; '.join(bn)})"
+        image, _ = learning_curve.plot_learning_curve(results, title=title)
+        path = sampling.write_png(FLAGS.output, image)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: {len(results)} evaluations, steps "
+          f"{results[0]['step']}..{results[-1]['step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
