@@ -14,7 +14,7 @@ Examples::
 """
 from absl import app, flags, logging
 
-from sagan_tf import evaluation
+from sagan_tf import cli
 
 FLAGS = flags.FLAGS
 
@@ -46,6 +46,7 @@ flags.DEFINE_integer("seed", None, "Seed of the noise, labels and real-data shuf
 
 def options_from_flags():
     """Builds :class:`sagan_tf.evaluation.EvalOptions` from the flags."""
+    from sagan_tf import evaluation
     return evaluation.EvalOptions(
         checkpoint_dir=FLAGS.checkpoint_dir, batch_size=FLAGS.batch_size,
         eval_dir=FLAGS.eval_dir, eval_sample_size=FLAGS.eval_sample_size,
@@ -64,6 +65,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.checkpoint_dir and not FLAGS.checkpoint_path:
         raise app.UsageError("--checkpoint_dir or --checkpoint_path is required")
+    cli.quiet_tensorflow()
+    from sagan_tf import evaluation
     logging.set_verbosity(logging.INFO)
     options = options_from_flags()
     if options.checkpoint_path:
@@ -73,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -32,6 +32,7 @@ by replica id. One iteration is therefore a pure function of (state, real
 batches, noise), and a run that is stopped and resumed draws exactly the
 noise an uninterrupted run would have drawn.
 """
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -46,7 +47,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from sagan_tf import layers, losses
-from sagan_tf import checkpoints
+from sagan_tf import checkpoints, rundir_lock
 from sagan_tf.distribute import STRATEGY_KINDS, make_strategy
 from sagan_tf.networks import ARCHS, ATTENTION_TYPES, Discriminator, Generator
 from sagan_tf.optimizers import ReleaseAdam
@@ -909,7 +910,10 @@ def train(config, strategy=None, log=print):
     else starts from scratch. Writes ``config.json``, TensorBoard summaries
     every ``save_summaries_steps`` (and at the first step of a run),
     checkpoints every ``save_checkpoint_secs`` / ``save_checkpoint_steps`` and
-    at the end, and ``samples_<step>.png`` at the end.
+    at the end, and ``samples_<step>.png`` at the end. The chief holds the
+    run directory's lock (:mod:`sagan_tf.rundir_lock`) from before it writes
+    anything until it returns; a live holder makes it raise
+    :class:`TrainingError` naming that holder (host, PID, since when).
 
     Faults: SIGTERM/SIGINT (in the main thread) end the run after the current
     iteration with a checkpoint of that step (``result["stopped_by"]``). A
@@ -932,12 +936,13 @@ def train(config, strategy=None, log=print):
       ``images_per_second``, ``num_replicas``, ``global_batch_size``,
       ``stopped_by`` (signal name or None), ``skipped_steps``.
     """
-    with _StopSignals(log) as stop:
-        return _train(config, strategy, log, stop)
+    with _StopSignals(log) as stop, contextlib.ExitStack() as cleanup:
+        return _train(config, strategy, log, stop, cleanup)
 
 
-def _train(config, strategy, log, stop):
-    """:func:`train` with the signal flag ``stop``."""
+def _train(config, strategy, log, stop, cleanup):
+    """:func:`train` with the signal flag ``stop``; ``cleanup`` (an ExitStack)
+    releases the run-directory lock when training ends, however it ends."""
     t_start = time.time()
     config.validate()
     _check_data_dir(config)
@@ -958,6 +963,13 @@ def _train(config, strategy, log, stop):
     trainer = Trainer(config, strategy)
     strategy = trainer.strategy
     chief = _is_chief(strategy)
+    if chief:  # one writer per run directory (sagan_tf/rundir_lock.py)
+        try:
+            lock = rundir_lock.acquire(logdir, log)
+        except rundir_lock.RunDirLockedError as e:
+            raise TrainingError(str(e)) from e
+        if lock is not None:
+            cleanup.callback(lock.release)
     # Non-chief workers of a multi-worker run save into a scratch directory
     # (every worker must take part in saving) which is deleted afterwards.
     ckpt_dir = logdir if chief else os.path.join(

@@ -533,3 +533,52 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
     assert checkpoints.list_complete_checkpoints(logdir) == [os.path.join(logdir, "ckpt-2")]
     assert not [f for f in os.listdir(logdir) if f.startswith("ckpt-4")]  # partial removed
     assert _all_finite(os.path.join(logdir, "ckpt-2"))
+
+
+# ----------------------------------------------------------------------------
+# 5. Two trainers on one run directory (issue #13): one writer only.
+
+def test_two_trainers_racing_on_one_run_directory(records, tmp_path):
+    import socket
+    from sagan_tf import rundir_lock
+    ckpt = str(tmp_path / "ckpt")
+    logdir = os.path.join(ckpt, f"imagenet_{B}")
+    # A lock left by a trainer that is gone (same host, PID no longer exists).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    os.makedirs(logdir)
+    with open(os.path.join(logdir, rundir_lock.LOCK_FILENAME), "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": dead.pid, "since": time.time() - 5}, f)
+    args = _flags(records, ckpt, max_steps=100000, shuffle=False)
+    procs = [_start(args), _start(args)]
+    readers = [_Lines(p) for p in procs]
+    try:
+        deadline = time.time() + 180
+        while all(p.poll() is None for p in procs) and time.time() < deadline:
+            time.sleep(0.1)
+        losers = [i for i, p in enumerate(procs) if p.poll() is not None]
+        assert len(losers) == 1, [r.text() for r in readers]
+        loser = losers[0]
+        winner = 1 - loser
+        # The winner goes on, holding the lock; stop it cleanly (it saves and exits).
+        procs[winner].send_signal(signal.SIGTERM)
+        assert procs[winner].wait(timeout=90) == 0, readers[winner].text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    loser_out, winner_out = readers[loser].text(), readers[winner].text()
+    assert procs[loser].returncode == 1, loser_out
+    errors = [l for l in loser_out.splitlines() if "train_imagenet.py: error" in l]
+    assert len(errors) == 1 and " since " in errors[0], loser_out
+    assert errors == [f"train_imagenet.py: error: run directory {logdir} is in use by PID "
+                      f"{procs[winner].pid} on host {socket.gethostname()} since "
+                      + errors[0].split(" since ")[1]], loser_out
+    assert "Traceback" not in loser_out
+    assert "Starting from scratch" not in loser_out  # refused before touching the directory
+    assert (f"Took over the lock of run directory {logdir} from PID {dead.pid} on host "
+            f"{socket.gethostname()}") in winner_out, winner_out
+    # The winner released the lock at exit; its checkpoint is the only one.
+    assert not os.path.exists(os.path.join(logdir, rundir_lock.LOCK_FILENAME))
+    assert checkpoints.latest_complete_checkpoint(logdir)

@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 flags.DEFINE_string("tf1_checkpoint", None,
                     "Checkpoint prefix (e.g. .../model.ckpt-1000000) or a directory with a "
                     "`checkpoint` file, written by the original release.")
@@ -35,6 +37,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from sagan_tf.legacy import CheckpointMismatchError, convert_tf1_checkpoint
@@ -52,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 flags.DEFINE_string("checkpoint_dir", None,
                     "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
                     "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
@@ -35,6 +37,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from sagan_tf import sampling
@@ -54,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
