@@ -659,10 +659,12 @@ def _format_seconds(s):
 def _distributed_iterator(config, strategy, start_step):
     """Iterator over per-replica ``(images, labels)`` batches, positioned for ``start_step``.
 
-    With ``shuffle=False`` the stream is deterministic, so a resumed run skips
-    the batches already consumed (``start_step * d_step`` per replica) and sees
-    exactly what an uninterrupted run would have seen. (The skipped batches are
-    read and decoded again, so resuming a long unshuffled run takes a while.)
+    With ``shuffle=False`` the stream is deterministic, so a resumed run starts
+    past the batches already consumed (``start_step * d_step`` per replica) and
+    sees exactly what an uninterrupted run would have seen. The start is
+    computed from the files' record counts (``data.make_dataset``'s
+    ``start_record``), so resuming at step 1M costs what resuming at step 1
+    does.
     With shuffling, a resumed run reseeds the shuffles from ``(seed, step)``:
     it gets a fresh order rather than replaying the first one (a shuffle
     buffer of 100,000 images is not checkpointed).
@@ -682,10 +684,11 @@ def _distributed_iterator(config, strategy, start_step):
     # replicas round-robin, one batch each per D step.
     def dataset_fn(ctx):
         local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-        ds = data.make_dataset(config.data_dir, config.image_size, config.batch_size,
-                               config.number_classes, input_context=ctx,
-                               check_image_size=False, **kwargs)
-        return ds.skip(start_step * config.d_step * local_replicas)
+        batches = start_step * config.d_step * local_replicas
+        return data.make_dataset(config.data_dir, config.image_size, config.batch_size,
+                                 config.number_classes, input_context=ctx,
+                                 check_image_size=False,
+                                 start_record=batches * config.batch_size, **kwargs)
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
