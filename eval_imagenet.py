@@ -1,6 +1,7 @@
 """Evaluates SAGAN checkpoints: Inception score, FID and KID (SPEC §8, flags §9).
 
-By default it watches ``<checkpoint_dir>/imagenet_<batch_size>`` and evaluates
+By default it watches ``<checkpoint_dir>/imagenet_<batch_size>`` (without
+``--batch_size``: the only ``imagenet_*`` run there) and evaluates
 every new checkpoint once (the release's ``evaluate_repeatedly``);
 ``--checkpoint_path`` evaluates one checkpoint and exits. Each evaluation
 prints one JSON line and writes TensorBoard summaries under ``--eval_dir``
@@ -18,8 +19,8 @@ from sagan_tf import cli
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("checkpoint_dir", None, "Training checkpoint root (logdir "
-                    "<checkpoint_dir>/imagenet_<batch_size>).")
+flags.DEFINE_string("checkpoint_dir", None, "Training checkpoint root (the --checkpoint_dir of "
+                    "train_imagenet.py; the run is <checkpoint_dir>/imagenet_<batch_size>).")
 flags.DEFINE_string("eval_dir", None, "Where summaries, evaluated.json and the cached real "
                     "activations go (default <checkpoint_dir>/eval).")
 flags.DEFINE_integer("eval_sample_size", 50000, "Number of generated samples per evaluation.")
@@ -32,7 +33,9 @@ flags.DEFINE_integer("gf_dim", None, "Generator width (default: from config.json
 flags.DEFINE_integer("image_size", None, "Image size (default: from config.json).")
 flags.DEFINE_string("data_dir", None, "Training records for the real statistics "
                     "(default: data_dir of config.json).")
-flags.DEFINE_integer("batch_size", 64, "Training per-replica batch size (names the logdir).")
+flags.DEFINE_integer("batch_size", None, "Training per-replica batch size: picks the run "
+                     "<checkpoint_dir>/imagenet_<batch_size>. Default: the only imagenet_* run "
+                     "in --checkpoint_dir.")
 flags.DEFINE_string("inception_path", None, "Local SavedModel / TF-Hub module directory of "
                     "the classifier (default: the TF-GAN Inception on TF-Hub).")
 flags.DEFINE_string("checkpoint_path", None, "Evaluate this one checkpoint and exit.")

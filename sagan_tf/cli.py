@@ -100,11 +100,7 @@ def _quiet_python_logging(tf):
 
 def error_line(error):
     """The one-line message of an expected error (its first non-empty line)."""
-    if isinstance(error, OSError) and error.filename and error.strerror and \
-            str(error.filename) not in str(error):
-        text = f"{error.strerror}: {error.filename}"
-    else:
-        text = str(getattr(error, "message", None) or error).strip() or type(error).__name__
+    text = str(getattr(error, "message", None) or error).strip() or type(error).__name__
     return text.splitlines()[0]
 
 

@@ -40,16 +40,12 @@ def main(argv):
     cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from sagan_tf.legacy import CheckpointMismatchError, convert_tf1_checkpoint
-    try:
-        path = convert_tf1_checkpoint(
-            FLAGS.tf1_checkpoint, FLAGS.output_dir, generator_type=FLAGS.generator_type,
-            discriminator_type=FLAGS.discriminator_type, image_size=FLAGS.image_size,
-            z_dim=FLAGS.z_dim, gf_dim=FLAGS.gf_dim, df_dim=FLAGS.df_dim,
-            number_classes=FLAGS.number_classes, overwrite=FLAGS.overwrite)
-    except (CheckpointMismatchError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from sagan_tf.legacy import convert_tf1_checkpoint
+    path = convert_tf1_checkpoint(
+        FLAGS.tf1_checkpoint, FLAGS.output_dir, generator_type=FLAGS.generator_type,
+        discriminator_type=FLAGS.discriminator_type, image_size=FLAGS.image_size,
+        z_dim=FLAGS.z_dim, gf_dim=FLAGS.gf_dim, df_dim=FLAGS.df_dim,
+        number_classes=FLAGS.number_classes, overwrite=FLAGS.overwrite)
     print(f"wrote {path}")
     return 0
 

@@ -41,14 +41,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from sagan_tf import sampling
-    try:
-        loaded = sampling.load_checkpoint(
-            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-            attention_query_block_size=FLAGS.attention_query_block_size)
-        path = sampling.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    loaded = sampling.load_checkpoint(
+        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+        attention_query_block_size=FLAGS.attention_query_block_size)
+    path = sampling.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
     G = loaded.generator
     print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}): "
           f"serve(z float32 [B, {G.z_dim}], labels int32 [B] in [0, {G.num_classes})) -> "

@@ -69,18 +69,14 @@ def main(argv):
         classes = [int(c) for c in FLAGS.classes] if FLAGS.classes else None
     except ValueError:
         raise app.UsageError(f"--classes must be integers, got {FLAGS.classes}")
-    try:
-        loaded = sampling.load_checkpoint(
-            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-            attention_query_block_size=FLAGS.attention_query_block_size)
-        path, _ = sampling.sample_to_file(
-            loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,
-            num_columns=FLAGS.num_columns, num_steps=FLAGS.num_steps,
-            interpolation=FLAGS.interpolation, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
-            batch_size=FLAGS.sample_batch_size, zoom=FLAGS.zoom, padding=FLAGS.padding)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    loaded = sampling.load_checkpoint(
+        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+        attention_query_block_size=FLAGS.attention_query_block_size)
+    path, _ = sampling.sample_to_file(
+        loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,
+        num_columns=FLAGS.num_columns, num_steps=FLAGS.num_steps,
+        interpolation=FLAGS.interpolation, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
+        batch_size=FLAGS.sample_batch_size, zoom=FLAGS.zoom, padding=FLAGS.padding)
     print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step})")
     return 0
 

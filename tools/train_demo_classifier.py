@@ -157,7 +157,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     flags.DEFINE_string("data_dir", None, "Directory of demo *.tfrecords.")
     flags.DEFINE_string("output_dir", None, "Where to write the classifier SavedModel.")
     flags.DEFINE_integer("image_size", None, "Stored image size (default: from the data).")

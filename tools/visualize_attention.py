@@ -69,21 +69,17 @@ def main(argv):
         labels = [int(c) for c in FLAGS.labels] if FLAGS.labels else None
     except ValueError:
         raise app.UsageError(f"--labels must be integers, got {FLAGS.labels}")
-    try:
-        loaded = sampling.load_checkpoint(
-            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-            discriminator=FLAGS.network != "generator",
-            attention_query_block_size=FLAGS.attention_query_block_size)
-        if labels is None:
-            labels = [int(np.random.default_rng([FLAGS.seed, 1]).integers(loaded.num_classes))]
-        image = (sampling.read_image(FLAGS.image, loaded.image_size) if FLAGS.image else None)
-        figure, _ = sampling.attention_figure_rows(
-            loaded, labels, seed=FLAGS.seed, query_points=queries, network=FLAGS.network,
-            image=image, zoom=FLAGS.zoom, alpha=FLAGS.alpha, upsample=FLAGS.upsample)
-        path = sampling.write_png(FLAGS.output, figure)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    loaded = sampling.load_checkpoint(
+        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+        discriminator=FLAGS.network != "generator",
+        attention_query_block_size=FLAGS.attention_query_block_size)
+    if labels is None:
+        labels = [int(np.random.default_rng([FLAGS.seed, 1]).integers(loaded.num_classes))]
+    image = (sampling.read_image(FLAGS.image, loaded.image_size) if FLAGS.image else None)
+    figure, _ = sampling.attention_figure_rows(
+        loaded, labels, seed=FLAGS.seed, query_points=queries, network=FLAGS.network,
+        image=image, zoom=FLAGS.zoom, alpha=FLAGS.alpha, upsample=FLAGS.upsample)
+    path = sampling.write_png(FLAGS.output, figure)
     print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step})")
     return 0
 
