@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import threading
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -46,6 +47,7 @@ __all__ = [
     "iter_serialized_records",
     "count_records",
     "count_complete_records",
+    "SkippedRecordCounter",
     "peek_image_size",
     "parse_example",
     "make_dataset",
@@ -361,14 +363,54 @@ def parse_example(serialized, image_size: int, num_classes: int | None = None,
 # ----------------------------------------------------------------------------------
 # Pipeline
 # ----------------------------------------------------------------------------------
-def _records_of_file(filename, file_size, skip_corrupt_records: bool):
+class SkippedRecordCounter:
+    """Running count of the records ``skip_corrupt_records`` dropped.
+
+    The reader stops at a file's first unreadable record and drops the rest of
+    the file; :meth:`add` (called from the input pipeline) counts the records
+    of that rest by walking its record headers (a truncated tail counts as
+    one). ``records`` and ``files`` (skip events) are read by the training loop
+    for its progress line and the ``skipped_corrupt_records`` summary.
+    Thread-safe (tf.data calls it from its own threads).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.records = 0
+        self.files = 0
+
+    @staticmethod
+    def records_after(path, offset, size):
+        """Records (by their headers) from byte ``offset`` to ``size`` of ``path``;
+        at least 1 when anything is left (the unreadable record itself)."""
+        count = 0
+        with tf.io.gfile.GFile(path, "rb") as f:
+            while offset + 8 <= size:
+                f.seek(offset)
+                (length,) = struct.unpack("<Q", f.read(8))
+                count += 1
+                offset += _RECORD_OVERHEAD + length
+        return max(count, 1 if offset < size else 0)
+
+    def add(self, path, offset, size):
+        """Counts the dropped rest of ``path`` from byte ``offset``; returns the
+        running total of records."""
+        n = self.records_after(path, int(offset), int(size))
+        with self._lock:
+            self.records += n
+            self.files += 1
+            return self.records
+
+
+def _records_of_file(filename, file_size, skip_corrupt_records: bool,
+                     skipped_counter: SkippedRecordCounter | None = None):
     """Dataset of ``(filename, serialized)`` for one file, in file order.
 
     Reading stops at the first unreadable record (TensorFlow moves to the next file
     after a DataLoss error); the bytes read are then counted against the file size
     so a truncated/corrupt file is reported *with its name* (TF's DataLossError
     message does not name the file), or, with ``skip_corrupt_records``, reported on
-    stderr and skipped.
+    stderr, skipped and counted in ``skipped_counter`` (if given).
     """
     records = tf.data.TFRecordDataset(filename).ignore_errors(
         log_warning=skip_corrupt_records)
@@ -395,9 +437,13 @@ def _records_of_file(filename, file_size, skip_corrupt_records: bool):
             "--skip_corrupt_records reads past such files)"])
         if skip_corrupt_records:
             def warn():
-                op = tf.print("WARNING:", message, "-- skipped the rest of this file "
-                              "(skip_corrupt_records=True)", output_stream=sys.stderr)
-                with tf.control_dependencies([op]):
+                ops = [tf.print("WARNING:", message, "-- skipped the rest of this file "
+                                "(skip_corrupt_records=True)", output_stream=sys.stderr)]
+                if skipped_counter is not None:
+                    ops.append(tf.py_function(
+                        lambda f, c, n: skipped_counter.add(f.numpy().decode(), c, n),
+                        [filename, consumed, file_size], tf.int64))
+                with tf.control_dependencies(ops):
                     return tf.identity(is_end)
             flag = tf.cond(ok, lambda: tf.identity(is_end), warn)
             return rec, flag
@@ -452,7 +498,8 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
                  input_context: tf.distribute.InputContext | None = None,
                  skip_corrupt_records: bool = False, pattern: str = "*.tfrecords",
                  cycle_length: int = 16, check_image_size: bool = True,
-                 start_record: int = 0) -> tf.data.Dataset:
+                 start_record: int = 0,
+                 skipped_counter: SkippedRecordCounter | None = None) -> tf.data.Dataset:
     """The training input pipeline of SPEC §7 for one input pipeline.
 
     Args:
@@ -486,6 +533,8 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         inexactness: a file whose middle holds a record with a bad checksum
         counts all its records, while the reader, with
         ``skip_corrupt_records``, drops its rest.)
+      skipped_counter: a :class:`SkippedRecordCounter` that counts the records
+        ``skip_corrupt_records`` drops (this process's pipelines only).
 
     Returns:
       ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in [-1, 1],
@@ -526,7 +575,7 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         file_ds = file_ds.shuffle(max(num_local, 1), seed=seed, reshuffle_each_iteration=True)
 
     def read_file(filename, size):
-        return _records_of_file(filename, size, skip_corrupt_records)
+        return _records_of_file(filename, size, skip_corrupt_records, skipped_counter)
 
     if sequential:
         records = file_ds.interleave(read_file, cycle_length=1, block_length=1)

@@ -64,6 +64,9 @@ MIXED_PRECISION_POLICIES = ("none", "mixed_bfloat16", "mixed_float16")
 SUMMARY_SCALARS = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "logit_real",
                    "logit_fake", "d_learning_rate", "g_learning_rate",
                    "steps_per_second", "images_per_second")
+#: Scalar summary of the records ``--skip_corrupt_records`` dropped so far
+#: (written with the others when that flag is on).
+SKIPPED_RECORDS_SCALAR = "skipped_corrupt_records"
 #: Image summary tags (TF-GAN ``image_grid`` of up to 16 images).
 SUMMARY_IMAGES = ("input_images", "generated_images")
 #: Config fields that fix the shapes of the checkpointed variables: a resumed
@@ -656,7 +659,7 @@ def _format_seconds(s):
 # ----------------------------------------------------------------------------
 # Input pipeline.
 
-def _distributed_iterator(config, strategy, start_step):
+def _distributed_iterator(config, strategy, start_step, skipped_counter=None):
     """Iterator over per-replica ``(images, labels)`` batches, positioned for ``start_step``.
 
     With ``shuffle=False`` the stream is deterministic, so a resumed run starts
@@ -668,13 +671,16 @@ def _distributed_iterator(config, strategy, start_step):
     With shuffling, a resumed run reseeds the shuffles from ``(seed, step)``:
     it gets a fresh order rather than replaying the first one (a shuffle
     buffer of 100,000 images is not checkpointed).
+    ``skipped_counter``: a :class:`sagan_tf.data.SkippedRecordCounter` counting
+    what ``skip_corrupt_records`` drops.
     """
     from sagan_tf import data
     seed = int(config.seed)
     if start_step and config.shuffle:
         seed = int((seed * 1_000_003 + start_step) % (2 ** 31 - 1))
     kwargs = dict(shuffle=config.shuffle, shuffle_buffer_size=config.shuffle_buffer_size,
-                  seed=seed, skip_corrupt_records=config.skip_corrupt_records)
+                  seed=seed, skip_corrupt_records=config.skip_corrupt_records,
+                  skipped_counter=skipped_counter)
     if config.shuffle or start_step == 0:
         return iter(data.distributed_dataset(strategy, config.data_dir, config.image_size,
                                              config.batch_size, config.number_classes,
@@ -937,7 +943,10 @@ def train(config, strategy=None, log=print):
       ``samples``, ``resumed_from``, ``metrics`` (last step's, floats),
       ``wall_time_s``, ``train_time_s``, ``steps_per_second``,
       ``images_per_second``, ``num_replicas``, ``global_batch_size``,
-      ``stopped_by`` (signal name or None), ``skipped_steps``.
+      ``stopped_by`` (signal name or None), ``skipped_steps``,
+      ``skipped_corrupt_records`` (records ``--skip_corrupt_records`` dropped
+      in this run; also in the progress line and the
+      ``skipped_corrupt_records`` summary).
     """
     with _StopSignals(log) as stop, contextlib.ExitStack() as cleanup:
         return _train(config, strategy, log, stop, cleanup)
@@ -1003,7 +1012,9 @@ def _train(config, strategy, log, stop, cleanup):
 
     writer = (tf.summary.create_file_writer(logdir) if chief and config.save_summaries_steps
               else tf.summary.create_noop_writer())
-    iterator = _distributed_iterator(config, strategy, start_step)
+    from sagan_tf.data import SkippedRecordCounter
+    skipped_records = SkippedRecordCounter() if config.skip_corrupt_records else None
+    iterator = _distributed_iterator(config, strategy, start_step, skipped_records)
 
     step = start_step
     metrics = {}
@@ -1081,6 +1092,8 @@ def _train(config, strategy, log, stop, cleanup):
                 write_scalar("g_learning_rate", _to_float(trainer.g_optimizer.learning_rate))
                 for v in trainer.sigma_ratio_variables:
                     write_scalar(f"sigma_ratio/{v.path}", _to_float(v))
+                if skipped_records is not None:
+                    write_scalar(SKIPPED_RECORDS_SCALAR, skipped_records.records)
                 write_scalar("steps_per_second", rate)
                 write_scalar("images_per_second", rate * trainer.global_batch_size)
                 write_image("input_images", _image_grid(input_images, config.image_size))
@@ -1095,10 +1108,12 @@ def _train(config, strategy, log, stop, cleanup):
                      f"{sec_per_step:.3f} s/step  "
                      f"{trainer.global_batch_size / sec_per_step:.1f} img/s  "
                      f"ETA {_format_seconds(sec_per_step * (config.max_steps - step))}")
+            skipped = (f"  skipped {skipped_records.records} corrupt record(s)"
+                       if skipped_records is not None and skipped_records.records else "")
             log(f"step {step}/{config.max_steps}  d_loss {metrics['d_loss']:.4f} "
                 f"(real {metrics['d_loss_real']:.4f} fake {metrics['d_loss_fake']:.4f})  "
                 f"g_loss {metrics['g_loss']:.4f}  logits {metrics['logit_real']:+.3f}/"
-                f"{metrics['logit_fake']:+.3f}  {speed}")
+                f"{metrics['logit_fake']:+.3f}  {speed}{skipped}")
 
             # GAN collapse signals are reported, never acted on.
             gap = metrics["logit_real"] - metrics["logit_fake"]
@@ -1122,6 +1137,10 @@ def _train(config, strategy, log, stop, cleanup):
             "same command to resume")
     if skipped_steps:
         log(f"{skipped_steps} non-finite step(s) were skipped (--on_nan=skip_step)")
+    if skipped_records is not None and skipped_records.records:
+        log(f"{skipped_records.records} corrupt record(s) skipped in this run "
+            f"({skipped_records.files} read(s) of a damaged file stopped early; "
+            "--skip_corrupt_records)")
     writer.flush()
     samples_path = None
     if chief:
@@ -1149,6 +1168,7 @@ def _train(config, strategy, log, stop, cleanup):
         "global_batch_size": trainer.global_batch_size,
         "config": config, "trainer": trainer,
         "stopped_by": stop.signal, "skipped_steps": skipped_steps,
+        "skipped_corrupt_records": skipped_records.records if skipped_records else 0,
     }
     log(f"Done: step {step}, {steps_run} steps in {_format_seconds(t_end - t_loop)} "
         f"({result['images_per_second']:.1f} img/s after the first step); "

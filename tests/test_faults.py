@@ -465,7 +465,8 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
                 TRAIN)
     jobs = {
         "truncated": job(trunc, "truncated", max_steps=40, shuffle=False),
-        "skip_corrupt": job(trunc, "skip", max_steps=20, skip_corrupt_records=True),
+        "skip_corrupt": job(trunc, "skip", max_steps=20, skip_corrupt_records=True,
+                            save_summaries_steps=10),
         "image_size": job(big, "size", max_steps=2),
         "labels": job(labels, "labels", max_steps=20),
         "empty": job(empty, "empty", max_steps=2),
@@ -494,6 +495,24 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
     assert rc == 0, out
     assert f"TFRecord file {bad_file} is truncated or corrupt" in out
     assert "skipped the rest of this file" in out and "Done: step 20" in out
+    # Counted (issue #13): the truncated file's cut-off last record, once per pass
+    # over it, in the progress lines, the end line and a TensorBoard scalar.
+    counts = [int(l.split("  skipped ")[1].split()[0]) for l in out.splitlines()
+              if l.startswith("step ") and "  skipped " in l]
+    assert counts and counts == sorted(counts) and counts[0] >= 1, out
+    total = re.search(r"^(\d+) corrupt record\(s\) skipped in this run \((\d+) read\(s\) "
+                      r"of a damaged file stopped early", out, re.M)
+    assert total and int(total.group(1)) == int(total.group(2)) >= counts[-1], out
+    total = int(total.group(1))
+    skip_logdir = str(tmp_path / "ck_skip" / f"imagenet_{B}")
+    scalars = [(e.step, v.simple_value if v.HasField("simple_value") else
+                float(tf.make_ndarray(v.tensor)))
+               for f in sorted(os.listdir(skip_logdir)) if f.startswith("events.")
+               for e in tf.compat.v1.train.summary_iterator(os.path.join(skip_logdir, f))
+               for v in e.summary.value if v.tag == "skipped_corrupt_records"]
+    assert [s for s, _ in scalars] == [1, 10, 20], scalars
+    values = [v for _, v in scalars]
+    assert values == sorted(values) and 1 <= values[-1] <= total, scalars
 
     rc, out = res["image_size"]
     assert rc == 2 and "--image_size is 32 but the records in --data_dir" in out, out
