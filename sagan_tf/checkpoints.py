@@ -100,8 +100,8 @@ def find_run_dir(checkpoint_dir, batch_size=None):
     if candidate:
         held = (f"it holds {', '.join(runs)}: pass --batch_size {sizes} (the run's "
                 "per-replica batch size) or leave --batch_size out" if runs else
-                "it holds no training run (no imagenet_<batch_size> directory, checkpoint "
-                "or config.json)")
+                "it holds no training run (no config.json or checkpoint in it nor an "
+                "imagenet_<batch_size> subdirectory)")
         raise FileNotFoundError(f"{candidate} does not exist (--checkpoint_dir "
                                 f"{checkpoint_dir!r} with --batch_size {batch_size}); {held}")
     if len(runs) == 1:
@@ -111,7 +111,8 @@ def find_run_dir(checkpoint_dir, batch_size=None):
                          f"({', '.join(runs)}); pass --batch_size {sizes} to pick one, or "
                          "point --checkpoint_dir at one of them")
     raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r} holds no training run (no "
-                            "imagenet_<batch_size> directory, checkpoint or config.json)")
+                            "config.json or checkpoint in it nor an imagenet_<batch_size> "
+                            "subdirectory; give the --checkpoint_dir of train_imagenet.py)")
 
 
 def listed_checkpoints(logdir):
