@@ -15,17 +15,17 @@ Acquiring:
   starting at the same moment exactly one creates it; the other sees the
   winner's file and refuses with :class:`RunDirLockedError` naming the holder
   (host, PID, since when);
-* a lock whose holder is gone is taken over, with a message: on this host, a
+* a lock whose holder is gone is removed, with a message, and the start
+  competes for the lock again: on this host, a
   PID that no longer exists; from another host (whose processes cannot be
   checked), a lock whose heartbeat is older than ``STALE_AFTER_SECS``
   (10 minutes: 20 missed heartbeats);
-* a takeover first renames the stale file to a unique name (atomic: of two
-  processes taking over the same stale lock, one rename succeeds), checks that
-  the renamed file is the stale one it judged (not a fresh lock someone
-  created in between, which it would then put back), deletes it, and then
-  competes for the ``O_EXCL`` creation like any start.
+* only the start that creates ``train.lock.takeover`` (``O_EXCL`` again)
+  removes a stale lock, after reading it once more, so a fresh lock created
+  meanwhile by another start is never removed; it then competes for the
+  ``O_EXCL`` creation like any start.
 
-Only local paths are locked (``O_EXCL`` and renames are not atomic on object
+Only local paths are locked (``O_EXCL`` creation is not atomic on object
 stores such as ``gs://``); :func:`acquire` returns None for those.
 
 The evaluator and the tools (sampling, export) never take the lock: they only
@@ -178,26 +178,39 @@ def _create(path, host, token):
     return True
 
 
+#: A takeover mutex older than this (seconds) was left by a start that died
+#: while removing a stale lock; it is removed.
+_TAKEOVER_STALE_SECS = 30.0
+
+
 def _remove_if_unchanged(path, holder):
-    """Atomically moves the stale lock ``holder`` out of the way; False if the
-    file changed in between (another process took over first)."""
-    aside = f"{path}.stale-{os.getpid()}-{secrets.token_hex(4)}"
+    """Removes the stale lock ``holder``; False if another start is removing it or
+    the file changed meanwhile.
+
+    Only the holder of ``<lock>.takeover`` (created with ``O_EXCL``) removes a
+    lock, after reading it again, so a fresh lock created by another start
+    is never removed.
+    """
+    mutex = path + ".takeover"
     try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return False
-    moved = read_holder(aside)
-    if moved is None or moved.get("raw") != holder.get("raw"):
-        # A fresh lock was created between our read and our rename: put it
-        # back (link fails if yet another lock appeared meanwhile).
+        fd = os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
         try:
-            os.link(aside, path)
+            if time.time() - os.stat(mutex).st_mtime > _TAKEOVER_STALE_SECS:
+                os.remove(mutex)
         except OSError:
             pass
-        os.remove(aside)
+        time.sleep(0.01)
         return False
-    os.remove(aside)
-    return True
+    os.close(fd)
+    try:
+        now = read_holder(path)
+        if now is None or now.get("raw") != holder.get("raw"):
+            return False
+        os.remove(path)
+        return True
+    finally:
+        os.remove(mutex)
 
 
 def acquire(logdir, log=print, heartbeat_secs=HEARTBEAT_SECS, host=None):
@@ -236,8 +249,8 @@ def acquire(logdir, log=print, heartbeat_secs=HEARTBEAT_SECS, host=None):
                 f"{path}); wait for that trainer to finish or stop it, or use another "
                 "--checkpoint_dir")
         if _remove_if_unchanged(path, holder):
-            log(f"Took over the lock of run directory {logdir} from {_describe(holder)}: "
-                f"{reason}")
+            log(f"Removed the stale lock of run directory {logdir} held by "
+                f"{_describe(holder)}: {reason}")
     raise RunDirLockedError(f"could not take the lock {path}: it keeps changing "
                             "(several trainers starting at once?)")
 
