@@ -263,6 +263,18 @@ def count_complete_records(path: str) -> int:
     reader yields before it stops at a truncated file."""
     size = tf.io.gfile.stat(path).length
     count = offset = 0
+    if "://" not in str(path):  # local file: one 8-byte pread per record
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while offset + 8 <= size:
+                (length,) = struct.unpack("<Q", os.pread(fd, 8, offset))
+                offset += _RECORD_OVERHEAD + length
+                if offset > size:
+                    break
+                count += 1
+        finally:
+            os.close(fd)
+        return count
     with tf.io.gfile.GFile(path, "rb") as f:
         while offset + 8 <= size:
             f.seek(offset)

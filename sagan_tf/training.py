@@ -54,6 +54,7 @@ from sagan_tf.optimizers import ReleaseAdam
 
 __all__ = ["ConfigError", "TrainingError", "TrainingDivergedError", "TrainConfig", "Trainer", "train", "load_config", "save_config",
            "write_scalar", "write_image", "CONFIG_FILENAME", "SUMMARY_SCALARS",
+           "SKIPPED_RECORDS_SCALAR",
            "SUMMARY_IMAGES"]
 
 CONFIG_FILENAME = "config.json"
