@@ -99,9 +99,15 @@ def _quiet_python_logging(tf):
 
 
 def error_line(error):
-    """The one-line message of an expected error (its first non-empty line)."""
+    """The message of an expected error: the library's own messages whole (they
+    are one line, and a multi-line one must not lose its culprit), TensorFlow's
+    ``OpError`` messages cut to their first line (the rest is graph context)."""
     text = str(getattr(error, "message", None) or error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    if op_error is not None and isinstance(error, op_error):
+        return text.splitlines()[0]
+    return text
 
 
 def _expected_errors():

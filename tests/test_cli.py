@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
 from sagan_tf import checkpoints, cli
 from sagan_tf.training import TrainConfig
@@ -145,7 +146,11 @@ def test_run_turns_expected_errors_into_one_line(capsys):
             (cli.UserError("--x is bad; use --y"), "prog: error: --x is bad; use --y"),
             (FileNotFoundError(2, "No such file or directory", "/a/b"),
              "prog: error: [Errno 2] No such file or directory: '/a/b'"),
-            (ValueError("first line\nsecond line"), "prog: error: first line")]:
+            (ValueError("a long message\nwith a second line"),
+             "prog: error: a long message\nwith a second line"),
+            # TensorFlow's errors: the first line (the rest is graph context).
+            (tf.errors.DataLossError(None, None, "corrupt record at 12\n\t [[{{node x}}]]"),
+             "prog: error: corrupt record at 12")]:
         with pytest.raises(SystemExit) as e:
             sys.argv = ["prog"]
             cli.run(failing(error), program="prog")
