@@ -4,7 +4,8 @@ SPEC §8, flags §9, plus this port's class accuracy (when the classifier's clas
 are the data's), intra-FID (--intra_fid_samples_per_class) and standing batch-norm
 statistics (--standing_stats_batches).
 
-By default it watches ``<checkpoint_dir>/imagenet_<batch_size>`` and evaluates
+By default it watches ``<checkpoint_dir>/imagenet_<batch_size>`` (without
+``--batch_size``: the only ``imagenet_*`` run there) and evaluates
 every new checkpoint once (the release's ``evaluate_repeatedly``);
 ``--checkpoint_path`` evaluates one checkpoint and exits. Each evaluation
 prints one JSON line and writes TensorBoard summaries under ``--eval_dir``
@@ -18,12 +19,12 @@ Examples::
 """
 from absl import app, flags, logging
 
-from sagan_tf import evaluation
+from sagan_tf import cli
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("checkpoint_dir", None, "Training checkpoint root (logdir "
-                    "<checkpoint_dir>/imagenet_<batch_size>).")
+flags.DEFINE_string("checkpoint_dir", None, "Training checkpoint root (the --checkpoint_dir of "
+                    "train_imagenet.py; the run is <checkpoint_dir>/imagenet_<batch_size>).")
 flags.DEFINE_string("eval_dir", None, "Where summaries, evaluated.json and the cached real "
                     "activations go (default <checkpoint_dir>/eval).")
 flags.DEFINE_integer("eval_sample_size", 50000, "Number of generated samples per evaluation.")
@@ -36,7 +37,9 @@ flags.DEFINE_integer("gf_dim", None, "Generator width (default: from config.json
 flags.DEFINE_integer("image_size", None, "Image size (default: from config.json).")
 flags.DEFINE_string("data_dir", None, "Training records for the real statistics "
                     "(default: data_dir of config.json).")
-flags.DEFINE_integer("batch_size", 64, "Training per-replica batch size (names the logdir).")
+flags.DEFINE_integer("batch_size", None, "Training per-replica batch size: picks the run "
+                     "<checkpoint_dir>/imagenet_<batch_size>. Default: the only imagenet_* run "
+                     "in --checkpoint_dir.")
 flags.DEFINE_string("inception_path", None, "Local SavedModel / TF-Hub module directory of "
                     "the classifier (default: the TF-GAN Inception on TF-Hub).")
 flags.DEFINE_string("checkpoint_path", None, "Evaluate this one checkpoint and exit.")
@@ -65,6 +68,7 @@ flags.DEFINE_integer("standing_stats_batch_size", None,
 
 def options_from_flags():
     """Builds :class:`sagan_tf.evaluation.EvalOptions` from the flags."""
+    from sagan_tf import evaluation
     return evaluation.EvalOptions(
         checkpoint_dir=FLAGS.checkpoint_dir, batch_size=FLAGS.batch_size,
         eval_dir=FLAGS.eval_dir, eval_sample_size=FLAGS.eval_sample_size,
@@ -86,6 +90,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.checkpoint_dir and not FLAGS.checkpoint_path:
         raise app.UsageError("--checkpoint_dir or --checkpoint_path is required")
+    cli.quiet_tensorflow()
+    from sagan_tf import evaluation
     logging.set_verbosity(logging.INFO)
     options = options_from_flags()
     if options.checkpoint_path:
@@ -95,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

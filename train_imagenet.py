@@ -24,6 +24,8 @@ import sys
 
 from absl import app, flags
 
+from sagan_tf import cli
+
 FLAGS = flags.FLAGS
 
 # --- The release's flags (SPEC §9), same names and defaults.
@@ -191,6 +193,7 @@ def _prepare_demo_data(data_dir):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.quiet_tensorflow()
     # Logical CPU devices must exist before TensorFlow runs any op.
     from sagan_tf import distribute
     if FLAGS.num_cpu_replicas > 1:
@@ -228,4 +231,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,11 +1,33 @@
 """sagan_tf: a faithful TensorFlow 2 / Keras 3 port of Self-Attention GAN (2018 release).
 
-`../shared/SPEC.md` is the reference numerics; docs/ARCHITECTURE.md maps the modules.
+docs/ARCHITECTURE.md maps the modules.
+
+The top-level names (``sagan_tf.Generator``, ``sagan_tf.SelfAttention``, ...)
+are loaded on first use, so that ``import sagan_tf.cli`` does not import
+TensorFlow: the entry points quieten TensorFlow's start-up logging before it
+is imported (:func:`sagan_tf.cli.quiet_tensorflow`).
 """
-from sagan_tf import losses
-from sagan_tf.attention import SelfAttention, SlideSelfAttention
-from sagan_tf.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
-                             SpectralNormDense, SpectralNormEmbedding, spectral_normalize)
-from sagan_tf.networks import ARCHS, Discriminator, Generator
+import importlib
 
 __version__ = "0.1.0"
+
+# name -> submodule that defines it
+_LAZY = {
+    "SelfAttention": "attention", "SlideSelfAttention": "attention",
+    "ConditionalBatchNorm": "layers", "FinalBatchNorm": "layers",
+    "SpectralNormConv2D": "layers", "SpectralNormDense": "layers",
+    "SpectralNormEmbedding": "layers", "spectral_normalize": "layers",
+    "ARCHS": "networks", "Discriminator": "networks", "Generator": "networks",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"sagan_tf.{_LAZY[name]}"), name)
+    if name == "losses":
+        return importlib.import_module("sagan_tf.losses")
+    raise AttributeError(f"module 'sagan_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY) + ["losses"])

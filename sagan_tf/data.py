@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import threading
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -45,6 +46,8 @@ __all__ = [
     "list_record_files",
     "iter_serialized_records",
     "count_records",
+    "count_complete_records",
+    "SkippedRecordCounter",
     "peek_image_size",
     "parse_example",
     "make_dataset",
@@ -254,6 +257,35 @@ def count_records(files: str | Sequence[str]) -> int:
     return total
 
 
+def count_complete_records(path: str) -> int:
+    """Records of one file whose bytes are all present (read from the record
+    headers only; a truncated last record is not counted). This is what the
+    reader yields before it stops at a truncated file."""
+    size = tf.io.gfile.stat(path).length
+    count = offset = 0
+    if "://" not in str(path):  # local file: one 8-byte pread per record
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while offset + 8 <= size:
+                (length,) = struct.unpack("<Q", os.pread(fd, 8, offset))
+                offset += _RECORD_OVERHEAD + length
+                if offset > size:
+                    break
+                count += 1
+        finally:
+            os.close(fd)
+        return count
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while offset + 8 <= size:
+            f.seek(offset)
+            (length,) = struct.unpack("<Q", f.read(8))
+            offset += _RECORD_OVERHEAD + length
+            if offset > size:
+                break
+            count += 1
+    return count
+
+
 def peek_image_size(files: str | Sequence[str]) -> int:
     """Image size ``S`` stored in the first record of the first non-empty file.
 
@@ -343,14 +375,54 @@ def parse_example(serialized, image_size: int, num_classes: int | None = None,
 # ----------------------------------------------------------------------------------
 # Pipeline
 # ----------------------------------------------------------------------------------
-def _records_of_file(filename, file_size, skip_corrupt_records: bool):
+class SkippedRecordCounter:
+    """Running count of the records ``skip_corrupt_records`` dropped.
+
+    The reader stops at a file's first unreadable record and drops the rest of
+    the file; :meth:`add` (called from the input pipeline) counts the records
+    of that rest by walking its record headers (a truncated tail counts as
+    one). ``records`` and ``files`` (skip events) are read by the training loop
+    for its progress line and the ``skipped_corrupt_records`` summary.
+    Thread-safe (tf.data calls it from its own threads).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.records = 0
+        self.files = 0
+
+    @staticmethod
+    def records_after(path, offset, size):
+        """Records (by their headers) from byte ``offset`` to ``size`` of ``path``;
+        at least 1 when anything is left (the unreadable record itself)."""
+        count = 0
+        with tf.io.gfile.GFile(path, "rb") as f:
+            while offset + 8 <= size:
+                f.seek(offset)
+                (length,) = struct.unpack("<Q", f.read(8))
+                count += 1
+                offset += _RECORD_OVERHEAD + length
+        return max(count, 1 if offset < size else 0)
+
+    def add(self, path, offset, size):
+        """Counts the dropped rest of ``path`` from byte ``offset``; returns the
+        running total of records."""
+        n = self.records_after(path, int(offset), int(size))
+        with self._lock:
+            self.records += n
+            self.files += 1
+            return self.records
+
+
+def _records_of_file(filename, file_size, skip_corrupt_records: bool,
+                     skipped_counter: SkippedRecordCounter | None = None):
     """Dataset of ``(filename, serialized)`` for one file, in file order.
 
     Reading stops at the first unreadable record (TensorFlow moves to the next file
     after a DataLoss error); the bytes read are then counted against the file size
     so a truncated/corrupt file is reported *with its name* (TF's DataLossError
     message does not name the file), or, with ``skip_corrupt_records``, reported on
-    stderr and skipped.
+    stderr, skipped and counted in ``skipped_counter`` (if given).
     """
     records = tf.data.TFRecordDataset(filename).ignore_errors(
         log_warning=skip_corrupt_records)
@@ -377,9 +449,13 @@ def _records_of_file(filename, file_size, skip_corrupt_records: bool):
             "--skip_corrupt_records reads past such files)"])
         if skip_corrupt_records:
             def warn():
-                op = tf.print("WARNING:", message, "-- skipped the rest of this file "
-                              "(skip_corrupt_records=True)", output_stream=sys.stderr)
-                with tf.control_dependencies([op]):
+                ops = [tf.print("WARNING:", message, "-- skipped the rest of this file "
+                                "(skip_corrupt_records=True)", output_stream=sys.stderr)]
+                if skipped_counter is not None:
+                    ops.append(tf.py_function(
+                        lambda f, c, n: skipped_counter.add(f.numpy().decode(), c, n),
+                        [filename, consumed, file_size], tf.int64))
+                with tf.control_dependencies(ops):
                     return tf.identity(is_end)
             flag = tf.cond(ok, lambda: tf.identity(is_end), warn)
             return rec, flag
@@ -392,12 +468,50 @@ def _records_of_file(filename, file_size, skip_corrupt_records: bool):
     return records.map(lambda rec, is_end: (filename, rec))
 
 
+def _records_from(epoch_records, files_and_sizes, start_record, read_file, repeat,
+                  num_shards, shard_id):
+    """The sequential record stream started ``start_record`` records in.
+
+    ``epoch_records`` is one epoch of this pipeline (the records of
+    ``files_and_sizes`` in order, then ``shard(num_shards, shard_id)``); the
+    result equals ``epoch_records.repeat().skip(start_record)`` (or without
+    ``repeat``) but reads only the start's own file again.
+    """
+    counts = [count_complete_records(f) for f, _ in files_and_sizes]
+    total = sum(counts)
+    epoch = len(range(shard_id, total, num_shards))  # this shard's records per epoch
+    if epoch == 0:
+        return epoch_records.repeat() if repeat else epoch_records
+    if start_record >= epoch and not repeat:
+        return epoch_records.take(0)
+    # The shard's i-th record is record i * num_shards + shard_id of the epoch,
+    # so starting the unsharded stream at i * num_shards keeps the shard aligned.
+    first = (start_record % epoch) * num_shards
+    k, before = 0, 0
+    while before + counts[k] <= first:
+        before += counts[k]
+        k += 1
+    rest = files_and_sizes[k + 1:]
+    head = read_file(tf.constant(files_and_sizes[k][0]),
+                     tf.constant(files_and_sizes[k][1], tf.int64)).skip(first - before)
+    if rest:
+        head = head.concatenate(tf.data.Dataset.from_tensor_slices(
+            (tf.constant([f for f, _ in rest], tf.string),
+             tf.constant([n for _, n in rest], tf.int64))).interleave(
+                read_file, cycle_length=1, block_length=1))
+    if num_shards > 1:
+        head = head.shard(num_shards, shard_id)
+    return head.concatenate(epoch_records.repeat()) if repeat else head
+
+
 def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: int,
                  shuffle: bool = True, shuffle_buffer_size: int = 100000,
                  repeat: bool = True, seed: int | None = None,
                  input_context: tf.distribute.InputContext | None = None,
                  skip_corrupt_records: bool = False, pattern: str = "*.tfrecords",
-                 cycle_length: int = 16, check_image_size: bool = True) -> tf.data.Dataset:
+                 cycle_length: int = 16, check_image_size: bool = True,
+                 start_record: int = 0,
+                 skipped_counter: SkippedRecordCounter | None = None) -> tf.data.Dataset:
     """The training input pipeline of SPEC §7 for one input pipeline.
 
     Args:
@@ -421,6 +535,18 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
       pattern: glob of the record files inside ``data_dir``.
       cycle_length: files read concurrently by the interleave (shuffle=True).
       check_image_size: read the first record up front to check ``image_size``.
+      start_record: with ``shuffle=False``, start this many records into this
+        pipeline's record stream: the same elements as ``.skip(start_record)``
+        on the unbatched records, at a cost independent of ``start_record``.
+        The position is computed from the record counts of the files (read
+        from their record headers), whole epochs are dropped by a modulo, and
+        only the records before the start inside its one file are read again.
+        (A resumed unshuffled run thus starts where it stopped; the one
+        inexactness: a file whose middle holds a record with a bad checksum
+        counts all its records, while the reader, with
+        ``skip_corrupt_records``, drops its rest.)
+      skipped_counter: a :class:`SkippedRecordCounter` that counts the records
+        ``skip_corrupt_records`` drops (this process's pipelines only).
 
     Returns:
       ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in [-1, 1],
@@ -432,6 +558,8 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         raise ValueError(f"image_size must be >= 1, got {image_size}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if int(start_record) < 0 or (start_record and shuffle):
+        raise ValueError(f"start_record={start_record} needs shuffle=False and must be >= 0")
     files = list_record_files(data_dir, pattern)
     if check_image_size:
         stored = peek_image_size(files)
@@ -459,7 +587,7 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         file_ds = file_ds.shuffle(max(num_local, 1), seed=seed, reshuffle_each_iteration=True)
 
     def read_file(filename, size):
-        return _records_of_file(filename, size, skip_corrupt_records)
+        return _records_of_file(filename, size, skip_corrupt_records, skipped_counter)
 
     if sequential:
         records = file_ds.interleave(read_file, cycle_length=1, block_length=1)
@@ -470,6 +598,13 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
             deterministic=seed is not None)
     if shard_by_record:
         records = records.shard(num_pipelines, pipeline_id)
+    if start_record:
+        local = list(zip(files, sizes))
+        if shard_by_file:
+            local = local[pipeline_id::num_pipelines]
+        records = _records_from(records, local, int(start_record), read_file, repeat,
+                                *((num_pipelines, pipeline_id) if shard_by_record else (1, 0)))
+        repeat = False  # done inside _records_from
     if shuffle:
         records = records.shuffle(int(shuffle_buffer_size), seed=seed,
                                   reshuffle_each_iteration=True)

@@ -147,16 +147,10 @@ class EvalOptions:
 
 
 def logdir_for(checkpoint_dir, batch_size):
-    """``<checkpoint_dir>/imagenet_<batch_size>`` (the release's layout).
-
-    If that directory does not exist but ``checkpoint_dir`` itself holds a
-    checkpoint state file or config.json, ``checkpoint_dir`` is the logdir.
-    """
-    candidate = os.path.join(checkpoint_dir, f"imagenet_{batch_size}")
-    if not os.path.isdir(candidate) and any(
-            os.path.exists(os.path.join(checkpoint_dir, f)) for f in ("checkpoint", CONFIG_NAME)):
-        return checkpoint_dir
-    return candidate
+    """``<checkpoint_dir>/imagenet_<batch_size>`` (the release's layout); see
+    :func:`sagan_tf.checkpoints.find_run_dir` (``batch_size`` None: the only
+    run in ``checkpoint_dir``; a missing run is a one-line error)."""
+    return checkpoints.find_run_dir(checkpoint_dir, batch_size)
 
 
 def read_config(logdir):

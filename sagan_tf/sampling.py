@@ -105,31 +105,7 @@ def find_logdir(checkpoint_dir, batch_size=None):
     if not checkpoint_dir:
         raise ValueError("--checkpoint_dir is required (a training log directory, its parent "
                          "--checkpoint_dir of train_imagenet.py, or a converted checkpoint)")
-    if not os.path.isdir(checkpoint_dir):
-        raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r} is not a directory")
-    if batch_size:
-        candidate = os.path.join(checkpoint_dir, f"imagenet_{int(batch_size)}")
-        if os.path.isdir(candidate):
-            return candidate
-    if any(os.path.exists(os.path.join(checkpoint_dir, f))
-           for f in (CONFIG_FILENAME, "checkpoint")):
-        return checkpoint_dir
-    runs = sorted(d for d in glob.glob(os.path.join(checkpoint_dir, "imagenet_*"))
-                  if os.path.isdir(d))
-    if batch_size:
-        raise FileNotFoundError(
-            f"no {os.path.join(checkpoint_dir, f'imagenet_{int(batch_size)}')!r} and no "
-            f"{CONFIG_FILENAME} in --checkpoint_dir {checkpoint_dir!r}")
-    if len(runs) == 1:
-        return runs[0]
-    if len(runs) > 1:
-        names = ", ".join(os.path.basename(r) for r in runs)
-        raise ValueError(f"--checkpoint_dir {checkpoint_dir!r} holds several runs ({names}); "
-                         "pass --batch_size to pick imagenet_<batch_size>, or point "
-                         "--checkpoint_dir at one of them")
-    raise FileNotFoundError(
-        f"no {CONFIG_FILENAME} or checkpoint in --checkpoint_dir {checkpoint_dir!r} nor in an "
-        "imagenet_<batch_size> subdirectory (is it a training log directory?)")
+    return checkpoints.find_run_dir(checkpoint_dir, batch_size)
 
 
 def find_checkpoint(logdir, checkpoint_path=None):

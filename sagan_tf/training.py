@@ -32,6 +32,7 @@ by replica id. One iteration is therefore a pure function of (state, real
 batches, noise), and a run that is stopped and resumed draws exactly the
 noise an uninterrupted run would have drawn.
 """
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -46,7 +47,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from sagan_tf import layers, losses
-from sagan_tf import checkpoints
+from sagan_tf import checkpoints, rundir_lock
 from sagan_tf.distribute import STRATEGY_KINDS, make_strategy
 from sagan_tf.networks import (ARCHS, BLOCK_TYPES, Discriminator, Generator,
                                attention_placements, parse_resolutions)
@@ -54,6 +55,7 @@ from sagan_tf.optimizers import ReleaseAdam
 
 __all__ = ["ConfigError", "TrainingError", "TrainingDivergedError", "TrainConfig", "Trainer", "train", "load_config", "save_config",
            "write_scalar", "write_image", "CONFIG_FILENAME", "SUMMARY_SCALARS",
+           "SKIPPED_RECORDS_SCALAR",
            "SUMMARY_IMAGES"]
 
 CONFIG_FILENAME = "config.json"
@@ -64,6 +66,9 @@ MIXED_PRECISION_POLICIES = ("none", "mixed_bfloat16", "mixed_float16")
 SUMMARY_SCALARS = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "logit_real",
                    "logit_fake", "d_learning_rate", "g_learning_rate",
                    "steps_per_second", "images_per_second")
+#: Scalar summary of the records ``--skip_corrupt_records`` dropped so far
+#: (written with the others when that flag is on).
+SKIPPED_RECORDS_SCALAR = "skipped_corrupt_records"
 #: Image summary tags (TF-GAN ``image_grid`` of up to 16 images).
 SUMMARY_IMAGES = ("input_images", "generated_images")
 #: Config fields that fix the shapes of the checkpointed variables: a resumed
@@ -690,23 +695,28 @@ def _format_seconds(s):
 # ----------------------------------------------------------------------------
 # Input pipeline.
 
-def _distributed_iterator(config, strategy, start_step):
+def _distributed_iterator(config, strategy, start_step, skipped_counter=None):
     """Iterator over per-replica ``(images, labels)`` batches, positioned for ``start_step``.
 
-    With ``shuffle=False`` the stream is deterministic, so a resumed run skips
-    the batches already consumed (``start_step * d_step`` per replica) and sees
-    exactly what an uninterrupted run would have seen. (The skipped batches are
-    read and decoded again, so resuming a long unshuffled run takes a while.)
+    With ``shuffle=False`` the stream is deterministic, so a resumed run starts
+    past the batches already consumed (``start_step * d_step`` per replica) and
+    sees exactly what an uninterrupted run would have seen. The start is
+    computed from the files' record counts (``data.make_dataset``'s
+    ``start_record``), so resuming at step 1M costs what resuming at step 1
+    does.
     With shuffling, a resumed run reseeds the shuffles from ``(seed, step)``:
     it gets a fresh order rather than replaying the first one (a shuffle
     buffer of 100,000 images is not checkpointed).
+    ``skipped_counter``: a :class:`sagan_tf.data.SkippedRecordCounter` counting
+    what ``skip_corrupt_records`` drops.
     """
     from sagan_tf import data
     seed = int(config.seed)
     if start_step and config.shuffle:
         seed = int((seed * 1_000_003 + start_step) % (2 ** 31 - 1))
     kwargs = dict(shuffle=config.shuffle, shuffle_buffer_size=config.shuffle_buffer_size,
-                  seed=seed, skip_corrupt_records=config.skip_corrupt_records)
+                  seed=seed, skip_corrupt_records=config.skip_corrupt_records,
+                  skipped_counter=skipped_counter)
     if config.shuffle or start_step == 0:
         return iter(data.distributed_dataset(strategy, config.data_dir, config.image_size,
                                              config.batch_size, config.number_classes,
@@ -716,10 +726,11 @@ def _distributed_iterator(config, strategy, start_step):
     # replicas round-robin, one batch each per D step.
     def dataset_fn(ctx):
         local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-        ds = data.make_dataset(config.data_dir, config.image_size, config.batch_size,
-                               config.number_classes, input_context=ctx,
-                               check_image_size=False, **kwargs)
-        return ds.skip(start_step * config.d_step * local_replicas)
+        batches = start_step * config.d_step * local_replicas
+        return data.make_dataset(config.data_dir, config.image_size, config.batch_size,
+                                 config.number_classes, input_context=ctx,
+                                 check_image_size=False,
+                                 start_record=batches * config.batch_size, **kwargs)
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
@@ -946,6 +957,9 @@ def train(config, strategy=None, log=print):
     checkpoints every ``save_checkpoint_secs`` / ``save_checkpoint_steps`` and
     at the end, and ``samples_<step>.png`` at the end (plus
     ``samples_<step>_standing_stats.png`` with ``standing_stats_batches``).
+    The chief holds the run directory's lock (:mod:`sagan_tf.rundir_lock`)
+    from before it writes anything until it returns; a live holder makes it
+    raise :class:`TrainingError` naming that holder (host, PID, since when).
 
     Faults: SIGTERM/SIGINT (in the main thread) end the run after the current
     iteration with a checkpoint of that step (``result["stopped_by"]``). A
@@ -966,10 +980,13 @@ def train(config, strategy=None, log=print):
       ``samples``, ``samples_standing_stats`` (path or None), ``resumed_from``, ``metrics`` (last step's, floats),
       ``wall_time_s``, ``train_time_s``, ``steps_per_second``,
       ``images_per_second``, ``num_replicas``, ``global_batch_size``,
-      ``stopped_by`` (signal name or None), ``skipped_steps``.
+      ``stopped_by`` (signal name or None), ``skipped_steps``,
+      ``skipped_corrupt_records`` (records ``--skip_corrupt_records`` dropped
+      in this run; also in the progress line and the
+      ``skipped_corrupt_records`` summary).
     """
-    with _StopSignals(log) as stop:
-        return _train(config, strategy, log, stop)
+    with _StopSignals(log) as stop, contextlib.ExitStack() as cleanup:
+        return _train(config, strategy, log, stop, cleanup)
 
 
 def _write_sample_grids(trainer, logdir, step, log):
@@ -1004,8 +1021,9 @@ def _write_sample_grids(trainer, logdir, step, log):
     return samples_path, standing_path
 
 
-def _train(config, strategy, log, stop):
-    """:func:`train` with the signal flag ``stop``."""
+def _train(config, strategy, log, stop, cleanup):
+    """:func:`train` with the signal flag ``stop``; ``cleanup`` (an ExitStack)
+    releases the run-directory lock when training ends, however it ends."""
     t_start = time.time()
     config.validate()
     _check_data_dir(config)
@@ -1026,6 +1044,13 @@ def _train(config, strategy, log, stop):
     trainer = Trainer(config, strategy)
     strategy = trainer.strategy
     chief = _is_chief(strategy)
+    if chief:  # one writer per run directory (sagan_tf/rundir_lock.py)
+        try:
+            lock = rundir_lock.acquire(logdir, log)
+        except rundir_lock.RunDirLockedError as e:
+            raise TrainingError(str(e)) from e
+        if lock is not None:
+            cleanup.callback(lock.release)
     # Non-chief workers of a multi-worker run save into a scratch directory
     # (every worker must take part in saving) which is deleted afterwards.
     ckpt_dir = logdir if chief else os.path.join(
@@ -1056,7 +1081,9 @@ def _train(config, strategy, log, stop):
 
     writer = (tf.summary.create_file_writer(logdir) if chief and config.save_summaries_steps
               else tf.summary.create_noop_writer())
-    iterator = _distributed_iterator(config, strategy, start_step)
+    from sagan_tf.data import SkippedRecordCounter
+    skipped_records = SkippedRecordCounter() if config.skip_corrupt_records else None
+    iterator = _distributed_iterator(config, strategy, start_step, skipped_records)
 
     step = start_step
     metrics = {}
@@ -1134,6 +1161,8 @@ def _train(config, strategy, log, stop):
                 write_scalar("g_learning_rate", _to_float(trainer.g_optimizer.learning_rate))
                 for v in trainer.sigma_ratio_variables:
                     write_scalar(f"sigma_ratio/{v.path}", _to_float(v))
+                if skipped_records is not None:
+                    write_scalar(SKIPPED_RECORDS_SCALAR, skipped_records.records)
                 write_scalar("steps_per_second", rate)
                 write_scalar("images_per_second", rate * trainer.global_batch_size)
                 write_image("input_images", _image_grid(input_images, config.image_size))
@@ -1148,10 +1177,12 @@ def _train(config, strategy, log, stop):
                      f"{sec_per_step:.3f} s/step  "
                      f"{trainer.global_batch_size / sec_per_step:.1f} img/s  "
                      f"ETA {_format_seconds(sec_per_step * (config.max_steps - step))}")
+            skipped = (f"  skipped {skipped_records.records} corrupt record(s)"
+                       if skipped_records is not None and skipped_records.records else "")
             log(f"step {step}/{config.max_steps}  d_loss {metrics['d_loss']:.4f} "
                 f"(real {metrics['d_loss_real']:.4f} fake {metrics['d_loss_fake']:.4f})  "
                 f"g_loss {metrics['g_loss']:.4f}  logits {metrics['logit_real']:+.3f}/"
-                f"{metrics['logit_fake']:+.3f}  {speed}")
+                f"{metrics['logit_fake']:+.3f}  {speed}{skipped}")
 
             # GAN collapse signals are reported, never acted on.
             gap = metrics["logit_real"] - metrics["logit_fake"]
@@ -1175,6 +1206,10 @@ def _train(config, strategy, log, stop):
             "same command to resume")
     if skipped_steps:
         log(f"{skipped_steps} non-finite step(s) were skipped (--on_nan=skip_step)")
+    if skipped_records is not None and skipped_records.records:
+        log(f"{skipped_records.records} corrupt record(s) skipped in this run "
+            f"({skipped_records.files} read(s) of a damaged file stopped early; "
+            "--skip_corrupt_records)")
     writer.flush()
     samples_path = standing_samples_path = None
     if chief:
@@ -1198,6 +1233,7 @@ def _train(config, strategy, log, stop):
         "global_batch_size": trainer.global_batch_size,
         "config": config, "trainer": trainer,
         "stopped_by": stop.signal, "skipped_steps": skipped_steps,
+        "skipped_corrupt_records": skipped_records.records if skipped_records else 0,
     }
     log(f"Done: step {step}, {steps_run} steps in {_format_seconds(t_end - t_loop)} "
         f"({result['images_per_second']:.1f} img/s after the first step); "

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -464,7 +465,8 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
                 TRAIN)
     jobs = {
         "truncated": job(trunc, "truncated", max_steps=40, shuffle=False),
-        "skip_corrupt": job(trunc, "skip", max_steps=20, skip_corrupt_records=True),
+        "skip_corrupt": job(trunc, "skip", max_steps=20, skip_corrupt_records=True,
+                            save_summaries_steps=10),
         "image_size": job(big, "size", max_steps=2),
         "labels": job(labels, "labels", max_steps=20),
         "empty": job(empty, "empty", max_steps=2),
@@ -493,6 +495,24 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
     assert rc == 0, out
     assert f"TFRecord file {bad_file} is truncated or corrupt" in out
     assert "skipped the rest of this file" in out and "Done: step 20" in out
+    # Counted (issue #13): the truncated file's cut-off last record, once per pass
+    # over it, in the progress lines, the end line and a TensorBoard scalar.
+    counts = [int(l.split("  skipped ")[1].split()[0]) for l in out.splitlines()
+              if l.startswith("step ") and "  skipped " in l]
+    assert counts and counts == sorted(counts) and counts[0] >= 1, out
+    total = re.search(r"^(\d+) corrupt record\(s\) skipped in this run \((\d+) read\(s\) "
+                      r"of a damaged file stopped early", out, re.M)
+    assert total and int(total.group(1)) == int(total.group(2)) >= counts[-1], out
+    total = int(total.group(1))
+    skip_logdir = str(tmp_path / "ck_skip" / f"imagenet_{B}")
+    scalars = [(e.step, v.simple_value if v.HasField("simple_value") else
+                float(tf.make_ndarray(v.tensor)))
+               for f in sorted(os.listdir(skip_logdir)) if f.startswith("events.")
+               for e in tf.compat.v1.train.summary_iterator(os.path.join(skip_logdir, f))
+               for v in e.summary.value if v.tag == "skipped_corrupt_records"]
+    assert [s for s, _ in scalars] == [1, 10, 20], scalars
+    values = [v for _, v in scalars]
+    assert values == sorted(values) and 1 <= values[-1] <= total, scalars
 
     rc, out = res["image_size"]
     assert rc == 2 and "--image_size is 32 but the records in --data_dir" in out, out
@@ -533,3 +553,60 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
     assert checkpoints.list_complete_checkpoints(logdir) == [os.path.join(logdir, "ckpt-2")]
     assert not [f for f in os.listdir(logdir) if f.startswith("ckpt-4")]  # partial removed
     assert _all_finite(os.path.join(logdir, "ckpt-2"))
+
+
+# ----------------------------------------------------------------------------
+# 5. Two trainers on one run directory (issue #13): one writer only.
+
+def test_two_trainers_racing_on_one_run_directory(records, tmp_path):
+    import socket
+    from sagan_tf import rundir_lock
+    ckpt = str(tmp_path / "ckpt")
+    logdir = os.path.join(ckpt, f"imagenet_{B}")
+    # A lock left by a trainer that is gone (same host, PID no longer exists).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    os.makedirs(logdir)
+    with open(os.path.join(logdir, rundir_lock.LOCK_FILENAME), "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": dead.pid, "since": time.time() - 5}, f)
+    args = _flags(records, ckpt, max_steps=100000, shuffle=False)
+    # A default environment: TensorFlow's start-up logging is the program's to hide.
+    env = _env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]
+    procs = [_start(args, env), _start(args, env)]
+    readers = [_Lines(p) for p in procs]
+    try:
+        deadline = time.time() + 180
+        while all(p.poll() is None for p in procs) and time.time() < deadline:
+            time.sleep(0.1)
+        losers = [i for i, p in enumerate(procs) if p.poll() is not None]
+        assert len(losers) == 1, [r.text() for r in readers]
+        loser = losers[0]
+        winner = 1 - loser
+        # The winner goes on, holding the lock; stop it cleanly (it saves and exits).
+        procs[winner].send_signal(signal.SIGTERM)
+        assert procs[winner].wait(timeout=90) == 0, readers[winner].text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    loser_out, winner_out = readers[loser].text(), readers[winner].text()
+    assert procs[loser].returncode == 1, loser_out
+    # Nothing else (no traceback, no TF logging) but perhaps the stale-lock removal.
+    errors = [l for l in loser_out.strip().splitlines() if not l.startswith("Removed the stale")]
+    assert len(errors) == 1 and " since " in errors[0], loser_out
+    assert errors == [f"train_imagenet.py: error: run directory {logdir} is in use by PID "
+                      f"{procs[winner].pid} on host {socket.gethostname()} since "
+                      + errors[0].split(" since ")[1]], loser_out
+    cpp_log = re.compile(r"^[IWEF]\d{4} |oneDNN custom operations|cpu_feature_guard|cuInit|"
+                         r"absl::InitializeLog|Traceback", re.M)
+    assert not cpp_log.search(winner_out), winner_out
+    assert "Starting from scratch" not in loser_out  # refused before touching the directory
+    # The stale lock was removed once, by one of the two (either may then win).
+    removal = (f"Removed the stale lock of run directory {logdir} held by PID {dead.pid} on "
+               f"host {socket.gethostname()}")
+    assert (loser_out + winner_out).count(removal) == 1, (loser_out, winner_out)
+    # The winner released the lock at exit; its checkpoint is the only one.
+    assert not os.path.exists(os.path.join(logdir, rundir_lock.LOCK_FILENAME))
+    assert checkpoints.latest_complete_checkpoint(logdir)

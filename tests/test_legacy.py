@@ -141,6 +141,9 @@ def test_command_line_tool_reports_mismatch(release_checkpoint, tmp_path):
          "--tf1_checkpoint", path, "--output_dir", str(tmp_path / "o"), "--image_size", "128",
          "--z_dim", "8", "--gf_dim", "2", "--df_dim", "4", "--number_classes", "6"],
         capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    # Expected errors of every tool exit with status 2 (sagan_tf.cli), no traceback.
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "convert_tf1_checkpoint.py: error: " in proc.stderr
     assert "model/g_block1/cbn_0/gamma expected [6, 32] found [5, 32]" in proc.stderr
     assert not (tmp_path / "o").exists()

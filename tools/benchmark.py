@@ -33,6 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
 #: Keys every result line has (tests check them).
 RESULT_KEYS = ("median_seconds_per_iteration", "min_seconds_per_iteration",
@@ -584,9 +586,9 @@ def define_flags(flag_values=None):
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     devices = setup_devices(FLAGS.num_replicas, FLAGS.threads)
     result = run_benchmark(
         arch=FLAGS.arch, image_size=FLAGS.image_size, gf_dim=FLAGS.gf_dim,
@@ -606,4 +608,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -28,6 +28,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sagan_tf import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("imagenet_dir", None,
                     "ImageNet train folder: one subfolder of images per synset; label = index "
@@ -52,6 +54,7 @@ flags.DEFINE_float("progress_interval", 10.0, "Seconds between progress lines on
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     del argv
     from sagan_tf import imagenet_records
 
@@ -72,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

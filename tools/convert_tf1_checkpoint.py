@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 flags.DEFINE_string("tf1_checkpoint", None,
                     "Checkpoint prefix (e.g. .../model.ckpt-1000000) or a directory with a "
                     "`checkpoint` file, written by the original release.")
@@ -35,21 +37,18 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from sagan_tf.legacy import CheckpointMismatchError, convert_tf1_checkpoint
-    try:
-        path = convert_tf1_checkpoint(
-            FLAGS.tf1_checkpoint, FLAGS.output_dir, generator_type=FLAGS.generator_type,
-            discriminator_type=FLAGS.discriminator_type, image_size=FLAGS.image_size,
-            z_dim=FLAGS.z_dim, gf_dim=FLAGS.gf_dim, df_dim=FLAGS.df_dim,
-            number_classes=FLAGS.number_classes, overwrite=FLAGS.overwrite)
-    except (CheckpointMismatchError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from sagan_tf.legacy import convert_tf1_checkpoint
+    path = convert_tf1_checkpoint(
+        FLAGS.tf1_checkpoint, FLAGS.output_dir, generator_type=FLAGS.generator_type,
+        discriminator_type=FLAGS.discriminator_type, image_size=FLAGS.image_size,
+        z_dim=FLAGS.z_dim, gf_dim=FLAGS.gf_dim, df_dim=FLAGS.df_dim,
+        number_classes=FLAGS.number_classes, overwrite=FLAGS.overwrite)
     print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 flags.DEFINE_string("checkpoint_dir", None,
                     "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
                     "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
@@ -43,19 +45,16 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from sagan_tf import sampling
-    try:
-        loaded = sampling.load_checkpoint(
-            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-            attention_query_block_size=FLAGS.attention_query_block_size)
-        sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
-                                         FLAGS.standing_stats_batch_size, seed=0)
-        path = sampling.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    loaded = sampling.load_checkpoint(
+        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+        attention_query_block_size=FLAGS.attention_query_block_size)
+    sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
+                                     FLAGS.standing_stats_batch_size, seed=0)
+    path = sampling.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
     G = loaded.generator
     print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}): "
           f"serve(z float32 [B, {G.z_dim}], labels int32 [B] in [0, {G.num_classes})) -> "
@@ -65,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -12,9 +12,11 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sagan_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "data/demo", "Directory for the shards and manifest.json.")
@@ -26,6 +28,7 @@ flags.DEFINE_integer("num_shards", 4, "Number of .tfrecords files.")
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     del argv
     from sagan_tf import demo_data
 
@@ -40,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -29,6 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 flags.DEFINE_string("checkpoint_dir", None,
                     "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
                     "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
@@ -67,6 +69,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from sagan_tf import sampling
@@ -74,24 +77,20 @@ def main(argv):
         classes = [int(c) for c in FLAGS.classes] if FLAGS.classes else None
     except ValueError:
         raise app.UsageError(f"--classes must be integers, got {FLAGS.classes}")
-    try:
-        loaded = sampling.load_checkpoint(
-            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-            attention_query_block_size=FLAGS.attention_query_block_size)
-        sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
-                                         FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
-        path, _ = sampling.sample_to_file(
-            loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,
-            num_columns=FLAGS.num_columns, num_steps=FLAGS.num_steps,
-            interpolation=FLAGS.interpolation, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
-            batch_size=FLAGS.sample_batch_size, zoom=FLAGS.zoom, padding=FLAGS.padding)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    loaded = sampling.load_checkpoint(
+        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+        attention_query_block_size=FLAGS.attention_query_block_size)
+    sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
+                                     FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
+    path, _ = sampling.sample_to_file(
+        loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,
+        num_columns=FLAGS.num_columns, num_steps=FLAGS.num_steps,
+        interpolation=FLAGS.interpolation, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
+        batch_size=FLAGS.sample_batch_size, zoom=FLAGS.zoom, padding=FLAGS.padding)
     print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}; "
           f"G's batch norms: {loaded.bn_statistics})")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

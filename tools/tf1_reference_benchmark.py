@@ -32,6 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 # The graph itself lives in tools/tf1_release_graph.py (shared with the parity tests).
 from tf1_release_graph import ReleaseGraphSession, build_release_graph  # noqa: E402,F401
 
@@ -99,6 +101,7 @@ def define_flags():
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -112,4 +115,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

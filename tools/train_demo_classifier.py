@@ -23,9 +23,12 @@ import sys
 import tempfile
 
 import numpy as np
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sagan_tf import cli  # noqa: E402
+
+tf = cli.quiet_tensorflow()  # before anything else imports TensorFlow
 
 from sagan_tf import data as sdata  # noqa: E402
 from sagan_tf import metrics  # noqa: E402
@@ -154,7 +157,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     flags.DEFINE_string("data_dir", None, "Directory of demo *.tfrecords.")
     flags.DEFINE_string("output_dir", None, "Where to write the classifier SavedModel.")
     flags.DEFINE_integer("image_size", None, "Stored image size (default: from the data).")
@@ -165,4 +168,4 @@ if __name__ == "__main__":
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.mark_flags_as_required(["data_dir", "output_dir"])
-    app.run(main)
+    cli.run(main)

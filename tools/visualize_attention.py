@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 flags.DEFINE_string("checkpoint_dir", None,
                     "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
                     "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
@@ -62,6 +64,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import numpy as np
@@ -74,27 +77,23 @@ def main(argv):
         labels = [int(c) for c in FLAGS.labels] if FLAGS.labels else None
     except ValueError:
         raise app.UsageError(f"--labels must be integers, got {FLAGS.labels}")
-    try:
-        loaded = sampling.load_checkpoint(
-            FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-            discriminator=FLAGS.network != "generator",
-            attention_query_block_size=FLAGS.attention_query_block_size)
-        sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
-                                         FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
-        if labels is None:
-            labels = [int(np.random.default_rng([FLAGS.seed, 1]).integers(loaded.num_classes))]
-        image = (sampling.read_image(FLAGS.image, loaded.image_size) if FLAGS.image else None)
-        figure, _ = sampling.attention_figure_rows(
-            loaded, labels, seed=FLAGS.seed, query_points=queries, network=FLAGS.network,
-            image=image, zoom=FLAGS.zoom, alpha=FLAGS.alpha, upsample=FLAGS.upsample)
-        path = sampling.write_png(FLAGS.output, figure)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    loaded = sampling.load_checkpoint(
+        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
+        discriminator=FLAGS.network != "generator",
+        attention_query_block_size=FLAGS.attention_query_block_size)
+    sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
+                                     FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
+    if labels is None:
+        labels = [int(np.random.default_rng([FLAGS.seed, 1]).integers(loaded.num_classes))]
+    image = (sampling.read_image(FLAGS.image, loaded.image_size) if FLAGS.image else None)
+    figure, _ = sampling.attention_figure_rows(
+        loaded, labels, seed=FLAGS.seed, query_points=queries, network=FLAGS.network,
+        image=image, zoom=FLAGS.zoom, alpha=FLAGS.alpha, upsample=FLAGS.upsample)
+    path = sampling.write_png(FLAGS.output, figure)
     print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}; "
           f"G's batch norms: {loaded.bn_statistics})")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,0 +1,143 @@
+"""What every entry point and tool shares: a quiet TensorFlow start and one-line errors.
+
+Importing this module does not import TensorFlow. An entry script starts with::
+
+    from sagan_tf import cli
+    cli.quiet_tensorflow()          # before anything imports TensorFlow
+    ...
+    if __name__ == "__main__":
+        cli.run(main)               # absl app.run, expected errors -> one line
+
+Quiet start: unless the user set ``TF_CPP_MIN_LOG_LEVEL``, it is set to 2
+(TensorFlow's C++ warnings and infos hidden, errors shown), and the lines
+TensorFlow's libraries print while loading -- before its log level applies
+(oneDNN notice, CPU feature guard, "could not find cuda drivers", the failed
+``cuInit`` of a machine without GPU) -- are held back; any other line printed
+then is passed on. TensorFlow's Python logger and absl's are set to warnings (unless ``--verbosity``
+was given). With
+``TF_CPP_MIN_LOG_LEVEL`` set by the user nothing is filtered.
+
+Errors: :func:`run` turns the expected failures -- :class:`UserError`, the
+``ValueError`` / ``OSError`` family the library raises for bad flags, missing
+or mismatched directories, mismatched checkpoints, an unreachable classifier,
+and TensorFlow's ``OpError`` (an unreadable file) -- into one line
+``<program>: error: <message>`` on stderr and exit status
+:data:`EXIT_USER_ERROR`; Ctrl-C exits with 130 and one line. Anything else (a
+bug) keeps its traceback.
+"""
+import os
+import re
+import sys
+import tempfile
+
+__all__ = ["UserError", "EXIT_USER_ERROR", "EXPECTED_ERRORS", "quiet_tensorflow", "run",
+           "error_line"]
+
+#: Exit status of an expected error (a usage error, as absl and argparse use).
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """An expected failure caused by the user's input; its message names the
+    culprit and the fix. Entry points print it as one line (no traceback)."""
+
+
+#: Exceptions :func:`run` reports as one line. ValueError covers the library's
+#: ConfigError, CheckpointMismatchError and ClassifierError; OSError covers
+#: FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError.
+EXPECTED_ERRORS = (UserError, ValueError, OSError)
+
+# Lines TensorFlow's shared libraries print at load time through absl, before
+# TF_CPP_MIN_LOG_LEVEL takes effect.
+_STARTUP_NOISE = re.compile(
+    r"^(I\d{4} .*|WARNING: All log messages before absl::InitializeLog\(\) is called.*"
+    r"|To enable the following instructions: .*|E\d{4} .*failed call to cuInit.*)$")
+
+
+def quiet_tensorflow():
+    """Imports TensorFlow quietly (see the module docstring); returns the module.
+
+    Call it before anything imports TensorFlow; calling it later (or twice) only
+    sets the Python logger's level.
+    """
+    user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    if user_set or "tensorflow" in sys.modules:
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        if not user_set:
+            _quiet_python_logging(tf)
+        return tf
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured = tempfile.TemporaryFile()
+    try:
+        os.dup2(captured.fileno(), 2)
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        tf.config.list_physical_devices()  # loads the device plugins (cuInit) now
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode("utf-8", "replace")
+        captured.close()
+        kept = [line for line in text.splitlines() if line and not _STARTUP_NOISE.match(line)]
+        if kept:
+            print("\n".join(kept), file=sys.stderr, flush=True)
+    _quiet_python_logging(tf)
+    return tf
+
+
+def _quiet_python_logging(tf):
+    """TensorFlow's Python logger and absl's (which TensorFlow's checkpoint code
+    uses for INFO lines) at warnings, unless ``--verbosity`` was given."""
+    tf.get_logger().setLevel("WARNING")
+    from absl import flags, logging  # pylint: disable=import-outside-toplevel
+    if not (flags.FLAGS.is_parsed() and "verbosity" in flags.FLAGS
+            and flags.FLAGS["verbosity"].present):
+        logging.set_verbosity(logging.WARNING)
+
+
+def error_line(error):
+    """The message of an expected error: the library's own messages whole (they
+    are one line, and a multi-line one must not lose its culprit), TensorFlow's
+    ``OpError`` messages cut to their first line (the rest is graph context)."""
+    text = str(getattr(error, "message", None) or error).strip() or type(error).__name__
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    if op_error is not None and isinstance(error, op_error):
+        return text.splitlines()[0]
+    return text
+
+
+def _expected_errors():
+    """:data:`EXPECTED_ERRORS` plus TensorFlow's ``OpError`` (an unreadable
+    checkpoint or record file) when TensorFlow is loaded."""
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    return EXPECTED_ERRORS + ((op_error,) if op_error else ())
+
+
+def run(main, program=None):
+    """``absl.app.run(main)`` printing expected errors as one line.
+
+    Args:
+      main: the absl main function ``main(argv) -> exit status or None``.
+      program: the name in the error line (default: the script's file name).
+    """
+    from absl import app  # pylint: disable=import-outside-toplevel
+    program = program or os.path.basename(sys.argv[0])
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except app.UsageError:
+            raise  # absl prints it with the usage hint
+        except KeyboardInterrupt:
+            print(f"{program}: interrupted", file=sys.stderr, flush=True)
+            return 130
+        except _expected_errors() as e:
+            print(f"{program}: error: {error_line(e)}", file=sys.stderr, flush=True)
+            return EXIT_USER_ERROR
+
+    app.run(guarded)
