@@ -1,6 +1,6 @@
 """Evaluates SAGAN checkpoints: Inception score, FID, KID; class accuracy and intra-FID.
 
-SPEC §8, flags §9, plus this port's class accuracy (when the classifier's classes
+NUMERICS §8, flags §9, plus this port's class accuracy (when the classifier's classes
 are the data's), intra-FID (--intra_fid_samples_per_class) and standing batch-norm
 statistics (--standing_stats_batches).
 

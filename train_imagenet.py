@@ -1,6 +1,6 @@
 r"""Trains class-conditional SAGAN (the 2018 release's train_imagenet.py, in TF2).
 
-The flags and defaults are the release's (SPEC §9) plus a few of this port's.
+The flags and defaults are the release's (NUMERICS §9) plus a few of this port's.
 Everything happens in sagan_tf.training.train; this script parses flags,
 sets up devices and, with --demo, applies the demo-sized defaults and writes
 the demo data set first.
@@ -28,9 +28,9 @@ from sagan_tf import cli
 
 FLAGS = flags.FLAGS
 
-# --- The release's flags (SPEC §9), same names and defaults.
+# --- The release's flags (NUMERICS §9), same names and defaults.
 flags.DEFINE_string("data_dir", None,
-                    "Directory of *.tfrecords training records (SPEC §7 format: 'image_raw' "
+                    "Directory of *.tfrecords training records (NUMERICS §7 format: 'image_raw' "
                     "uint8 SxSx3, 'label' int64). With --demo: defaults to data/demo.")
 flags.DEFINE_string("checkpoint_dir", "checkpoint",
                     "Checkpoints, config.json and TensorBoard events go to "
@@ -109,7 +109,7 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_f
                   "batch-norm statistics, softmax, logits and losses stay float32. "
                   "mixed_float16 adds dynamic loss scaling.")
 flags.DEFINE_enum("attention", "release", ["release", "slide", "residual", "resnet_block"],
-                  "release: the release's pooled attention (SPEC §3); slide: the "
+                  "release: the release's pooled attention (NUMERICS §3); slide: the "
                   "paper-slide variant (not the release); residual: the paper's Table 1 "
                   "'Residual' comparison block in place of attention (same parameter "
                   "count, no attention); resnet_block: one more same-resolution residual "

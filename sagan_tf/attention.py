@@ -1,4 +1,4 @@
-"""Self-attention blocks (SPEC §3).
+"""Self-attention blocks (NUMERICS §3).
 
 `SelfAttention` is the release's `sn_non_local_block_sim`: 1x1 spectral-norm
 convolutions to C/8 (theta, "f"), C/8 (phi, "g") and C/2 (g, "h") channels,

@@ -1,4 +1,4 @@
-"""The SAGAN / improved-GAN ImageNet record format and its `tf.data` input pipeline (SPEC §7).
+"""The SAGAN / improved-GAN ImageNet record format and its `tf.data` input pipeline (NUMERICS §7).
 
 Record format
 -------------
@@ -66,7 +66,7 @@ def _int64_feature(value: int) -> tf.train.Feature:
 
 
 def encode_example(image: np.ndarray, label: int) -> bytes:
-    """Serializes one image and label as a ``tf.train.Example`` (SPEC §7).
+    """Serializes one image and label as a ``tf.train.Example`` (NUMERICS §7).
 
     Args:
       image: uint8 array ``[S, S, 3]`` (HWC, RGB). Non-square ``[H, W, 3]`` is encoded
@@ -303,7 +303,7 @@ def peek_image_size(files: str | Sequence[str]) -> int:
                 raise ValueError(f"first record of {path} is not a tf.train.Example: {e}") from e
             if "image_raw" not in feature:
                 raise ValueError(f"first record of {path} has no 'image_raw' feature; "
-                                 f"features: {sorted(feature)} (not the SPEC §7 format)")
+                                 f"features: {sorted(feature)} (not the NUMERICS §7 format)")
             nbytes = len(feature["image_raw"].bytes_list.value[0])
             if "height" in feature and "width" in feature:
                 h = feature["height"].int64_list.value[0]
@@ -512,10 +512,10 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
                  cycle_length: int = 16, check_image_size: bool = True,
                  start_record: int = 0,
                  skipped_counter: SkippedRecordCounter | None = None) -> tf.data.Dataset:
-    """The training input pipeline of SPEC §7 for one input pipeline.
+    """The training input pipeline of NUMERICS §7 for one input pipeline.
 
     Args:
-      data_dir: directory of ``pattern`` TFRecord files (SPEC §7 records).
+      data_dir: directory of ``pattern`` TFRecord files (NUMERICS §7 records).
       image_size: ``S``. The first record is checked up front (clear ``ValueError``
         when the files hold another size); every record is checked while decoding.
       batch_size: batch size of *this* pipeline (per replica), ``>= 1``.

@@ -245,7 +245,7 @@ def make_demo_images(num_images: int = 4000, image_size: int = 32, num_classes: 
 
 def write_demo_dataset(output_dir: str, num_images: int = 4000, image_size: int = 32,
                        num_classes: int = 10, seed: int = 0, num_shards: int = 4) -> list[str]:
-    """Writes the demo data as SPEC §7 records: ``train-0000k-of-0000N.tfrecords`` plus
+    """Writes the demo data as NUMERICS §7 records: ``train-0000k-of-0000N.tfrecords`` plus
     ``manifest.json`` in ``output_dir`` (files written atomically).
 
     Refuses (``FileExistsError``) an ``output_dir`` that holds other ``*.tfrecords``

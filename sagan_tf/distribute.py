@@ -1,7 +1,7 @@
 """Distribution strategies for training: mirrored, multi-worker, TPU, logical CPUs.
 
 The release trained with 4 GPU "towers" of 64 images each and averaged the
-tower gradients (SPEC §6). In TF2 that is a `tf.distribute.Strategy` whose
+tower gradients (NUMERICS §6). In TF2 that is a `tf.distribute.Strategy` whose
 replicas play the towers; the per-replica batch is `--batch_size`, the number
 of replicas comes from the strategy (`--num_towers` is informational only).
 

@@ -1,4 +1,4 @@
-"""The evaluation loop of SPEC §8 (``eval_imagenet.py``).
+"""The evaluation loop of NUMERICS §8 (``eval_imagenet.py``).
 
 One evaluation (:meth:`Evaluator.evaluate`):
 
@@ -98,7 +98,7 @@ _STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 @dataclasses.dataclass
 class EvalOptions:
-    """Options of an evaluation run (the flags of ``eval_imagenet.py``, SPEC §9).
+    """Options of an evaluation run (the flags of ``eval_imagenet.py``, NUMERICS §9).
 
     Architecture options (``generator_type``, ``image_size``, ``z_dim``,
     ``gf_dim``, ``num_classes``) default to None = "take from config.json";
@@ -138,7 +138,7 @@ class EvalOptions:
 
     @property
     def resolved_eval_dir(self):
-        """``eval_dir``, default ``<checkpoint_dir>/eval`` (SPEC §9)."""
+        """``eval_dir``, default ``<checkpoint_dir>/eval`` (NUMERICS §9)."""
         if self.eval_dir:
             return self.eval_dir
         if self.checkpoint_dir:

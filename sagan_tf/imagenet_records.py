@@ -1,5 +1,5 @@
 """Conversion of ImageNet (or any class-per-folder image set, or prepared TFDS data)
-into the SPEC §7 records; the library behind ``tools/convert_imagenet_to_records.py``.
+into the NUMERICS §7 records; the library behind ``tools/convert_imagenet_to_records.py``.
 
 Per image (as the improved-GAN converter the release trained on):
   decode to RGB uint8 -> largest centred square crop -> bilinear resize to
@@ -342,7 +342,7 @@ def _write_manifest(output_dir, stats, synsets, settings, source):
         "num_skipped": len(skipped),
         "skipped": skipped,
         "shards": [s["shard"] for s in stats],
-        "format": "SPEC §7: image_raw (S*S*3 uint8 HWC RGB), label, height, width, depth",
+        "format": "NUMERICS §7: image_raw (S*S*3 uint8 HWC RGB), label, height, width, depth",
         "resize": "largest centred square crop, tf.image.resize bilinear "
                   "(half-pixel centres, no antialias), round to nearest",
     }

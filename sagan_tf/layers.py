@@ -1,10 +1,10 @@
 """Spectral-normalised layers and the two batch norms of the SAGAN release.
 
-SPEC §1 (spectral normalisation) and §2 (batch norm). Everything here computes
+NUMERICS §1 (spectral normalisation) and §2 (batch norm). Everything here computes
 what the 2018 TF1 release computes; comments mark the places where that
 differs from the obvious Keras choice.
 
-Shapes are NHWC. Variable names match the release checkpoints (SPEC §10).
+Shapes are NHWC. Variable names match the release checkpoints (NUMERICS §10).
 
 Mixed precision: weights, the power iteration and the batch-norm moments are
 always float32 (`autocast=False`); only the normalised weight / normalised

@@ -35,11 +35,14 @@ def read_results(path):
     """
     if os.path.isdir(path):
         path = os.path.join(path, "evaluated.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist (give the evaluator's eval directory, "
+                                "e.g. runs/demo/eval, its evaluated.json, or its JSON lines)")
     with open(path) as f:
         text = f.read()
     try:
         doc = json.loads(text)
-        entries = doc["evaluated"] if isinstance(doc, dict) else doc
+        entries = doc.get("evaluated", []) if isinstance(doc, dict) else doc
     except ValueError:  # JSON lines
         entries = [json.loads(line) for line in text.splitlines()
                    if line.strip().startswith("{")]

@@ -1,4 +1,4 @@
-"""Import of checkpoints written by the original TF1 release (SPEC §10).
+"""Import of checkpoints written by the original TF1 release (NUMERICS §10).
 
 The release stored every model variable under `model/` (`model/g_block1/
 cbn_0/gamma`, ...). The port's variable paths are the same names with the

@@ -1,4 +1,4 @@
-"""GAN losses of the release (SPEC §5).
+"""GAN losses of the release (NUMERICS §5).
 
 Every function takes logits `[B, 1]` (or `[B]`) and returns float32 scalars:
 means over the batch it is given. Under a distribution strategy the caller

@@ -1,6 +1,6 @@
 """Classifier loading, Inception score / FID / KID and cached real statistics.
 
-SPEC §8: generated images (in [-1, 1]) are resized bilinearly to the
+NUMERICS §8: generated images (in [-1, 1]) are resized bilinearly to the
 classifier's input size (299x299 for the TF-GAN Inception) and fed to the
 classifier, whose ``pool_3`` activations give FID/KID and whose ``logits``
 give the Inception score. The formulas are TF-GAN's own
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 #: TF-Hub handle of the TF-GAN Inception (2015-12-05 graph) used by the release.
 INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
-#: Input size of the TF-GAN Inception (SPEC §8).
+#: Input size of the TF-GAN Inception (NUMERICS §8).
 INCEPTION_INPUT_SIZE = 299
 #: Output holding the features for FID/KID.
 POOL_KEY = "pool_3"

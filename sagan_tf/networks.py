@@ -1,4 +1,4 @@
-"""The class-conditional SAGAN generator and discriminator (SPEC §4).
+"""The class-conditional SAGAN generator and discriminator (NUMERICS §4).
 
 At `image_size=128` the layouts are exactly the release's `test`, `baseline`
 and `test_64` networks. Other sizes (a power of two >= 32) add or drop
@@ -34,7 +34,7 @@ suffix (`g_non_local_16`, `g_non_local_32`).
 
 Sub-layer and variable names follow the release (`g_block1`, `d_non_local`,
 ...), so a model's variable paths, with the model name replaced by `model`,
-are the release's checkpoint names (SPEC §10).
+are the release's checkpoint names (NUMERICS §10).
 """
 import math
 
@@ -352,7 +352,7 @@ class Generator(keras.Model):
       arch: "test" (attention at 32x32), "baseline" (none), "test_64" (64x64).
       image_size: output size S (power of two >= 32; 128 is the release).
       z_dim, gf_dim, num_classes: as the release's flags.
-      attention: "release" (pooled, SPEC §3) or "slide" (paper-slide variant);
+      attention: "release" (pooled, NUMERICS §3) or "slide" (paper-slide variant);
         or a comparison block in its place, "residual" / "resnet_block"
         (`RESIDUAL_TYPES`; docs/REPRODUCING.md).
       attention_query_block_size: process attention queries in blocks of this

@@ -1,4 +1,4 @@
-"""The release's Adam update as one fused kernel per variable (SPEC §6).
+"""The release's Adam update as one fused kernel per variable (NUMERICS §6).
 
 `ReleaseAdam` is `keras.optimizers.Adam` (same variables, same checkpoint
 layout, same hyper-parameters) whose per-variable update runs TensorFlow's

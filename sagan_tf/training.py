@@ -1,4 +1,4 @@
-"""The SAGAN training loop (SPEC §6, §9): one module, one loop.
+"""The SAGAN training loop (NUMERICS §6, §9): one module, one loop.
 
 Layout (in the spirit of NVlabs stylegan2-ada's ``training_loop.py``):
 
@@ -11,7 +11,7 @@ Layout (in the spirit of NVlabs stylegan2-ada's ``training_loop.py``):
 * :func:`train` -- the loop: restore, step, log, summarise, checkpoint,
   write a sample grid at the end.
 
-One training iteration (SPEC §6) is, per replica::
+One training iteration (NUMERICS §6) is, per replica::
 
     repeat g_step times:                       # G step
         z, y' fresh;  fake = G(z, y', training=True)        # G's BN stats + u updated
@@ -104,9 +104,9 @@ COLLAPSE_LOGIT_GAP = 10.0
 @dataclasses.dataclass
 class TrainConfig:
     """Training flags. Names and defaults of the release's ``train_imagenet.py``
-    (SPEC §9) come first, then this port's additions."""
-    # --- The release's flags (SPEC §9).
-    data_dir: str = None                     # directory of *.tfrecords (SPEC §7)
+    (NUMERICS §9) come first, then this port's additions."""
+    # --- The release's flags (NUMERICS §9).
+    data_dir: str = None                     # directory of *.tfrecords (NUMERICS §7)
     checkpoint_dir: str = "checkpoint"       # logdir = <checkpoint_dir>/imagenet_<batch_size>
     batch_size: int = 64                     # per replica ("per GPU tower")
     num_towers: int = 4                      # informational: replicas come from the strategy
@@ -144,7 +144,7 @@ class TrainConfig:
     # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
-    attention: str = "release"               # release (SPEC §3) | slide (paper-slide variant)
+    attention: str = "release"               # release (NUMERICS §3) | slide (paper-slide variant)
     attention_query_block_size: int = 0      # >0: memory-efficient attention, queries in blocks
     # --- The paper's ablations (docs/REPRODUCING.md); the defaults are the release.
     g_attention_resolutions: list = None     # None: generator_type's; [] none; [8, 16]: there
@@ -549,7 +549,7 @@ class Trainer:
         return out
 
     def _replica_step(self, inputs):
-        """One SPEC §6 iteration on one replica. Returns per-replica metrics."""
+        """One NUMERICS §6 iteration on one replica. Returns per-replica metrics."""
         G, D = self.generator, self.discriminator
         g_loss = None
         for z, y_fake in inputs["g"]:

@@ -1,7 +1,7 @@
-"""A numpy oracle of the release's networks, written from ../shared/SPEC.md alone.
+"""A numpy oracle of the release's networks, written from docs/NUMERICS.md alone.
 
 Nothing here imports sagan_tf or TensorFlow. Parameters are a dict keyed by
-the release's checkpoint names (SPEC §10, e.g. `model/g_block1/cbn_0/gamma`).
+the release's checkpoint names (NUMERICS §10, e.g. `model/g_block1/cbn_0/gamma`).
 Forward functions return the output and a dict of the state the release
 would write (`u`, BN moving statistics), without changing `params`.
 """
@@ -15,7 +15,7 @@ def l2n(x):
 
 
 def spectral_norm(w, u):
-    """SPEC §1: returns (w / sigma, u_new, sigma)."""
+    """NUMERICS §1: returns (w / sigma, u_new, sigma)."""
     w = np.asarray(w, F)
     w_mat = w.reshape(-1, w.shape[-1])
     v = l2n(u @ w_mat.T)
@@ -121,7 +121,7 @@ class _Net:
         return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
     def attention(self, x, scope):
-        """SPEC §3, the release's pooled block."""
+        """NUMERICS §3, the release's pooled block."""
         b, h, w, c = x.shape
         n = h * w
         theta = self.snconv(x, f"{scope}/sn_conv_theta", bias=False).reshape(b, n, c // 8)
@@ -145,7 +145,7 @@ class _Net:
 
 def generator_forward(params, z, y, gf_dim, block_multipliers, attention_after,
                       training=True, update_sn=True):
-    """SPEC §4 generator. `block_multipliers` e.g. [16, 8, 4, 2, 1] at 128x128;
+    """NUMERICS §4 generator. `block_multipliers` e.g. [16, 8, 4, 2, 1] at 128x128;
     attention after the 1-based block `attention_after` (3 for `test`), or None."""
     net = _Net(params, update_sn)
     z = np.asarray(z, F)
@@ -166,7 +166,7 @@ def generator_forward(params, z, y, gf_dim, block_multipliers, attention_after,
 
 def discriminator_forward(params, x, y, df_dim, block_multipliers, attention_after,
                           update_sn=True, return_features=False):
-    """SPEC §4 discriminator. `block_multipliers` of the downsampling blocks,
+    """NUMERICS §4 discriminator. `block_multipliers` of the downsampling blocks,
     e.g. [1, 2, 4, 8, 16] at 128 (the first is the optimized block), followed
     by a non-downsampling 16x block; attention after the 1-based block index."""
     net = _Net(params, update_sn)

@@ -1,4 +1,4 @@
-"""Self-attention blocks against the numpy oracle of SPEC §3."""
+"""Self-attention blocks against the numpy oracle of NUMERICS §3."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -92,6 +92,8 @@ def test_expected_errors_are_one_line_without_tensorflow_noise(run_root, tmp_pat
         "convert_missing": ["tools/convert_imagenet_to_records.py",
                             f"--imagenet_dir={tmp_path / 'no_imagenet'}",
                             f"--output_dir={tmp_path / 'out'}"],
+        "curve_missing": ["tools/plot_learning_curve.py", f"--results={tmp_path / 'no_eval'}",
+                          f"--output={tmp_path / 'curve.png'}"],
     })
     expected = {
         "eval_batch": (
@@ -109,6 +111,8 @@ def test_expected_errors_are_one_line_without_tensorflow_noise(run_root, tmp_pat
                          "be in [1, 10], got 11"),
         "convert_missing": (f"convert_imagenet_to_records.py: error: image folder "
                             f"'{tmp_path / 'no_imagenet'}' does not exist (--imagenet_dir)"),
+        "curve_missing": (f"plot_learning_curve.py: error: {tmp_path / 'no_eval'} does not exist "
+                          "(give the evaluator's eval directory"),
     }
     for name, line in expected.items():
         rc, out = res[name]

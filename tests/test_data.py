@@ -1,4 +1,4 @@
-"""Record format and input pipeline (SPEC §7): sagan_tf/data.py."""
+"""Record format and input pipeline (NUMERICS §7): sagan_tf/data.py."""
 import os
 
 import numpy as np
@@ -11,7 +11,7 @@ S = 8
 
 
 def _oracle(images_uint8):
-    """SPEC §7 decode in numpy: uint8 * (2/255) - 1 in float32."""
+    """NUMERICS §7 decode in numpy: uint8 * (2/255) - 1 in float32."""
     return images_uint8.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
 

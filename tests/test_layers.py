@@ -1,4 +1,4 @@
-"""Spectral norm and batch norm layers against the numpy oracle of SPEC §1-2."""
+"""Spectral norm and batch norm layers against the numpy oracle of NUMERICS §1-2."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,4 +1,4 @@
-"""Import of original TF1 release checkpoints (SPEC §10)."""
+"""Import of original TF1 release checkpoints (NUMERICS §10)."""
 import json
 import os
 import subprocess
@@ -25,7 +25,7 @@ def _shapes():
 
 def write_tf1_checkpoint(path, params, global_step=1234, with_adam=True):
     """A checkpoint as the release's tf.compat.v1 graph wrote it: model variables
-    named per SPEC §10, plus Adam slots, power accumulators and global_step."""
+    named per NUMERICS §10, plus Adam slots, power accumulators and global_step."""
     graph = tf.Graph()
     with graph.as_default():
         variables = []

@@ -1,4 +1,4 @@
-"""Generator/discriminator structure and forward passes against the numpy oracle (SPEC §4, §10)."""
+"""Generator/discriminator structure and forward passes against the numpy oracle (NUMERICS §4, §10)."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,7 +10,7 @@ from sagan_tf.legacy import spec_variable_map
 
 
 def spec_names(arch="test", num_g_blocks=5):
-    """The release's model variable names, spelled out from SPEC §10 (128x128)."""
+    """The release's model variable names, spelled out from NUMERICS §10 (128x128)."""
     names = [f"model/g_snh0/{v}" for v in ("Matrix", "bias", "u")]
     for i in range(1, num_g_blocks + 1):
         names += [f"model/g_block{i}/cbn_{j}/{v}" for j in (0, 1)

@@ -9,7 +9,7 @@ LR, B1, B2, EPS = 0.01, 0.0, 0.999, 1e-8
 
 
 def numpy_adam(w, grads, lr=LR, beta1=B1, beta2=B2, eps=EPS):
-    """TF1 `AdamOptimizer`: bias correction folded into the step size (SPEC §6).
+    """TF1 `AdamOptimizer`: bias correction folded into the step size (NUMERICS §6).
 
     In float64, except that the hyper-parameters are the float32 constants
     TF1 fed its kernel: `1 - float32(0.999)` is 0.00099998713, 1.3e-5 off

@@ -187,7 +187,7 @@ def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
 @pytest.mark.parametrize("arch", ["test", "baseline"])
 def test_tf1_reference_builds_the_ports_model(arch):
     """The TF1-graph baseline of PERFORMANCE.md times the same model as the
-    port: exactly the port's variables (SPEC §10 names) with the same shapes,
+    port: exactly the port's variables (NUMERICS §10 names) with the same shapes,
     so the same parameters; an iteration runs with a finite loss, and eager
     mode stays on in this process."""
     from sagan_tf.legacy import spec_variable_map

@@ -50,7 +50,7 @@ def _save_run(logdir, G, D, step, config, **extra):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """`<checkpoint_dir>/imagenet_8` after 3 G/D iterations (SPEC §6 order, hinge, Adam)."""
+    """`<checkpoint_dir>/imagenet_8` after 3 G/D iterations (NUMERICS §6 order, hinge, Adam)."""
     keras.utils.set_random_seed(0)
     G = sagan_tf.Generator("test", SIZE, z_dim=Z_DIM, gf_dim=WIDTH, num_classes=CLASSES)
     D = sagan_tf.Discriminator("test", SIZE, df_dim=WIDTH, num_classes=CLASSES)

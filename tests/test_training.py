@@ -247,7 +247,7 @@ def test_two_replicas_average_gradients(run2, trainer1):
 # One iteration, built by hand from the networks.
 
 def test_iteration_matches_hand_built_step(trainer1):
-    """G step then D step; G's BN stats and u move twice, D's u once (SPEC §6)."""
+    """G step then D step; G's BN stats and u move twice, D's u once (NUMERICS §6)."""
     import keras
     trainer, config = trainer1, trainer1.config
     hand = types.SimpleNamespace(
@@ -284,7 +284,7 @@ def test_iteration_matches_hand_built_step(trainer1):
     g_mean_after_g_step = var(G, g_mean).numpy()
     # D step: G again in training mode, D on reals (updating u) and, in a
     # separate call, on fakes with the same normalised weights, i.e. with the
-    # u from before the real pass (SPEC §6 and its "Known deviations"). The
+    # u from before the real pass (NUMERICS §6 and "Where a port may differ"). The
     # fakes' backward, like the reals', sees the u the reals' pass wrote
     # (NUMERICS §1.2): the fake call is made as an updating call from the old
     # u, which writes the same u_new again.

@@ -3,7 +3,7 @@ r"""Times the SAGAN training iteration and the sampling path (issue #5).
 Train mode times exactly what the training loop runs per iteration: noise
 drawn from the trainer's generator, ``Trainer.make_inputs_from_global``
 (split over replicas) and the compiled ``Trainer.train_step`` (G step + D
-step, SPEC §6), on fixed random real images (no input pipeline). Sample mode
+step, NUMERICS §6), on fixed random real images (no input pipeline). Sample mode
 times ``G(z, y, training=False)`` in a ``tf.function``. After ``--warmup``
 iterations (tracing / compilation) it times ``--iterations`` iterations and
 prints ONE JSON line (see ``run_benchmark``) on stdout, and a short

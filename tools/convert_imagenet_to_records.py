@@ -1,4 +1,4 @@
-r"""Converts ImageNet into the TFRecord format SAGAN trains on (SPEC §7).
+r"""Converts ImageNet into the TFRecord format SAGAN trains on (NUMERICS §7).
 
 Every image: decoded to RGB (grayscale, CMYK, RGBA/palette and PNG-named-.JPEG files
 handled), largest centred square crop, bilinear resize to --image_size (TF2's

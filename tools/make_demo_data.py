@@ -2,7 +2,7 @@ r"""Writes the procedural class-conditional demo data set (sagan_tf/demo_data.py
 
 Ten classes whose identity needs global consistency (mirrored wings, concentric
 rings, the same shape at opposite corners, stripes continuing behind a disc, ...),
-written as SPEC §7 TFRecords plus manifest.json. Deterministic: the same flags give
+written as NUMERICS §7 TFRecords plus manifest.json. Deterministic: the same flags give
 byte-identical files.
 
   python tools/make_demo_data.py --output_dir data/demo --num_images 4000 \

@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from sagan_tf import cli  # noqa: E402
+
 flags.DEFINE_string("results", None, "Eval directory, evaluated.json, or a JSON-lines file.")
 flags.DEFINE_string("output", None, "Output PNG.")
 flags.DEFINE_string("title", None, "Title line (default: the results path and the batch-norm "
@@ -25,23 +27,20 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from sagan_tf import learning_curve, sampling
-    try:
-        results = learning_curve.read_results(FLAGS.results)
-        bn = sorted({str(r.get("bn_statistics", "moving averages (the release)"))
-                     for r in results})
-        title = FLAGS.title or f"{FLAGS.results}  (G's batch norms: {'; '.join(bn)})"
-        image, _ = learning_curve.plot_learning_curve(results, title=title)
-        path = sampling.write_png(FLAGS.output, image)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    results = learning_curve.read_results(FLAGS.results)
+    bn = sorted({str(r.get("bn_statistics", "moving averages (the release)"))
+                 for r in results})
+    title = FLAGS.title or f"{FLAGS.results}  (G's batch norms: {'; '.join(bn)})"
+    image, _ = learning_curve.plot_learning_curve(results, title=title)
+    path = sampling.write_png(FLAGS.output, image)
     print(f"wrote {path}: {len(results)} evaluations, steps "
           f"{results[0]['step']}..{results[-1]['step']}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -56,7 +56,7 @@ def run_reference(batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=
 
     Keys: the timing keys of ``tools/benchmark.py``, ``first_iteration_seconds``,
     ``finite_loss``, ``parameters``, ``model_variables`` (``{release name:
-    shape}``, SPEC §10) and ``config``.
+    shape}``, NUMERICS §10) and ``config``.
     """
     import numpy as np
     import tensorflow as tf

@@ -113,7 +113,7 @@ def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=Non
     """Trains the demo classifier on the records of ``data_dir`` and exports it.
 
     Args:
-      data_dir: directory of ``*.tfrecords`` (SPEC §7 format).
+      data_dir: directory of ``*.tfrecords`` (NUMERICS §7 format).
       output_dir: where the SavedModel goes.
       image_size: stored image size (None: read from the first record).
       num_classes: None: detected from the labels.
