@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 __all__ = ["UserError", "EXIT_USER_ERROR", "EXPECTED_ERRORS", "quiet_tensorflow", "run",
-           "error_line"]
+           "error_line", "define_standing_stats_flags"]
 
 #: Exit status of an expected error (a usage error, as absl and argparse use).
 EXIT_USER_ERROR = 2
@@ -141,3 +141,26 @@ def run(main, program=None):
             return EXIT_USER_ERROR
 
     app.run(guarded)
+
+
+def define_standing_stats_flags(flag_values=None):
+    """Defines ``--standing_stats_batches`` and ``--standing_stats_batch_size``,
+    the sampling tools' shared choice of G's batch-norm statistics
+    (:mod:`sagan_tf.standing_statistics`)."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    flag_values = flag_values or flags.FLAGS
+    flags.DEFINE_integer(
+        "standing_stats_batches", 0,
+        "0: G samples with its moving batch-norm statistics (the release). N > 0: standing "
+        "statistics, every batch norm's statistics averaged over N batches of G in training "
+        "mode first (in memory; docs/DEVIATIONS.md).", lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_integer(
+        "standing_stats_batch_size", None, "Batch size of the standing-statistics batches "
+        "(default: the training batch_size of config.json).", lower_bound=1,
+        flag_values=flag_values)
+    # Key flags of the calling tool, so that its --help lists them (absl names
+    # a script's module by its path).
+    caller = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
+    module = sys.argv[0] if caller == "__main__" else caller
+    for name in ("standing_stats_batches", "standing_stats_batch_size"):
+        flag_values.register_key_flag_for_module(module, flag_values[name])

@@ -165,3 +165,12 @@ def test_run_turns_expected_errors_into_one_line(capsys):
     assert e.value.code == 130 and capsys.readouterr().err.strip() == "prog: interrupted"
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         cli.run(failing(ZeroDivisionError("bug")), program="prog")
+
+
+def test_sampling_tools_share_and_explain_the_standing_statistics_flags():
+    """One definition (cli.define_standing_stats_flags), listed by each tool's --help."""
+    res = _run_parallel({t: [f"tools/{t}.py", "--help"]
+                         for t in ("sample", "visualize_attention", "export_generator")})
+    for tool, (rc, out) in res.items():
+        assert rc == 0, (tool, out)
+        assert "--standing_stats_batches" in out and "--standing_stats_batch_size" in out, tool

@@ -32,14 +32,7 @@ flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel to.")
 flags.DEFINE_bool("overwrite", False, "Replace --export_dir if it exists.")
 flags.DEFINE_integer("attention_query_block_size", None,
                      "Export with the memory-efficient attention path (same outputs).")
-flags.DEFINE_integer("standing_stats_batches", 0,
-                     "0: G samples with its moving batch-norm statistics (the release). N > 0: "
-                     "standing statistics, every batch norm's statistics averaged over N "
-                     "batches of G in training mode first (in memory; docs/DEVIATIONS.md).",
-                     lower_bound=0)
-flags.DEFINE_integer("standing_stats_batch_size", None, "Batch size of the standing-"
-                     "statistics batches (default: the training batch_size of config.json).",
-                     lower_bound=1)
+cli.define_standing_stats_flags()
 flags.mark_flags_as_required(["export_dir"])
 FLAGS = flags.FLAGS
 

@@ -56,14 +56,7 @@ flags.DEFINE_integer("zoom", 1, "Nearest-neighbour magnification of each grid ti
 flags.DEFINE_integer("padding", 2, "Pixels between grid tiles.")
 flags.DEFINE_integer("attention_query_block_size", None,
                      "Use the memory-efficient attention path with query blocks of this size.")
-flags.DEFINE_integer("standing_stats_batches", 0,
-                     "0: G samples with its moving batch-norm statistics (the release). N > 0: "
-                     "standing statistics, every batch norm's statistics averaged over N "
-                     "batches of G in training mode first (in memory; docs/DEVIATIONS.md).",
-                     lower_bound=0)
-flags.DEFINE_integer("standing_stats_batch_size", None, "Batch size of the standing-"
-                     "statistics batches (default: the training batch_size of config.json).",
-                     lower_bound=1)
+cli.define_standing_stats_flags()
 flags.mark_flags_as_required(["output"])
 FLAGS = flags.FLAGS
 
