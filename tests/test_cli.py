@@ -171,6 +171,6 @@ def test_sampling_tools_share_and_explain_the_standing_statistics_flags():
     """One definition (cli.define_standing_stats_flags), listed by each tool's --help."""
     res = _run_parallel({t: [f"tools/{t}.py", "--help"]
                          for t in ("sample", "visualize_attention", "export_generator")})
-    for tool, (rc, out) in res.items():
-        assert rc == 0, (tool, out)
+    for tool, (_, out) in res.items():  # absl's --help exits 1
+        assert "Traceback" not in out, (tool, out)
         assert "--standing_stats_batches" in out and "--standing_stats_batch_size" in out, tool
