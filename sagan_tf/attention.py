@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from sagan_tf.layers import SpectralNormConv2D
 
-__all__ = ["SelfAttention", "SlideSelfAttention", "attention_weights", "attend"]
+__all__ = ["GatedResidualBlock", "SelfAttention", "SlideSelfAttention", "attention_weights",
+           "attend"]
 
 
 def _max_pool_2x2(x):
@@ -57,7 +58,43 @@ def attend(queries, keys, values, query_block_size=None):
     return tf.concat(outputs, axis=1)
 
 
-class SelfAttention(keras.layers.Layer):
+class GatedResidualBlock(keras.layers.Layer):
+    """Base of the blocks `y = x + sigma_ratio * f(x)` that sit where the release's
+    attention goes: the attention variants here and the paper's "Residual"
+    comparison block (`sagan_tf.networks.ResidualComparisonBlock`).
+
+    `x [B, H, W, C]`, C divisible by 8. Subclasses create their 1x1 convolutions
+    with `_conv1x1` in `build` after `_start_build`, then the gate with
+    `_add_gate` (the scalar `sigma_ratio`, init 0: the block starts as the
+    identity), and return `_gated(x, o)`. `spectral_norm=False`: plain 1x1
+    convolutions (no `u`).
+    """
+
+    def __init__(self, spectral_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        self.spectral_norm = bool(spectral_norm)
+
+    def _start_build(self, input_shape):
+        channels = int(input_shape[-1])
+        if channels % 8:
+            raise ValueError(f"{self.name}: channels must be divisible by 8, got {channels}")
+        self.channels = channels
+
+    def _conv1x1(self, filters, name):
+        return SpectralNormConv2D(filters, 1, use_bias=False, use_sn=self.spectral_norm, name=name)
+
+    def _add_gate(self):
+        self.sigma_ratio = self.add_weight(name="sigma_ratio", shape=(), initializer="zeros",
+                                           autocast=False)
+
+    def _gated(self, x, o):
+        return x + tf.cast(self.sigma_ratio, x.dtype) * o
+
+    def get_config(self):
+        return {**super().get_config(), "spectral_norm": self.spectral_norm}
+
+
+class SelfAttention(GatedResidualBlock):
     """The release's pooled self-attention block (`sn_non_local_block_sim`).
 
     `x [B, H, W, C]` -> `[B, H, W, C]`; H and W even, C divisible by 8.
@@ -67,25 +104,17 @@ class SelfAttention(keras.layers.Layer):
     """
 
     def __init__(self, query_block_size=None, spectral_norm=True, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(spectral_norm=spectral_norm, **kwargs)
         self.query_block_size = query_block_size
-        self.spectral_norm = bool(spectral_norm)
 
     def build(self, input_shape):
-        channels = int(input_shape[-1])
-        if channels % 8:
-            raise ValueError(f"{self.name}: channels must be divisible by 8, got {channels}")
-        self.channels = channels
-        self.conv_theta = SpectralNormConv2D(channels // 8, 1, use_bias=False,
-                                             use_sn=self.spectral_norm, name="sn_conv_theta")
-        self.conv_phi = SpectralNormConv2D(channels // 8, 1, use_bias=False,
-                                           use_sn=self.spectral_norm, name="sn_conv_phi")
-        self.conv_g = SpectralNormConv2D(channels // 2, 1, use_bias=False,
-                                         use_sn=self.spectral_norm, name="sn_conv_g")
-        self.conv_attn = SpectralNormConv2D(channels, 1, use_bias=False,
-                                            use_sn=self.spectral_norm, name="sn_conv_attn")
-        self.sigma_ratio = self.add_weight(name="sigma_ratio", shape=(), initializer="zeros",
-                                           autocast=False)
+        self._start_build(input_shape)
+        c = self.channels
+        self.conv_theta = self._conv1x1(c // 8, "sn_conv_theta")
+        self.conv_phi = self._conv1x1(c // 8, "sn_conv_phi")
+        self.conv_g = self._conv1x1(c // 2, "sn_conv_g")
+        self.conv_attn = self._conv1x1(c, "sn_conv_attn")
+        self._add_gate()
 
     def projections(self, x, update_sn=True):
         """theta `[B, N, C/8]`, phi `[B, N/4, C/8]`, g `[B, N/4, C/2]` for input `x`."""
@@ -108,15 +137,13 @@ class SelfAttention(keras.layers.Layer):
         theta, phi, g = self.projections(x, update_sn=update_sn)
         o = attend(theta, phi, g, self.query_block_size)
         o = tf.reshape(o, [batch, height, width, self.channels // 2])
-        o = self.conv_attn(o, update_sn=update_sn)
-        return x + tf.cast(self.sigma_ratio, x.dtype) * o
+        return self._gated(x, self.conv_attn(o, update_sn=update_sn))
 
     def get_config(self):
-        return {**super().get_config(), "query_block_size": self.query_block_size,
-                "spectral_norm": self.spectral_norm}
+        return {**super().get_config(), "query_block_size": self.query_block_size}
 
 
-class SlideSelfAttention(keras.layers.Layer):
+class SlideSelfAttention(GatedResidualBlock):
     """The paper-slide self-attention variant, for comparison.
 
     `x [B, H, W, C]` -> `[B, H, W, C]`: `f, g` = SN 1x1 convs to C/8, `h` = SN
@@ -125,23 +152,16 @@ class SlideSelfAttention(keras.layers.Layer):
     """
 
     def __init__(self, query_block_size=None, spectral_norm=True, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(spectral_norm=spectral_norm, **kwargs)
         self.query_block_size = query_block_size
-        self.spectral_norm = bool(spectral_norm)
 
     def build(self, input_shape):
-        channels = int(input_shape[-1])
-        if channels % 8:
-            raise ValueError(f"{self.name}: channels must be divisible by 8, got {channels}")
-        self.channels = channels
-        self.conv_f = SpectralNormConv2D(channels // 8, 1, use_bias=False,
-                                         use_sn=self.spectral_norm, name="sn_conv_f")
-        self.conv_g = SpectralNormConv2D(channels // 8, 1, use_bias=False,
-                                         use_sn=self.spectral_norm, name="sn_conv_g")
-        self.conv_h = SpectralNormConv2D(channels, 1, use_bias=False,
-                                         use_sn=self.spectral_norm, name="sn_conv_h")
-        self.sigma_ratio = self.add_weight(name="sigma_ratio", shape=(), initializer="zeros",
-                                           autocast=False)
+        self._start_build(input_shape)
+        c = self.channels
+        self.conv_f = self._conv1x1(c // 8, "sn_conv_f")
+        self.conv_g = self._conv1x1(c // 8, "sn_conv_g")
+        self.conv_h = self._conv1x1(c, "sn_conv_h")
+        self._add_gate()
 
     def projections(self, x, update_sn=True):
         """f `[B, N, C/8]`, g `[B, N, C/8]`, h `[B, N, C]`."""
@@ -159,9 +179,7 @@ class SlideSelfAttention(keras.layers.Layer):
 
     def call(self, x, update_sn=True):
         f, g, h = self.projections(x, update_sn=update_sn)
-        o = tf.reshape(attend(f, g, h, self.query_block_size), tf.shape(x))
-        return x + tf.cast(self.sigma_ratio, x.dtype) * o
+        return self._gated(x, tf.reshape(attend(f, g, h, self.query_block_size), tf.shape(x)))
 
     def get_config(self):
-        return {**super().get_config(), "query_block_size": self.query_block_size,
-                "spectral_norm": self.spectral_norm}
+        return {**super().get_config(), "query_block_size": self.query_block_size}

@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.attention import SelfAttention, SlideSelfAttention
+from sagan_tf.attention import GatedResidualBlock, SelfAttention, SlideSelfAttention
 from sagan_tf.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
                              SpectralNormDense, SpectralNormEmbedding, set_sn_gradient)
 
@@ -244,7 +244,7 @@ class GeneratorBlock(keras.layers.Layer):
         return shortcut + h
 
 
-class ResidualComparisonBlock(keras.layers.Layer):
+class ResidualComparisonBlock(GatedResidualBlock):
     """The paper's "Residual" block of Table 1, with the attention block's parameter count.
 
     `x [B, H, W, C]` -> `[B, H, W, C]` (C divisible by 8):
@@ -258,28 +258,15 @@ class ResidualComparisonBlock(keras.layers.Layer):
     initialisation. Why this reading: docs/REPRODUCING.md.
     """
 
-    def __init__(self, spectral_norm=True, **kwargs):
-        super().__init__(**kwargs)
-        self.spectral_norm = bool(spectral_norm)
-
     def build(self, input_shape):
-        channels = int(input_shape[-1])
-        if channels % 8:
-            raise ValueError(f"{self.name}: channels must be divisible by 8, got {channels}")
-        self.channels = channels
-        self.conv_hidden = SpectralNormConv2D(channels * 5 // 8, 1, use_bias=False,
-                                              use_sn=self.spectral_norm, name="sn_conv_hidden")
-        self.conv_out = SpectralNormConv2D(channels, 1, use_bias=False,
-                                           use_sn=self.spectral_norm, name="sn_conv_out")
-        self.sigma_ratio = self.add_weight(name="sigma_ratio", shape=(), initializer="zeros",
-                                           autocast=False)
+        self._start_build(input_shape)
+        self.conv_hidden = self._conv1x1(self.channels * 5 // 8, "sn_conv_hidden")
+        self.conv_out = self._conv1x1(self.channels, "sn_conv_out")
+        self._add_gate()
 
     def call(self, x, update_sn=True):
         h = tf.nn.relu(self.conv_hidden(x, update_sn=update_sn))
-        return x + tf.cast(self.sigma_ratio, x.dtype) * self.conv_out(h, update_sn=update_sn)
-
-    def get_config(self):
-        return {**super().get_config(), "spectral_norm": self.spectral_norm}
+        return self._gated(x, self.conv_out(h, update_sn=update_sn))
 
 
 class DiscriminatorOptimizedBlock(keras.layers.Layer):
