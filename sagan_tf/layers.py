@@ -8,7 +8,12 @@ Shapes are NHWC. Variable names match the release checkpoints (NUMERICS §10).
 
 Mixed precision: weights, the power iteration and the batch-norm moments are
 always float32 (`autocast=False`); only the normalised weight / normalised
-activations are cast to the layer's compute dtype.
+activations are cast to the layer's compute dtype. In training mode a
+half-precision batch norm runs TensorFlow's fused kernel (`_fused_batch_norm`:
+moments accumulated in float32 inside one op, one op for the backward pass)
+instead of casting the activations to float32 and back around a dozen
+elementwise ops (docs/DEVIATIONS.md, "bf16 batch norm"); float32 inputs take
+the unfused path, the release's arithmetic.
 """
 import contextlib
 import threading
@@ -307,6 +312,31 @@ class SpectralNormEmbedding(_SpectralNormBase):
                 "embedding_size": self.embedding_size}
 
 
+def _fused_batch_norm(x, scale, offset, epsilon):
+    """Training-mode batch norm of a half-precision `x [B, H, W, C]` in one kernel.
+
+    `FusedBatchNormV3` (oneDNN on CPU, cuDNN on GPU) reads `x` in its own
+    dtype, accumulates the moments over (N, H, W) in float32 and writes
+    `y = (x - mean) / sqrt(var + epsilon) * scale + offset` in the dtype of
+    `x`; its gradient is one `FusedBatchNormGradV3`. `scale` and `offset`
+    are float32 `[C]`. Returns `(y, mean, unbiased_var)`: the kernel
+    normalises with the biased batch variance but returns the
+    Bessel-corrected one (n / (n - 1)), the one TF1's `batch_norm` fed to
+    its moving average. `epsilon` is passed to the op as is (the Python
+    wrappers clamp it to 1.001e-5).
+    """
+    empty = tf.zeros([0], tf.float32)
+    y, mean, unbiased_var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=epsilon,
+        exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+    return y, mean, unbiased_var
+
+
+def _uses_fused_kernel(x, training):
+    """Half-precision activations in training mode take `_fused_batch_norm`."""
+    return training and x.dtype in (tf.bfloat16, tf.float16) and x.shape.rank == 4
+
+
 class ConditionalBatchNorm(keras.layers.Layer):
     """Class-conditional batch norm of the generator blocks (`ConditionalBatchNorm`).
 
@@ -341,6 +371,8 @@ class ConditionalBatchNorm(keras.layers.Layer):
 
     def call(self, x, labels, training=False):
         in_dtype = x.dtype
+        if _uses_fused_kernel(x, training):
+            return self._fused_call(x, labels)
         x = tf.cast(x, tf.float32)
         gamma = tf.gather(tf.convert_to_tensor(self.gamma), labels)[:, None, None, :]
         beta = tf.gather(tf.convert_to_tensor(self.beta), labels)[:, None, None, :]
@@ -354,6 +386,22 @@ class ConditionalBatchNorm(keras.layers.Layer):
             var = tf.convert_to_tensor(self.moving_var)
         y = tf.nn.batch_normalization(x, mean, var, beta, gamma, self.epsilon)
         return tf.cast(y, in_dtype)
+
+    def _fused_call(self, x, labels):
+        """Half-precision training path: the fused kernel normalises (float32
+        moments), the per-sample `gamma`, `beta` are applied in `x`'s dtype."""
+        channels = x.shape[-1]
+        x_hat, mean, unbiased_var = _fused_batch_norm(
+            x, tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32), self.epsilon)
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        var = unbiased_var * (tf.maximum(n - 1.0, 1.0) / n)  # biased, as the unfused path
+        assign_state(self.moving_mean, self.moving_mean * self.decay
+                     + tf.reshape(mean, [1, 1, 1, channels]) * (1.0 - self.decay))
+        assign_state(self.moving_var, self.moving_var * self.decay
+                     + tf.reshape(var, [1, 1, 1, channels]) * (1.0 - self.decay))
+        gamma = tf.gather(tf.convert_to_tensor(self.gamma), labels)[:, None, None, :]
+        beta = tf.gather(tf.convert_to_tensor(self.beta), labels)[:, None, None, :]
+        return x_hat * tf.cast(gamma, x.dtype) + tf.cast(beta, x.dtype)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
@@ -393,6 +441,16 @@ class FinalBatchNorm(keras.layers.Layer):
 
     def call(self, x, training=False):
         in_dtype = x.dtype
+        if _uses_fused_kernel(x, training):
+            # Half precision: one fused kernel (float32 moments), same updates.
+            y, mean, unbiased_var = _fused_batch_norm(
+                x, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
+                self.epsilon)
+            assign_state(self.moving_mean,
+                         self.moving_mean * self.decay + mean * (1.0 - self.decay))
+            assign_state(self.moving_variance,
+                         self.moving_variance * self.decay + unbiased_var * (1.0 - self.decay))
+            return y
         x = tf.cast(x, tf.float32)
         if training:
             mean, var = tf.nn.moments(x, axes=[0, 1, 2])

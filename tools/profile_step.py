@@ -1,0 +1,321 @@
+r"""Where the training iteration's time goes: op-level profile, A/B ratios, first-iteration phases.
+
+Three measurements of ``Trainer.train_step`` (issue #15), all in ONE process
+so that variants see the same machine state (on a shared machine, runs
+minutes apart differ by more than the variants do):
+
+``--what ratios``: builds one trainer per ``--variants`` entry (``fp32``,
+``bf16``) and, with ``--tf1_reference``, the release's TF1 graph
+(``tools/tf1_release_graph.py``); after warm-up, times ``--rounds`` rounds,
+each running every variant ``--steps`` times, the order reversed every other
+round (ABBA); prints each variant's median and minimum seconds per
+iteration and the ratios of medians and of minima to the first variant and
+to the TF1 reference.
+
+``--what ops``: the same variants, each profiled over ``--steps`` iterations
+with ``tf.profiler.experimental`` (after warm-up); the trace's ``.xplane.pb``
+is read (``op_type_table``) and the time of every TensorFlow op is summed
+per op type (the host-side duration of the op's kernel, as the TF profiler's
+"TensorFlow Op" stats show it; ops on the two inter-op threads can overlap,
+so the column sums to more than the wall time on a busy graph). Prints the
+top ``--top`` op types per variant in ms per iteration, with counts, and a
+breakdown by op type and dtype.
+
+``--what first``: the first iteration of a fresh process split into its
+phases: tracing the Python step (``get_concrete_function``), the first call
+(graph optimisation by Grappler, kernel creation, execution), and a second
+call (steady state), with the number of ops in the traced graph. Run it
+once per variant, each in a new process; ``--grappler`` sets
+``tf.config.optimizer.set_experimental_options`` (e.g.
+``--grappler layout_optimizer=false``) to see what a pass costs.
+
+  python tools/profile_step.py --what ratios --variants fp32,bf16 --tf1_reference
+  python tools/profile_step.py --what ops --variants fp32,bf16 --steps 3
+  python tools/profile_step.py --what first --variants fp32
+
+Sizes default to the small reference configuration (gf=df=16, batch 8, 10
+classes, 128x128, 2 threads); ``--gf_dim 64 --df_dim 64 --number_classes
+1000`` is the paper width. Prints one JSON line on stdout, tables on stderr.
+"""
+import collections
+import glob
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags  # noqa: E402
+
+from sagan_tf import cli  # noqa: E402
+
+FLAGS = flags.FLAGS
+#: ``--variants`` names -> ``TrainConfig.mixed_precision``. ``bf16_unfused_bn``
+#: is ``bf16`` with the batch norms traced on their float32 (unfused) path,
+#: as before the fused half-precision kernel (an A/B in one process).
+VARIANTS = {"fp32": "none", "bf16": "mixed_bfloat16", "bf16_unfused_bn": "mixed_bfloat16"}
+
+
+def op_type_table(xplane_path, by_name=False):
+    """``{op_type: {"us": total microseconds, "count": n}}`` from a profiler ``.xplane.pb``.
+
+    ``by_name``: keyed by ``"<op name>:<op type>"`` instead (one row per graph op).
+
+    TensorFlow op events on the host plane are named ``"<op name>:<op type>"``
+    with the op type as display name; executor bookkeeping events
+    (``ExecutorState::Process``, ``ThreadpoolListener::...``, memory events)
+    have no ``:<type>`` and are skipped. Durations are each event's own span.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    space = xplane_pb2.XSpace()
+    with open(xplane_path, "rb") as f:
+        space.ParseFromString(f.read())
+    table = collections.defaultdict(lambda: {"us": 0.0, "count": 0})
+    for plane in space.planes:
+        if not plane.name.startswith("/host:"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                meta = plane.event_metadata[event.metadata_id]
+                name = meta.name
+                if "::" in name or ":" not in name or not meta.display_name:
+                    continue
+                op_type = meta.display_name
+                if name.rsplit(":", 1)[1] != op_type:
+                    continue
+                key = name if by_name else op_type
+                table[key]["us"] += event.duration_ps / 1e6
+                table[key]["count"] += 1
+    return dict(table)
+
+
+def profile_ops(fn, steps, logdir=None, by_name=False):
+    """Runs ``fn()`` ``steps`` times under the TF profiler; returns ``op_type_table`` of the trace."""
+    import tensorflow as tf
+    with tempfile.TemporaryDirectory() as tmp:
+        logdir = logdir or tmp
+        tf.profiler.experimental.start(logdir)
+        try:
+            for _ in range(steps):
+                fn()
+        finally:
+            tf.profiler.experimental.stop()
+        paths = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))
+        if not paths:
+            raise RuntimeError(f"the profiler wrote no .xplane.pb under {logdir}")
+        return op_type_table(paths[-1], by_name)
+
+
+def make_trainer(variant, size):
+    """A ``Trainer`` of the size dict in the variant's precision, and its fixed inputs."""
+    import numpy as np
+    import tensorflow as tf
+    from sagan_tf.training import TrainConfig, Trainer
+    cfg = TrainConfig(batch_size=size["batch_size"], image_size=128, gf_dim=size["gf_dim"],
+                      df_dim=size["df_dim"], number_classes=size["number_classes"],
+                      generator_type="test", discriminator_type="test", seed=0,
+                      mixed_precision=VARIANTS[variant])
+    trainer = Trainer(cfg, tf.distribute.MirroredStrategy(["/cpu:0"]))
+    rs = np.random.default_rng(0)
+    n = size["batch_size"]
+    images = tf.constant(rs.uniform(-1, 1, (n, 128, 128, 3)), tf.float32)
+    labels = tf.constant(rs.integers(0, size["number_classes"], n), tf.int32)
+
+    def iteration():
+        out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels))
+        return float(out["d_loss"])
+
+    if variant == "bf16_unfused_bn":
+        from sagan_tf import layers
+        fused, layers._uses_fused_kernel = layers._uses_fused_kernel, lambda x, training: False
+        try:
+            iteration()  # traces now, with the patch
+        finally:
+            layers._uses_fused_kernel = fused
+    return trainer, iteration
+
+
+def _size():
+    return dict(gf_dim=FLAGS.gf_dim, df_dim=FLAGS.df_dim, number_classes=FLAGS.number_classes,
+                batch_size=FLAGS.batch_size)
+
+
+def _machine():
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                         platform.processor())
+    except OSError:
+        model = platform.processor()
+    return {"cpu_model": model, "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
+
+
+def run_ratios(variants, size, rounds, steps, warmup, tf1_reference):
+    """ABBA-alternated timing of the variants (and the TF1 release graph)."""
+    runners = {}
+    for v in variants:
+        runners[v] = make_trainer(v, size)[1]
+    if tf1_reference:
+        from tf1_release_graph import ReleaseGraphSession
+        ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"], 128,
+                                  size["number_classes"], "test", FLAGS.threads)
+        runners["tf1_release_fp32"] = ref.iteration
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in runners}
+    names = list(runners)
+    load = [os.getloadavg()[0]]
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                runners[k]()
+                times[k].append(time.perf_counter() - t0)
+        load.append(os.getloadavg()[0])
+    out = {k: {"median": statistics.median(t), "min": min(t), "n": len(t)}
+           for k, t in times.items()}
+    base = names[0]
+    for k in names:
+        out[k]["median_vs_" + base] = out[k]["median"] / out[base]["median"]
+        out[k]["min_vs_" + base] = out[k]["min"] / out[base]["min"]
+        if tf1_reference:
+            ref = out["tf1_release_fp32"]
+            out[k]["median_vs_tf1_release_fp32"] = out[k]["median"] / ref["median"]
+            out[k]["min_vs_tf1_release_fp32"] = out[k]["min"] / ref["min"]
+    return {"ratios": out, "load_1min_during": load}
+
+
+def run_ops(variants, size, steps, warmup, top):
+    tables = {}
+    for v in variants:
+        trainer, fn = make_trainer(v, size)
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        wall = (time.perf_counter() - t0) / steps
+        table = profile_ops(fn, steps, by_name=FLAGS.by_name)
+        per_iter = {k: {"ms": v_["us"] / 1e3 / steps, "count": v_["count"] / steps}
+                    for k, v_ in table.items()}
+        tables[v] = {"wall_ms_per_iteration": wall * 1e3, "ops": per_iter,
+                     "op_ms_total": sum(x["ms"] for x in per_iter.values())}
+        del trainer
+    print(format_tables(tables, top), file=sys.stderr)
+    return {"op_tables": tables}
+
+
+def format_tables(tables, top=12):
+    """A markdown table: the `top` op types by time (over all variants), ms per iteration."""
+    variants = list(tables)
+    totals = collections.Counter()
+    for t in tables.values():
+        for k, x in t["ops"].items():
+            totals[k] += x["ms"]
+    rows = [k for k, _ in totals.most_common(top)]
+    head = "| op type | " + " | ".join(f"{v} ms (n)" for v in variants) + " |"
+    lines = [head, "| --- |" + " --- |" * len(variants)]
+    for k in rows:
+        cells = []
+        for v in variants:
+            x = tables[v]["ops"].get(k)
+            cells.append("-" if x is None else f"{x['ms']:.1f} ({x['count']:.0f})")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines.append("| all ops (sum) | " + " | ".join(
+        f"{tables[v]['op_ms_total']:.1f}" for v in variants) + " |")
+    lines.append("| wall time per iteration | " + " | ".join(
+        f"{tables[v]['wall_ms_per_iteration']:.1f}" for v in variants) + " |")
+    return "\n".join(lines)
+
+
+def run_first(variant, size):
+    """Phases of the first iteration in this (fresh) process."""
+    import tensorflow as tf
+    t_start = time.perf_counter()
+    trainer, _ = make_trainer(variant, size)
+    import numpy as np
+    rs = np.random.default_rng(0)
+    n = size["batch_size"]
+    images = tf.constant(rs.uniform(-1, 1, (n, 128, 128, 3)), tf.float32)
+    labels = tf.constant(rs.integers(0, size["number_classes"], n), tf.int32)
+    t_built = time.perf_counter()
+    inputs = trainer.make_inputs_from_global(images, labels)
+    t0 = time.perf_counter()
+    concrete = trainer._compiled_step.get_concrete_function(inputs)  # pylint: disable=protected-access
+    t_trace = time.perf_counter() - t0
+    graph_ops = len(concrete.graph.get_operations())
+    op_types = collections.Counter(op.type for op in concrete.graph.get_operations())
+    t0 = time.perf_counter()
+    out, _, _ = trainer.train_step(inputs)
+    float(out["d_loss"])
+    t_first_call = time.perf_counter() - t0
+    inputs = trainer.make_inputs_from_global(images, labels)
+    t0 = time.perf_counter()
+    out, _, _ = trainer.train_step(inputs)
+    float(out["d_loss"])
+    t_second = time.perf_counter() - t0
+    return {"first": {
+        "variant": variant, "build_seconds": t_built - t_start, "trace_seconds": t_trace,
+        "first_call_seconds": t_first_call,
+        "first_iteration_seconds": t_trace + t_first_call,
+        "second_iteration_seconds": t_second, "graph_ops": graph_ops,
+        "traces": trainer._compiled_step.experimental_get_tracing_count(),  # pylint: disable=protected-access
+        "top_graph_op_types": op_types.most_common(15),
+        "grappler_options": tf.config.optimizer.get_experimental_options()}}
+
+
+def define_flags():
+    flags.DEFINE_enum("what", "ratios", ["ratios", "ops", "first"], "What to measure.")
+    flags.DEFINE_list("variants", ["fp32", "bf16"], "Variants, from: fp32, bf16.")
+    flags.DEFINE_integer("gf_dim", 16, "Generator base channels.")
+    flags.DEFINE_integer("df_dim", 16, "Discriminator base channels.")
+    flags.DEFINE_integer("number_classes", 10, "Classes.")
+    flags.DEFINE_integer("batch_size", 8, "Batch size.")
+    flags.DEFINE_integer("threads", 2, "intra- and inter-op threads.")
+    flags.DEFINE_integer("rounds", 6, "ratios: rounds (order reversed every other round).")
+    flags.DEFINE_integer("steps", 3, "Iterations per variant per round (ratios) / profiled (ops).")
+    flags.DEFINE_integer("warmup", 2, "Untimed iterations per variant first.")
+    flags.DEFINE_integer("top", 14, "ops: op types listed.")
+    flags.DEFINE_boolean("by_name", False, "ops: one row per graph op instead of per op type.")
+    flags.DEFINE_boolean("tf1_reference", False, "ratios: also time the release's TF1 graph.")
+    flags.DEFINE_list("grappler", [], "first: Grappler options, e.g. layout_optimizer=false.")
+
+
+def main(argv):
+    cli.quiet_tensorflow()
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf
+    for v in FLAGS.variants:
+        if v not in VARIANTS:
+            raise app.UsageError(f"unknown variant {v!r}; expected one of {sorted(VARIANTS)}")
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    if FLAGS.grappler:
+        opts = {}
+        for item in FLAGS.grappler:
+            key, _, value = item.partition("=")
+            opts[key] = {"true": True, "false": False}.get(value.lower(), value)
+        tf.config.optimizer.set_experimental_options(opts)
+    result = {"machine": _machine(), "size": _size(), "what": FLAGS.what}
+    if FLAGS.what == "ratios":
+        result.update(run_ratios(FLAGS.variants, _size(), FLAGS.rounds, FLAGS.steps,
+                                 FLAGS.warmup, FLAGS.tf1_reference))
+    elif FLAGS.what == "ops":
+        result.update(run_ops(FLAGS.variants, _size(), FLAGS.steps, FLAGS.warmup, FLAGS.top))
+    else:
+        result.update(run_first(FLAGS.variants[0], _size()))
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
