@@ -58,6 +58,8 @@ FLAGS = flags.FLAGS
 #: is ``bf16`` with the batch norms traced on their float32 (unfused) path,
 #: as before the fused half-precision kernel (an A/B in one process).
 VARIANTS = {"fp32": "none", "bf16": "mixed_bfloat16", "bf16_unfused_bn": "mixed_bfloat16"}
+#: ``<variant>_cheap``: the same, its step optimised by Grappler under ``CHEAP_GRAPPLER``.
+VARIANTS.update({k + "_cheap": v for k, v in list(VARIANTS.items())})
 
 
 def op_type_table(xplane_path, by_name=False):
@@ -110,6 +112,53 @@ def profile_ops(fn, steps, logdir=None, by_name=False):
         return op_type_table(paths[-1], by_name)
 
 
+def set_rewrite_options(options):
+    """Sets Grappler ``RewriterConfig`` fields for the ``tf.function`` calls of this thread.
+
+    ``options``: ``{field: value}``, e.g. ``{"meta_optimizer_iterations": "ONE",
+    "memory_optimization": "NO_MEM_OPT", "layout_optimizer": "OFF"}`` (enum
+    names or ints). Goes through the eager context's ``function_call_options``
+    (the ``ConfigProto`` each function call carries to its instantiation, where
+    Grappler runs), so it also reaches fields ``tf.config.optimizer`` does not
+    expose (the meta-optimizer's iteration count, the memory optimizer). It
+    takes effect at a function's first call (its instantiation), so variants
+    traced and first called under different settings can be compared in one
+    process. Returns the previous serialized config, for ``restore_rewrite_options``.
+    """
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.python.eager import context
+    call_options = context.context().function_call_options
+    previous = call_options.config_proto_serialized
+    config = config_pb2.ConfigProto()
+    config.ParseFromString(previous)
+    rewrite = config.graph_options.rewrite_options
+    for key, value in options.items():
+        field = rewriter_config_pb2.RewriterConfig.DESCRIPTOR.fields_by_name[key]
+        if field.enum_type is not None and isinstance(value, str):
+            value = field.enum_type.values_by_name[value].number
+        elif field.type == field.TYPE_BOOL:
+            value = str(value).lower() in ("1", "true")
+        setattr(rewrite, key, value)
+    call_options.config_proto_serialized = config
+    return previous
+
+
+def restore_rewrite_options(previous):
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+    config = config_pb2.ConfigProto()
+    config.ParseFromString(previous)
+    context.context().function_call_options.config_proto_serialized = config
+
+
+#: The cheaper Grappler configuration measured by ``--what first`` (variant
+#: suffix ``_cheap``): one meta-optimizer round instead of two, and the passes
+#: that change nothing in this CPU graph switched off.
+CHEAP_GRAPPLER = {"meta_optimizer_iterations": "ONE", "memory_optimization": "NO_MEM_OPT",
+                  "layout_optimizer": "OFF", "implementation_selector": "OFF",
+                  "loop_optimization": "OFF"}
+
+
 def make_trainer(variant, size):
     """A ``Trainer`` of the size dict in the variant's precision, and its fixed inputs."""
     import numpy as np
@@ -129,13 +178,19 @@ def make_trainer(variant, size):
         out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels))
         return float(out["d_loss"])
 
-    if variant == "bf16_unfused_bn":
+    if variant.startswith("bf16_unfused_bn"):
         from sagan_tf import layers
         fused, layers._uses_fused_kernel = layers._uses_fused_kernel, lambda x, training: False
         try:
             iteration()  # traces now, with the patch
         finally:
             layers._uses_fused_kernel = fused
+    if variant.endswith("_cheap"):
+        previous = set_rewrite_options(CHEAP_GRAPPLER)
+        try:
+            iteration()  # instantiated (optimised) now
+        finally:
+            restore_rewrite_options(previous)
     return trainer, iteration
 
 
@@ -237,6 +292,9 @@ def format_tables(tables, top=12):
 def run_first(variant, size):
     """Phases of the first iteration in this (fresh) process."""
     import tensorflow as tf
+    if variant.endswith("_cheap"):
+        set_rewrite_options(CHEAP_GRAPPLER)
+        variant = variant[:-len("_cheap")]
     t_start = time.perf_counter()
     trainer, _ = make_trainer(variant, size)
     import numpy as np
@@ -267,7 +325,7 @@ def run_first(variant, size):
         "second_iteration_seconds": t_second, "graph_ops": graph_ops,
         "traces": trainer._compiled_step.experimental_get_tracing_count(),  # pylint: disable=protected-access
         "top_graph_op_types": op_types.most_common(15),
-        "grappler_options": tf.config.optimizer.get_experimental_options()}}
+        "grappler": FLAGS.grappler}}
 
 
 def define_flags():
@@ -284,7 +342,9 @@ def define_flags():
     flags.DEFINE_integer("top", 14, "ops: op types listed.")
     flags.DEFINE_boolean("by_name", False, "ops: one row per graph op instead of per op type.")
     flags.DEFINE_boolean("tf1_reference", False, "ratios: also time the release's TF1 graph.")
-    flags.DEFINE_list("grappler", [], "first: Grappler options, e.g. layout_optimizer=false.")
+    flags.DEFINE_list("grappler", [], "Grappler RewriterConfig fields for every variant "
+                      "(set_rewrite_options), e.g. meta_optimizer_iterations=ONE,"
+                      "memory_optimization=NO_MEM_OPT,layout_optimizer=OFF.")
 
 
 def main(argv):
@@ -298,11 +358,7 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     if FLAGS.grappler:
-        opts = {}
-        for item in FLAGS.grappler:
-            key, _, value = item.partition("=")
-            opts[key] = {"true": True, "false": False}.get(value.lower(), value)
-        tf.config.optimizer.set_experimental_options(opts)
+        set_rewrite_options(dict(item.split("=", 1) for item in FLAGS.grappler))
     result = {"machine": _machine(), "size": _size(), "what": FLAGS.what}
     if FLAGS.what == "ratios":
         result.update(run_ratios(FLAGS.variants, _size(), FLAGS.rounds, FLAGS.steps,
