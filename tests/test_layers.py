@@ -193,6 +193,72 @@ def test_final_batch_norm(rng, training):
     assert layer.epsilon == pytest.approx(1.001e-5)
 
 
+@pytest.mark.parametrize("kind", ["conditional", "final"])
+def test_bfloat16_batch_norm_in_training_runs_the_fused_kernel(rng, kind):
+    """bf16 activations in training mode: one FusedBatchNormV3 (float32 moments),
+    values and gradients within bf16 rounding of the float64 oracle / the
+    float32 layer, moving statistics as the float32 path; float32 inputs keep
+    the unfused arithmetic (no fused op in their graph)."""
+    channels = 16
+    x = (rng.normal(size=(6, 8, 8, channels)) * 2 + 1).astype(np.float32)
+    labels = np.array([0, 3, 1, 1, 2, 0])
+    r = rng.normal(size=x.shape).astype(np.float32)
+    if kind == "conditional":
+        p = {"gamma": rng.uniform(0.5, 1.5, (4, channels)), "beta": rng.normal(size=(4, channels)),
+             "mean": rng.normal(size=(1, 1, 1, channels)),
+             "var": rng.uniform(0.5, 1.5, (1, 1, 1, channels))}
+        scope, names = "cbn", {"mean": "moving_mean", "var": "moving_var"}
+        def make(dtype):
+            return ConditionalBatchNorm(4, dtype=dtype)
+    else:
+        p = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(size=channels),
+             "moving_mean": rng.normal(size=channels),
+             "moving_variance": rng.uniform(0.5, 1.5, channels)}
+        scope, names = "g_bn", {"moving_mean": "moving_mean", "moving_variance": "moving_variance"}
+        def make(dtype):
+            return FinalBatchNorm(dtype=dtype)
+
+    def run(policy):
+        layer = make(policy)
+        layer.build((None, 8, 8, channels))
+        for k, v in p.items():
+            _set(getattr(layer, names.get(k, k)), v)
+
+        @tf.function(autograph=False)
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                args = (x, labels) if kind == "conditional" else (x,)
+                y = layer(*args, training=True)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * r)
+            return (y,) + tuple(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+        x_in = tf.cast(x, layer.compute_dtype)
+        out = step(x_in)
+        ops = {op.type for op in step.get_concrete_function(x_in).graph.get_operations()}
+        stats = {k: getattr(layer, names[k]).numpy() for k in names}
+        return ([tf.cast(tf.convert_to_tensor(t), tf.float32).numpy() for t in out], stats,
+                ops, out[0].dtype)
+
+    (y32, *g32), stats32, ops32, _ = run("float32")
+    (y16, *g16), stats16, ops16, dtype16 = run("mixed_bfloat16")
+    assert dtype16 == tf.bfloat16
+    assert "FusedBatchNormV3" in ops16 and "FusedBatchNormGradV3" in ops16
+    assert not {"FusedBatchNormV3", "FusedBatchNormGradV3"} & ops32
+    net = ref._Net({f"{scope}/{k}": v for k, v in p.items()}, update_sn=False)
+    if kind == "conditional":
+        expected = net.cbn(x.astype(np.float64), labels, scope, True)
+    else:
+        expected = net.final_bn(x.astype(np.float64), scope, True)
+    np.testing.assert_allclose(y32, expected, rtol=1e-4, atol=1e-4)
+    # bf16 keeps 8 significant bits: |error| within a few 2^-8 of the output scale.
+    assert np.abs(y16 - expected).max() <= 3 * 2.0 ** -8 * np.abs(expected).max()
+    for a, b in zip(g16, g32):  # d/dx, d/dgamma, d/dbeta
+        assert np.abs(a - b).max() <= 2e-2 * np.abs(b).max()
+    for k in names:  # moving statistics: the float32 path's update, to float32 rounding
+        np.testing.assert_allclose(stats16[k], net.new_state[f"{scope}/{k}"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(stats16[k], stats32[k], rtol=1e-4, atol=1e-5)
+
+
 def _release_gradient_oracle(layer, kernel, x, r, eps=1e-6):
     """The release's d loss / d kernel in float64, from finite differences.
 
