@@ -121,9 +121,10 @@ def set_rewrite_options(options):
     (the ``ConfigProto`` each function call carries to its instantiation, where
     Grappler runs), so it also reaches fields ``tf.config.optimizer`` does not
     expose (the meta-optimizer's iteration count, the memory optimizer). It
-    takes effect at a function's first call (its instantiation), so variants
-    traced and first called under different settings can be compared in one
-    process. Returns the previous serialized config, for ``restore_rewrite_options``.
+    takes effect when a function is instantiated, and a call under a different
+    config instantiates (and optimises) it again: every call of a function must
+    carry the same options. Returns the previous serialized config, for
+    ``restore_rewrite_options``.
     """
     from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
     from tensorflow.python.eager import context
@@ -186,11 +187,16 @@ def make_trainer(variant, size):
         finally:
             layers._uses_fused_kernel = fused
     if variant.endswith("_cheap"):
-        previous = set_rewrite_options(CHEAP_GRAPPLER)
-        try:
-            iteration()  # instantiated (optimised) now
-        finally:
-            restore_rewrite_options(previous)
+        # Every call carries the options: a call with another config would
+        # instantiate (and optimise) the function again.
+        plain = iteration
+
+        def iteration():
+            previous = set_rewrite_options(CHEAP_GRAPPLER)
+            try:
+                return plain()
+            finally:
+                restore_rewrite_options(previous)
     return trainer, iteration
 
 
