@@ -383,3 +383,37 @@ def test_gpu_benchmark_cpu_smoke_writes_json_lines(tmp_path):
     again = _gpu_tool("--cpu_smoke", "--variants", "fp32", "--out_dir", str(out))
     assert again.returncode != 0 and "benchmark.jsonl exists" in again.stderr
     assert (out / "benchmark.jsonl").read_text().splitlines() == lines
+
+
+def test_rewrite_options_reach_function_calls_and_restore():
+    """`set_rewrite_options` puts the Grappler fields into the ConfigProto that
+    function calls carry (enum names, ints, bools), a function called under
+    them computes the same, and `restore_rewrite_options` puts back the old
+    config exactly."""
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.python.eager import context
+    bench = _load_benchmark()
+    call_options = context.context().function_call_options
+    before = call_options.config_proto_serialized
+
+    @tf.function(autograph=False)
+    def f(x):
+        return tf.reduce_sum(tf.matmul(x, x) + 1.0)
+    x = tf.reshape(tf.range(9, dtype=tf.float32), [3, 3])
+    expected = f(x).numpy()
+    previous = bench.set_rewrite_options(dict(bench.CHEAP_GRAPPLER, min_graph_nodes=-1))
+    try:
+        config = config_pb2.ConfigProto()
+        config.ParseFromString(call_options.config_proto_serialized)
+        rewrite = config.graph_options.rewrite_options
+        assert rewrite.meta_optimizer_iterations == rewriter_config_pb2.RewriterConfig.ONE
+        assert rewrite.memory_optimization == rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
+        assert rewrite.layout_optimizer == rewriter_config_pb2.RewriterConfig.OFF
+        assert rewrite.min_graph_nodes == -1
+        assert f(x).numpy() == expected
+    finally:
+        bench.restore_rewrite_options(previous)
+    assert call_options.config_proto_serialized == before
+    with pytest.raises(KeyError):
+        bench.set_rewrite_options({"no_such_pass": "OFF"})
+    assert call_options.config_proto_serialized == before

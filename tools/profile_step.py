@@ -112,52 +112,21 @@ def profile_ops(fn, steps, logdir=None, by_name=False):
         return op_type_table(paths[-1], by_name)
 
 
-def set_rewrite_options(options):
-    """Sets Grappler ``RewriterConfig`` fields for the ``tf.function`` calls of this thread.
-
-    ``options``: ``{field: value}``, e.g. ``{"meta_optimizer_iterations": "ONE",
-    "memory_optimization": "NO_MEM_OPT", "layout_optimizer": "OFF"}`` (enum
-    names or ints). Goes through the eager context's ``function_call_options``
-    (the ``ConfigProto`` each function call carries to its instantiation, where
-    Grappler runs), so it also reaches fields ``tf.config.optimizer`` does not
-    expose (the meta-optimizer's iteration count, the memory optimizer). It
-    takes effect when a function is instantiated, and a call under a different
-    config instantiates (and optimises) it again: every call of a function must
-    carry the same options. Returns the previous serialized config, for
-    ``restore_rewrite_options``.
-    """
-    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
-    from tensorflow.python.eager import context
-    call_options = context.context().function_call_options
-    previous = call_options.config_proto_serialized
-    config = config_pb2.ConfigProto()
-    config.ParseFromString(previous)
-    rewrite = config.graph_options.rewrite_options
-    for key, value in options.items():
-        field = rewriter_config_pb2.RewriterConfig.DESCRIPTOR.fields_by_name[key]
-        if field.enum_type is not None and isinstance(value, str):
-            value = field.enum_type.values_by_name[value].number
-        elif field.type == field.TYPE_BOOL:
-            value = str(value).lower() in ("1", "true")
-        setattr(rewrite, key, value)
-    call_options.config_proto_serialized = config
-    return previous
+def _benchmark_module():
+    """tools/benchmark.py, loaded by path (its Grappler helpers are shared)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark.py")
+    spec = importlib.util.spec_from_file_location("sagan_benchmark_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def restore_rewrite_options(previous):
-    from tensorflow.core.protobuf import config_pb2
-    from tensorflow.python.eager import context
-    config = config_pb2.ConfigProto()
-    config.ParseFromString(previous)
-    context.context().function_call_options.config_proto_serialized = config
-
-
-#: The cheaper Grappler configuration measured by ``--what first`` (variant
-#: suffix ``_cheap``): one meta-optimizer round instead of two, and the passes
-#: that change nothing in this CPU graph switched off.
-CHEAP_GRAPPLER = {"meta_optimizer_iterations": "ONE", "memory_optimization": "NO_MEM_OPT",
-                  "layout_optimizer": "OFF", "implementation_selector": "OFF",
-                  "loop_optimization": "OFF"}
+_bench = _benchmark_module()
+set_rewrite_options = _bench.set_rewrite_options
+restore_rewrite_options = _bench.restore_rewrite_options
+#: The cheaper Grappler configuration (variant suffix ``_cheap``).
+CHEAP_GRAPPLER = _bench.CHEAP_GRAPPLER
 
 
 def make_trainer(variant, size):
