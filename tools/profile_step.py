@@ -221,7 +221,45 @@ def run_ratios(variants, size, rounds, steps, warmup, tf1_reference):
     return {"ratios": out, "load_1min_during": load}
 
 
-def run_ops(variants, size, steps, warmup, top):
+#: Graph op type -> the kernel types it runs as after Grappler's remapper.
+CONV_KERNELS = {
+    "Conv2D": ("_MklNativeFusedConv2D", "_MklNativeConv2D"),
+    "Conv2DBackpropInput": ("_MklNativeConv2DBackpropInput",),
+    "Conv2DBackpropFilter": ("_MklNativeConv2DBackpropFilterWithBias",
+                             "_MklNativeConv2DBackpropFilter"),
+}
+
+
+def conv_flops(graph, executed_names):
+    """FLOPs per iteration of the graph's convolutions that ran, by graph op type.
+
+    ``2 * output * kh * kw * in`` for a forward convolution, and the same
+    product for its two gradients (``2 * |grad out| * kh * kw * in``).
+    Forward convolutions always run; a gradient counts only if its op name
+    is in ``executed_names`` (Grappler prunes the gradients nobody uses, e.g.
+    D's weight gradients in the G step).
+    """
+    import numpy as np
+    flops = collections.Counter()
+    for op in graph.get_operations():
+        if op.type not in CONV_KERNELS:
+            continue
+        if op.type != "Conv2D" and op.name not in executed_names:
+            continue
+        if op.type == "Conv2D":
+            out, kernel = op.outputs[0].shape, op.inputs[1].shape
+        elif op.type == "Conv2DBackpropInput":
+            out, kernel = op.inputs[2].shape, op.inputs[1].shape
+        else:
+            out, kernel = op.inputs[2].shape, op.outputs[0].shape
+        if not (out.is_fully_defined() and kernel.is_fully_defined()):
+            continue
+        kh, kw, cin, _ = kernel.as_list()
+        flops[op.type] += 2 * int(np.prod(out.as_list())) * kh * kw * cin
+    return dict(flops)
+
+
+def run_ops(variants, size, steps, warmup, top, with_flops=False):
     tables = {}
     for v in variants:
         trainer, fn = make_trainer(v, size)
@@ -231,13 +269,45 @@ def run_ops(variants, size, steps, warmup, top):
         for _ in range(steps):
             fn()
         wall = (time.perf_counter() - t0) / steps
-        table = profile_ops(fn, steps, by_name=FLAGS.by_name)
+        table = profile_ops(fn, steps, by_name=FLAGS.by_name or with_flops)
+        if FLAGS.by_name or not with_flops:
+            per_name = None
+        else:
+            per_name, table = table, collections.defaultdict(lambda: {"us": 0.0, "count": 0})
+            for key, x in per_name.items():
+                table[key.rsplit(":", 1)[1]]["us"] += x["us"]
+                table[key.rsplit(":", 1)[1]]["count"] += x["count"]
         per_iter = {k: {"ms": v_["us"] / 1e3 / steps, "count": v_["count"] / steps}
                     for k, v_ in table.items()}
         tables[v] = {"wall_ms_per_iteration": wall * 1e3, "ops": per_iter,
                      "op_ms_total": sum(x["ms"] for x in per_iter.values())}
+        if with_flops and per_name is not None:
+            import tensorflow as tf  # noqa: F401
+            executed = {k.rsplit(":", 1)[0] for k in per_name}
+            # The step's one traced graph (op names as in the profile).
+            graph = trainer._compiled_step._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
+            flops = conv_flops(graph, executed)
+            rates = {}
+            for graph_type, kernels in CONV_KERNELS.items():
+                ms = sum(per_iter.get(k, {"ms": 0.0})["ms"] for k in kernels)
+                if flops.get(graph_type) and ms:
+                    rates[graph_type] = {"gflop": flops[graph_type] / 1e9, "ms": ms,
+                                         "gflops_per_s": flops[graph_type] / 1e9 / (ms / 1e3)}
+            tables[v]["conv_rates"] = rates
         del trainer
     print(format_tables(tables, top), file=sys.stderr)
+    if with_flops:
+        peaks = {}
+        for dtype in ("float32", "bfloat16"):
+            peaks[dtype] = _bench.measure_peak_gflops(dtype, "/cpu:0", **_bench.PEAK_PROBLEMS["cpu"])
+        for v, t in tables.items():
+            dtype = "float32" if VARIANTS[v] == "none" else "bfloat16"
+            for graph_type, r in t.get("conv_rates", {}).items():
+                r["fraction_of_conv_peak"] = r["gflops_per_s"] / peaks[dtype]["conv"]
+                print(f"{v}: {graph_type} {r['gflop']:.1f} GFLOP in {r['ms']:.1f} ms = "
+                      f"{r['gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_conv_peak']:.0f}% "
+                      f"of the {dtype} conv peak ({peaks[dtype]['conv']:.0f})", file=sys.stderr)
+        return {"op_tables": tables, "peak_gflops": peaks}
     return {"op_tables": tables}
 
 
@@ -316,6 +386,8 @@ def define_flags():
     flags.DEFINE_integer("warmup", 2, "Untimed iterations per variant first.")
     flags.DEFINE_integer("top", 14, "ops: op types listed.")
     flags.DEFINE_boolean("by_name", False, "ops: one row per graph op instead of per op type.")
+    flags.DEFINE_boolean("flops", False, "ops: also the convolutions' executed FLOPs, GFLOP/s "
+                         "and fraction of the conv peak (measured after, in this process).")
     flags.DEFINE_boolean("tf1_reference", False, "ratios: also time the release's TF1 graph.")
     flags.DEFINE_list("grappler", [], "Grappler RewriterConfig fields for every variant "
                       "(set_rewrite_options), e.g. meta_optimizer_iterations=ONE,"
@@ -339,7 +411,8 @@ def main(argv):
         result.update(run_ratios(FLAGS.variants, _size(), FLAGS.rounds, FLAGS.steps,
                                  FLAGS.warmup, FLAGS.tf1_reference))
     elif FLAGS.what == "ops":
-        result.update(run_ops(FLAGS.variants, _size(), FLAGS.steps, FLAGS.warmup, FLAGS.top))
+        result.update(run_ops(FLAGS.variants, _size(), FLAGS.steps, FLAGS.warmup, FLAGS.top,
+                              FLAGS.flops))
     else:
         result.update(run_first(FLAGS.variants[0], _size()))
     result["machine"]["load_average_end"] = list(os.getloadavg())
