@@ -328,7 +328,8 @@ def summary_line(result):
 #: A cheaper Grappler configuration for the step (issue #15, first iteration):
 #: one meta-optimizer round instead of two, and the passes that change nothing
 #: in this CPU graph (memory optimizer, layout, loop, implementation selector)
-#: off. docs/PERFORMANCE.md §6.1 has what it saves.
+#: off. docs/PERFORMANCE.md §6.1 has what it saves. CPU only: on a GPU the
+#: layout optimizer is what converts convolutions to cuDNN's NCHW.
 CHEAP_GRAPPLER = {"meta_optimizer_iterations": "ONE", "memory_optimization": "NO_MEM_OPT",
                   "layout_optimizer": "OFF", "implementation_selector": "OFF",
                   "loop_optimization": "OFF"}
@@ -638,8 +639,9 @@ def define_flags(flag_values=None):
     flags.DEFINE_boolean(
         "cheap_grappler", False,
         "Optimise the step with CHEAP_GRAPPLER (one Grappler round; memory, layout, loop and "
-        "implementation-selector passes off): a shorter first iteration (docs/PERFORMANCE.md "
-        "§6.1).", flag_values=flag_values)
+        "implementation-selector passes off): a shorter first iteration on CPU "
+        "(docs/PERFORMANCE.md §6.1). Not for GPUs (the layout pass makes cuDNN's NCHW).",
+        flag_values=flag_values)
     flags.DEFINE_float(
         "flops_per_iteration", None,
         "Use this FLOP count of one iteration instead of counting the graph (saves the extra "
