@@ -417,3 +417,24 @@ def test_rewrite_options_reach_function_calls_and_restore():
     with pytest.raises(KeyError):
         bench.set_rewrite_options({"no_such_pass": "OFF"})
     assert call_options.config_proto_serialized == before
+
+
+def test_profile_step_reads_op_times_from_the_profiler_trace():
+    """`tools/profile_step.py`'s profile: each op of a tiny function is found
+    in the .xplane.pb with its type and the right count per call, and its
+    time is positive; executor bookkeeping events are not ops."""
+    profile_step = _load_tool("profile_step")
+
+    @tf.function(autograph=False)
+    def f(x):
+        return tf.reduce_sum(tf.nn.relu(tf.matmul(x, x)))
+    x = tf.random.normal([64, 64])
+    f(x)
+    table = profile_step.profile_ops(lambda: f(x).numpy(), steps=3)
+    matmul = [k for k in table if "MatMul" in k]
+    assert matmul, sorted(table)
+    assert sum(table[k]["count"] for k in matmul) == 3
+    assert all(table[k]["us"] > 0 for k in matmul)
+    assert not any("::" in k or k.startswith("Memory") for k in table)
+    by_name = profile_step.profile_ops(lambda: f(x).numpy(), steps=2, by_name=True)
+    assert any(k.endswith(":" + matmul[0]) for k in by_name), sorted(by_name)
