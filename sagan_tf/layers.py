@@ -12,7 +12,7 @@ activations are cast to the layer's compute dtype. In training mode a
 half-precision batch norm runs TensorFlow's fused kernel (`_fused_batch_norm`:
 moments accumulated in float32 inside one op, one op for the backward pass)
 instead of casting the activations to float32 and back around a dozen
-elementwise ops (docs/DEVIATIONS.md, "bf16 batch norm"); float32 inputs take
+elementwise ops (docs/DEVIATIONS.md, item 15); float32 inputs take
 the unfused path, the release's arithmetic.
 """
 import contextlib
