@@ -25,9 +25,10 @@ breakdown by op type and dtype.
 phases: tracing the Python step (``get_concrete_function``), the first call
 (graph optimisation by Grappler, kernel creation, execution), and a second
 call (steady state), with the number of ops in the traced graph. Run it
-once per variant, each in a new process; ``--grappler`` sets
-``tf.config.optimizer.set_experimental_options`` (e.g.
-``--grappler layout_optimizer=false``) to see what a pass costs.
+once per variant, each in a new process; ``--grappler`` sets Grappler
+``RewriterConfig`` fields for every call (``set_rewrite_options``, e.g.
+``--grappler layout_optimizer=OFF``) to see what a pass costs, and the
+``_cheap`` variants use ``CHEAP_GRAPPLER`` (``tools/benchmark.py``).
 
   python tools/profile_step.py --what ratios --variants fp32,bf16 --tf1_reference
   python tools/profile_step.py --what ops --variants fp32,bf16 --steps 3
