@@ -18,7 +18,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from sagan_tf import checkpoints, cli
+from sagan_tf import checkpoints, cli, rundir
 from sagan_tf.training import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,20 +125,20 @@ def test_expected_errors_are_one_line_without_tensorflow_noise(run_root, tmp_pat
 def test_find_run_dir(tmp_path):
     root = tmp_path / "ck"
     (root / "imagenet_32").mkdir(parents=True)
-    assert checkpoints.find_run_dir(str(root)) == str(root / "imagenet_32")
-    assert checkpoints.find_run_dir(str(root), 32) == str(root / "imagenet_32")
+    assert rundir.find_run_dir(str(root)) == str(root / "imagenet_32")
+    assert rundir.find_run_dir(str(root), 32) == str(root / "imagenet_32")
     with pytest.raises(FileNotFoundError, match="pass --batch_size 32"):
-        checkpoints.find_run_dir(str(root), 64)
+        rundir.find_run_dir(str(root), 64)
     (root / "imagenet_16").mkdir()
     with pytest.raises(ValueError, match=r"several runs \(imagenet_16, imagenet_32\); pass "
                                          r"--batch_size 16 or 32"):
-        checkpoints.find_run_dir(str(root))
-    assert checkpoints.find_run_dir(str(root), 16) == str(root / "imagenet_16")
+        rundir.find_run_dir(str(root))
+    assert rundir.find_run_dir(str(root), 16) == str(root / "imagenet_16")
     # The run directory itself (or a converted checkpoint directory).
     (root / "imagenet_16" / "config.json").write_text("{}")
-    assert checkpoints.find_run_dir(str(root / "imagenet_16"), 64) == str(root / "imagenet_16")
+    assert rundir.find_run_dir(str(root / "imagenet_16"), 64) == str(root / "imagenet_16")
     with pytest.raises(FileNotFoundError, match="holds no training run"):
-        checkpoints.find_run_dir(str(tmp_path))
+        rundir.find_run_dir(str(tmp_path))
 
 
 def test_run_turns_expected_errors_into_one_line(capsys):
