@@ -35,7 +35,7 @@ import tempfile
 
 __all__ = ["UserError", "EXIT_USER_ERROR", "EXPECTED_ERRORS", "quiet_tensorflow", "run",
            "error_line", "define_standing_stats_flags", "define_checkpoint_flags",
-           "load_from_flags", "loaded_description", "CHECKPOINT_FLAGS"]
+           "load_from_flags", "loaded_description", "CHECKPOINT_FLAGS", "start", "int_list"]
 
 #: Exit status of an expected error (a usage error, as absl and argparse use).
 EXIT_USER_ERROR = 2
@@ -145,6 +145,26 @@ def run(main, program=None):
             return EXIT_USER_ERROR
 
     app.run(guarded)
+
+
+def start(argv):
+    """The first line of a tool's ``main``: :func:`quiet_tensorflow`, then a
+    usage error for positional arguments (the tools take flags only). Returns
+    the TensorFlow module."""
+    tf = quiet_tensorflow()
+    if len(argv) > 1:
+        from absl import app  # pylint: disable=import-outside-toplevel
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    return tf
+
+
+def int_list(values, flag):
+    """A list flag's values as ints (None when empty); a usage error naming ``flag``."""
+    from absl import app  # pylint: disable=import-outside-toplevel
+    try:
+        return [int(c) for c in values] if values else None
+    except ValueError:
+        raise app.UsageError(f"{flag} must be integers, got {values}") from None
 
 
 def _register_key_flags(flag_values, names, depth):

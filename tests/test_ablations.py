@@ -23,7 +23,9 @@ from sagan_tf import attention_maps, data, evaluation, rundir, sampling
 from sagan_tf.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
 from sagan_tf.legacy import spec_variable_map
 from sagan_tf.networks import count_parameters, network_options, parse_resolutions
-from sagan_tf.training import ConfigError, TrainConfig, load_config, train
+from sagan_tf.config import ConfigError, TrainConfig
+from sagan_tf.rundir import load_config
+from sagan_tf.training import train
 from test_metrics import save_standin_classifier
 
 S, Z, CLASSES = 32, 8, 3

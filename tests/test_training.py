@@ -20,8 +20,10 @@ from PIL import Image
 from sagan_tf import data, distribute, losses
 from sagan_tf.layers import spectral_normalize
 from sagan_tf.networks import Discriminator, Generator
-from sagan_tf.training import (SUMMARY_IMAGES, SUMMARY_SCALARS, TrainConfig, Trainer,
-                               load_config, save_config, train)
+from sagan_tf.config import TrainConfig
+from sagan_tf.rundir import load_config, save_config
+from sagan_tf.trainer import Trainer
+from sagan_tf.training import SUMMARY_IMAGES, SUMMARY_SCALARS, train
 
 S, B, C = 32, 2, 4  # image size, per-replica batch, classes
 
@@ -331,14 +333,14 @@ def test_iteration_matches_hand_built_step(trainer1):
 
 
 def test_dense_gradients_give_tf1_adam_update():
-    """Why the step densifies IndexedSlices gradients (training._dense).
+    """Why the step densifies IndexedSlices gradients (trainer._dense).
 
     A class-indexed gather with a repeated label (labels 1, 1) must update
     Adam's second moment with the square of the summed gradient, as TF1's
     Adam did; Keras 3's Adam fed the IndexedSlices sums the squares instead.
     """
     import keras
-    from sagan_tf.training import _dense as train_dense
+    from sagan_tf.trainer import _dense as train_dense
     rows = tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 
     def velocity(densify):

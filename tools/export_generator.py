@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from sagan_tf import cli  # noqa: E402
 
@@ -30,9 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv)
     from sagan_tf import export
     loaded = cli.load_from_flags(FLAGS, seed=0)
     path = export.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)

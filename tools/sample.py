@@ -27,7 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from sagan_tf import cli  # noqa: E402
 
@@ -53,14 +53,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv)
     from sagan_tf import sampling
-    try:
-        classes = [int(c) for c in FLAGS.classes] if FLAGS.classes else None
-    except ValueError:
-        raise app.UsageError(f"--classes must be integers, got {FLAGS.classes}")
+    classes = cli.int_list(FLAGS.classes, "--classes")
     loaded = cli.load_from_flags(FLAGS, seed=FLAGS.seed)
     path, _ = sampling.sample_to_file(
         loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,

@@ -49,19 +49,14 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv)
     import numpy as np
     from sagan_tf import attention_maps, sampling
     try:
         queries = attention_maps.parse_query_points(FLAGS.queries)
     except ValueError as e:
         raise app.UsageError(str(e))
-    try:
-        labels = [int(c) for c in FLAGS.labels] if FLAGS.labels else None
-    except ValueError:
-        raise app.UsageError(f"--labels must be integers, got {FLAGS.labels}")
+    labels = cli.int_list(FLAGS.labels, "--labels")
     loaded = cli.load_from_flags(FLAGS, discriminator=FLAGS.network != "generator",
                                  seed=FLAGS.seed)
     if labels is None:
