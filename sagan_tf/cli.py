@@ -181,7 +181,7 @@ def define_standing_stats_flags(flag_values=None, _depth=1):
     the sampling tools' shared choice of G's batch-norm statistics
     (:mod:`sagan_tf.standing_statistics`)."""
     from absl import flags  # pylint: disable=import-outside-toplevel
-    flag_values = flag_values or flags.FLAGS
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_integer(
         "standing_stats_batches", 0,
         "0: G samples with its moving batch-norm statistics (the release). N > 0: standing "
@@ -206,7 +206,7 @@ def define_checkpoint_flags(flag_values=None):
     ``--attention_query_block_size`` and the standing-statistics flags
     (:func:`define_standing_stats_flags`); :func:`load_from_flags` reads them."""
     from absl import flags  # pylint: disable=import-outside-toplevel
-    flag_values = flag_values or flags.FLAGS
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_string(
         "checkpoint_dir", None,
         "Training directory (<checkpoint_dir> of train_imagenet.py, or its "

@@ -256,8 +256,8 @@ def real_statistics(classifier, data_dir, eval_dir, count, image_size, num_class
     """``{"pool_3": [count, F], "images": [16, S, S, 3]}`` of the training data in
     ``data_dir``: read from its :class:`RealActivationCache` in ``eval_dir`` when
     present, else computed from ``count`` shuffled records (repeating) and cached."""
-    from sagan_tf import data  # pylint: disable=import-outside-toplevel
-    cache = RealActivationCache(eval_dir, data.list_record_files(data_dir), classifier.source,
+    from sagan_tf import data, record_format  # pylint: disable=import-outside-toplevel
+    cache = RealActivationCache(eval_dir, record_format.list_record_files(data_dir), classifier.source,
                                 count, image_size)
 
     def compute():
@@ -275,8 +275,8 @@ def real_class_statistics(classifier, data_dir, eval_dir, per_class, image_size,
     """``{"pool_3": [N, F], "labels": [N]}``: up to ``per_class`` real records of
     each class (one shuffled epoch of ``data_dir``), read from / written to the
     :class:`RealClassActivationCache` in ``eval_dir``."""
-    from sagan_tf import data  # pylint: disable=import-outside-toplevel
-    cache = RealClassActivationCache(eval_dir, data.list_record_files(data_dir),
+    from sagan_tf import data, record_format  # pylint: disable=import-outside-toplevel
+    cache = RealClassActivationCache(eval_dir, record_format.list_record_files(data_dir),
                                      classifier.source, per_class, num_classes, image_size)
 
     def compute():

@@ -468,14 +468,14 @@ def _distributed_iterator(config, strategy, start_step, skipped_counter=None):
 
 def _check_data_dir(config):
     """Fails early, naming the flag, when ``--data_dir`` cannot feed this config."""
-    from sagan_tf import data
+    from sagan_tf import record_format  # pylint: disable=import-outside-toplevel
     if not config.data_dir:
         raise ConfigError("--data_dir is required (a directory of *.tfrecords files)")
     try:
-        files = data.list_record_files(config.data_dir)
+        files = record_format.list_record_files(config.data_dir)
     except FileNotFoundError as e:
         raise ConfigError(f"--data_dir {config.data_dir!r}: {e}") from e
-    stored = data.peek_image_size(files)
+    stored = record_format.peek_image_size(files)
     if stored != config.image_size:
         raise ConfigError(f"--image_size is {config.image_size} but the records in --data_dir "
                          f"{config.data_dir!r} hold {stored}x{stored} images")

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 import numpy_reference as ref
 import sagan_tf
-from sagan_tf import attention_maps, data, evaluation, rundir, sampling
+from sagan_tf import attention_maps, evaluation, record_format, rundir, sampling
 from sagan_tf.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
 from sagan_tf.legacy import spec_variable_map
 from sagan_tf.networks import count_parameters, network_options, parse_resolutions
@@ -378,7 +378,7 @@ def test_generator_without_sn_has_the_release_names_minus_u():
 def _write_records(directory, n=16, seed=0):
     r = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
-    data.write_records(os.path.join(directory, "part-0.tfrecords"),
+    record_format.write_records(os.path.join(directory, "part-0.tfrecords"),
                        r.integers(0, 256, (n, S, S, 3), dtype=np.uint8), r.integers(0, CLASSES, n))
     return str(directory)
 

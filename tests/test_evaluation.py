@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import sagan_tf
-from sagan_tf import data as sdata
+from sagan_tf import record_format
 from sagan_tf import checkpoints, evaluation, metrics, real_statistics, rundir
 from test_metrics import save_standin_classifier
 
@@ -35,7 +35,7 @@ def _write_data(data_dir, num_files=2, per_file=40, seed=0):
     for i in range(num_files):
         imgs = rng.integers(0, 256, size=(per_file, 32, 32, 3), dtype=np.uint8)
         labels = rng.integers(0, ARCH["number_classes"], size=per_file)
-        sdata.write_records(os.path.join(data_dir, f"train-{i:02d}.tfrecords"), imgs, labels)
+        record_format.write_records(os.path.join(data_dir, f"train-{i:02d}.tfrecords"), imgs, labels)
 
 
 def _fake_training_steps(G, steps, seed):
@@ -297,9 +297,9 @@ def test_checkpoint_of_other_architecture_is_rejected(run, classifier):
 def _real_features_by_class(data_dir, classifier):
     """Oracle: every record of ``data_dir`` decoded in numpy and classified, by class."""
     images, labels = [], []
-    for f in sdata.list_record_files(data_dir):
-        for rec in sdata.iter_serialized_records(f):
-            image, label = sdata.decode_example_numpy(rec)
+    for f in record_format.list_record_files(data_dir):
+        for rec in record_format.iter_serialized_records(f):
+            image, label = record_format.decode_example_numpy(rec)
             images.append(image.astype(np.float32) * (2.0 / 255.0) - 1.0)
             labels.append(label)
     pool = classifier(tf.constant(np.stack(images)))["pool_3"].numpy()

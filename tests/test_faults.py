@@ -36,7 +36,7 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import checkpoints
-from sagan_tf import data as sdata
+from sagan_tf import record_format
 from sagan_tf.config import TrainConfig
 from sagan_tf.faults import NonFiniteGuard
 from sagan_tf.rundir import save_config
@@ -52,7 +52,7 @@ def _write_records(directory, num_files=2, per_file=16, seed=0, size=S, classes=
     rng = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
     for k in range(num_files):
-        sdata.write_records(os.path.join(directory, f"train-{k:02d}.tfrecords"),
+        record_format.write_records(os.path.join(directory, f"train-{k:02d}.tfrecords"),
                             rng.integers(0, 256, (per_file, size, size, 3), dtype=np.uint8),
                             rng.integers(0, classes, per_file))
     return str(directory)

@@ -306,14 +306,14 @@ def test_demo_classifier_tool_trains_and_exports(tmp_path):
         import train_demo_classifier as tool
     finally:
         sys.path.pop(0)
-    from sagan_tf import data as sdata
+    from sagan_tf import record_format
     rng = np.random.default_rng(0)
     # Two easily separable classes: dark and bright images.
     labels = np.repeat([0, 1], 32)
     images = np.where(labels[:, None, None, None] == 0,
                       rng.integers(0, 60, size=(64, 16, 16, 3)),
                       rng.integers(190, 256, size=(64, 16, 16, 3))).astype(np.uint8)
-    sdata.write_records(str(tmp_path / "d.tfrecords"), images, labels)
+    record_format.write_records(str(tmp_path / "d.tfrecords"), images, labels)
     info = tool.train_demo_classifier(str(tmp_path), str(tmp_path / "clf"), input_size=24,
                                       steps=30, batch_size=16, learning_rate=3e-3)
     assert info["num_classes"] == 2 and info["input_size"] == 24

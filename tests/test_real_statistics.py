@@ -14,13 +14,18 @@ def _write(path, content):
         f.write(content)
 
 
-def test_real_activation_cache_roundtrip_and_key(tmp_path, rng):
+def _data_files(tmp_path):
+    """Two stand-in record files (the caches key on names, sizes and mtimes only)."""
     data = tmp_path / "data"
     data.mkdir()
     files = [str(data / f"{i}.tfrecords") for i in range(2)]
     for f in files:
         _write(f, b"x" * 10)
-    ev = str(tmp_path / "eval")
+    return files
+
+
+def test_real_activation_cache_roundtrip_and_key(tmp_path, rng):
+    files, ev = _data_files(tmp_path), str(tmp_path / "eval")
     cache = real_statistics.RealActivationCache(ev, files, "clf", 20, 32)
     assert cache.load() is None
     pool = rng.normal(size=(20, 6)).astype(np.float32)
@@ -56,12 +61,7 @@ def test_real_activation_cache_ignores_corrupt_file(tmp_path):
 
 
 def test_real_class_activation_cache_roundtrip_and_key(tmp_path, rng):
-    data = tmp_path / "data"
-    data.mkdir()
-    files = [str(data / f"{i}.tfrecords") for i in range(2)]
-    for f in files:
-        _write(f, b"x" * 10)
-    ev = str(tmp_path / "eval")
+    files, ev = _data_files(tmp_path), str(tmp_path / "eval")
     cache = real_statistics.RealClassActivationCache(ev, files, "clf", 5, 3, 32)
     assert cache.load() is None
     pool = rng.normal(size=(14, 6)).astype(np.float32)
