@@ -173,10 +173,10 @@ def _apply_demo_defaults():
 
 def _prepare_demo_data(data_dir):
     """Writes the demo records into ``data_dir`` unless it already holds records."""
-    from sagan_tf import data, demo_data
-    from sagan_tf.training import ConfigError
+    from sagan_tf import demo_data, record_format
+    from sagan_tf.config import ConfigError
     try:
-        data.list_record_files(data_dir)
+        record_format.list_record_files(data_dir)
         return
     except FileNotFoundError:
         pass
@@ -199,7 +199,9 @@ def main(argv):
     if FLAGS.num_cpu_replicas > 1:
         distribute.configure_cpu_replicas(FLAGS.num_cpu_replicas)
 
-    from sagan_tf.training import ConfigError, TrainConfig, TrainingError, train
+    from sagan_tf.config import ConfigError, TrainConfig
+    from sagan_tf.faults import TrainingError
+    from sagan_tf.training import train
     try:
         data_dir = FLAGS.data_dir
         if FLAGS.demo:

@@ -43,7 +43,7 @@ __all__ = [
     "listed_checkpoints", "checkpoint_problem", "list_complete_checkpoints",
     "latest_complete_checkpoint", "unlisted_checkpoints", "count_variables",
     "checkpoint_step", "check_compatible", "restore_checked", "restore_newest",
-    "CheckpointSaveError", "SAVE_FAULT_ENV", "save", "find_run_dir",
+    "CheckpointSaveError", "SAVE_FAULT_ENV", "save",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,51 +69,6 @@ def _name(path):
 
 # ----------------------------------------------------------------------------
 # Discovery.
-
-def find_run_dir(checkpoint_dir, batch_size=None):
-    """The run directory (logdir) a reader of ``--checkpoint_dir`` means.
-
-    ``<checkpoint_dir>/imagenet_<batch_size>`` when ``batch_size`` is given and
-    it exists; else ``checkpoint_dir`` itself when it holds a checkpoint state
-    file or config.json; else, without ``batch_size``, its only
-    ``imagenet_*`` run. Used by the evaluator and the tools, which read
-    training directories and never write into them.
-
-    Raises:
-      FileNotFoundError / ValueError: one line naming the directory, what it
-        holds and the flag that fixes it.
-    """
-    checkpoint_dir = str(checkpoint_dir)
-    candidate = (os.path.join(checkpoint_dir, f"imagenet_{int(batch_size)}")
-                 if batch_size else None)
-    if candidate and os.path.isdir(candidate):
-        return candidate
-    if any(os.path.exists(os.path.join(checkpoint_dir, f))
-           for f in (STATE_FILENAME, "config.json")):
-        return checkpoint_dir
-    if not os.path.isdir(checkpoint_dir):
-        raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r} does not exist (give "
-                                "the --checkpoint_dir of train_imagenet.py)")
-    runs = sorted(os.path.basename(d) for d in glob.glob(
-        os.path.join(glob.escape(checkpoint_dir), "imagenet_*")) if os.path.isdir(d))
-    sizes = " or ".join(r[len("imagenet_"):] for r in runs)
-    if candidate:
-        held = (f"it holds {', '.join(runs)}: pass --batch_size {sizes} (the run's "
-                "per-replica batch size) or leave --batch_size out" if runs else
-                "it holds no training run (no config.json or checkpoint in it nor an "
-                "imagenet_<batch_size> subdirectory)")
-        raise FileNotFoundError(f"{candidate} does not exist (--checkpoint_dir "
-                                f"{checkpoint_dir!r} with --batch_size {batch_size}); {held}")
-    if len(runs) == 1:
-        return os.path.join(checkpoint_dir, runs[0])
-    if runs:
-        raise ValueError(f"--checkpoint_dir {checkpoint_dir!r} holds several runs "
-                         f"({', '.join(runs)}); pass --batch_size {sizes} to pick one, or "
-                         "point --checkpoint_dir at one of them")
-    raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r} holds no training run (no "
-                            "config.json or checkpoint in it nor an imagenet_<batch_size> "
-                            "subdirectory; give the --checkpoint_dir of train_imagenet.py)")
-
 
 def listed_checkpoints(logdir):
     """Checkpoint prefixes listed in ``<logdir>/checkpoint``, oldest first.

@@ -17,6 +17,9 @@ then is passed on. TensorFlow's Python logger and absl's are set to warnings (un
 was given). With
 ``TF_CPP_MIN_LOG_LEVEL`` set by the user nothing is filtered.
 
+Tools that read a trained generator share their checkpoint flags:
+:func:`define_checkpoint_flags` at import, :func:`load_from_flags` in ``main``.
+
 Errors: :func:`run` turns the expected failures -- :class:`UserError`, the
 ``ValueError`` / ``OSError`` family the library raises for bad flags, missing
 or mismatched directories, mismatched checkpoints, an unreachable classifier,
@@ -31,7 +34,8 @@ import sys
 import tempfile
 
 __all__ = ["UserError", "EXIT_USER_ERROR", "EXPECTED_ERRORS", "quiet_tensorflow", "run",
-           "error_line", "define_standing_stats_flags"]
+           "error_line", "define_standing_stats_flags", "define_checkpoint_flags",
+           "load_from_flags", "loaded_description", "CHECKPOINT_FLAGS", "start", "int_list"]
 
 #: Exit status of an expected error (a usage error, as absl and argparse use).
 EXIT_USER_ERROR = 2
@@ -143,12 +147,41 @@ def run(main, program=None):
     app.run(guarded)
 
 
-def define_standing_stats_flags(flag_values=None):
+def start(argv):
+    """The first line of a tool's ``main``: :func:`quiet_tensorflow`, then a
+    usage error for positional arguments (the tools take flags only). Returns
+    the TensorFlow module."""
+    tf = quiet_tensorflow()
+    if len(argv) > 1:
+        from absl import app  # pylint: disable=import-outside-toplevel
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    return tf
+
+
+def int_list(values, flag):
+    """A list flag's values as ints (None when empty); a usage error naming ``flag``."""
+    from absl import app  # pylint: disable=import-outside-toplevel
+    try:
+        return [int(c) for c in values] if values else None
+    except ValueError:
+        raise app.UsageError(f"{flag} must be integers, got {values}") from None
+
+
+def _register_key_flags(flag_values, names, depth):
+    """Makes ``names`` key flags of the tool ``depth`` frames up, so that its
+    ``--help`` lists them (absl names a script's module by its path)."""
+    caller = sys._getframe(depth + 1).f_globals.get("__name__")  # pylint: disable=protected-access
+    module = sys.argv[0] if caller == "__main__" else caller
+    for name in names:
+        flag_values.register_key_flag_for_module(module, flag_values[name])
+
+
+def define_standing_stats_flags(flag_values=None, _depth=1):
     """Defines ``--standing_stats_batches`` and ``--standing_stats_batch_size``,
     the sampling tools' shared choice of G's batch-norm statistics
     (:mod:`sagan_tf.standing_statistics`)."""
     from absl import flags  # pylint: disable=import-outside-toplevel
-    flag_values = flag_values or flags.FLAGS
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_integer(
         "standing_stats_batches", 0,
         "0: G samples with its moving batch-norm statistics (the release). N > 0: standing "
@@ -158,9 +191,56 @@ def define_standing_stats_flags(flag_values=None):
         "standing_stats_batch_size", None, "Batch size of the standing-statistics batches "
         "(default: the training batch_size of config.json).", lower_bound=1,
         flag_values=flag_values)
-    # Key flags of the calling tool, so that its --help lists them (absl names
-    # a script's module by its path).
-    caller = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
-    module = sys.argv[0] if caller == "__main__" else caller
-    for name in ("standing_stats_batches", "standing_stats_batch_size"):
-        flag_values.register_key_flag_for_module(module, flag_values[name])
+    _register_key_flags(flag_values, ("standing_stats_batches", "standing_stats_batch_size"),
+                        _depth)
+
+
+#: The flags :func:`define_checkpoint_flags` defines (besides the standing-statistics ones).
+CHECKPOINT_FLAGS = ("checkpoint_dir", "checkpoint_path", "batch_size",
+                    "attention_query_block_size")
+
+
+def define_checkpoint_flags(flag_values=None):
+    """Defines the flags of every tool that reads a trained generator:
+    ``--checkpoint_dir``, ``--checkpoint_path``, ``--batch_size``,
+    ``--attention_query_block_size`` and the standing-statistics flags
+    (:func:`define_standing_stats_flags`); :func:`load_from_flags` reads them."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_string(
+        "checkpoint_dir", None,
+        "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
+        "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.",
+        flag_values=flag_values)
+    flags.DEFINE_string("checkpoint_path", None,
+                        "A specific checkpoint prefix (default: newest).", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "batch_size", None, "Training batch size: picks <checkpoint_dir>/imagenet_<batch_size> "
+        "when there are several runs.", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "attention_query_block_size", None,
+        "Build the networks with the memory-efficient attention path, query blocks of this "
+        "size (same outputs).", flag_values=flag_values)
+    _register_key_flags(flag_values, CHECKPOINT_FLAGS, 1)
+    define_standing_stats_flags(flag_values, _depth=2)
+
+
+def load_from_flags(flag_values, discriminator=False, seed=0):
+    """The generator (and with ``discriminator`` the discriminator) the flags of
+    :func:`define_checkpoint_flags` name, restored, with G's batch-norm
+    statistics as the standing-statistics flags ask (drawn from ``seed``).
+    Returns a :class:`sagan_tf.rundir.LoadedCheckpoint`. Imports TensorFlow."""
+    from sagan_tf import rundir  # pylint: disable=import-outside-toplevel
+    loaded = rundir.load_checkpoint(
+        flag_values.checkpoint_dir, flag_values.checkpoint_path, flag_values.batch_size,
+        discriminator=discriminator,
+        attention_query_block_size=flag_values.attention_query_block_size)
+    rundir.use_standing_statistics(loaded, flag_values.standing_stats_batches,
+                                   flag_values.standing_stats_batch_size, seed=seed)
+    return loaded
+
+
+def loaded_description(loaded):
+    """``checkpoint <path>, step <N>`` of a :class:`sagan_tf.rundir.LoadedCheckpoint`,
+    for a tool's final line."""
+    return f"checkpoint {loaded.checkpoint_path}, step {loaded.step}"

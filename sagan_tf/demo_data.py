@@ -251,7 +251,7 @@ def write_demo_dataset(output_dir: str, num_images: int = 4000, image_size: int 
     Refuses (``FileExistsError``) an ``output_dir`` that holds other ``*.tfrecords``
     files, which a reader would mix in. Returns the sorted list of record files.
     """
-    from sagan_tf import data  # TensorFlow only when writing
+    from sagan_tf import record_format  # TensorFlow only when writing
 
     if int(num_shards) < 1 or int(num_shards) > max(int(num_images), 1):
         raise ValueError(f"num_shards must be in [1, num_images={num_images}], got {num_shards}")
@@ -269,7 +269,7 @@ def write_demo_dataset(output_dir: str, num_images: int = 4000, image_size: int 
     for k, name in enumerate(names):
         lo, hi = k * len(labels) // num_shards, (k + 1) * len(labels) // num_shards
         path = os.path.join(output_dir, name)
-        data.write_records(path, images[lo:hi], labels[lo:hi])
+        record_format.write_records(path, images[lo:hi], labels[lo:hi])
         files.append(path)
     counts = np.bincount(labels, minlength=num_classes)
     manifest = {

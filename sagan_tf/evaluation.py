@@ -12,7 +12,7 @@ One evaluation (:meth:`Evaluator.evaluate`):
    one ``tf.function``; ``pool_3`` and logits are accumulated in preallocated
    arrays (:class:`sagan_tf.metrics.ActivationAccumulator`);
 3. the real ``pool_3`` of ``num_real_samples`` shuffled training records come
-   from :class:`sagan_tf.metrics.RealActivationCache` (computed once, then
+   from :class:`sagan_tf.real_statistics.RealActivationCache` (computed once, then
    reused across evaluations and restarts);
 4. Inception score (one split), FID and KID with TF-GAN's functions;
    the *class accuracy* (how often the classifier's argmax is the class G was
@@ -21,7 +21,7 @@ One evaluation (:meth:`Evaluator.evaluate`):
 5. with ``intra_fid_samples_per_class = n > 0``: *intra-FID*, the mean over
    classes of the FID between ``n`` samples generated for that class and up to
    ``n`` real records of that class
-   (:class:`sagan_tf.metrics.RealClassActivationCache`, cached like the real
+   (:class:`sagan_tf.real_statistics.RealClassActivationCache`, cached like the real
    activations);
 6. print one JSON line ``{"step", "inception_score", "fid", "kid",
    ["class_accuracy",] ["intra_fid", "intra_fid_samples_per_class",
@@ -59,41 +59,21 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import checkpoints, metrics, tfgan
-from sagan_tf.fileio import atomic_write, read_json_object
+from sagan_tf import checkpoints, metrics, real_statistics, rundir, summaries
+from sagan_tf.fileio import atomic_write
 
 __all__ = [
     "EvalOptions",
     "Evaluator",
     "EvaluatedRecord",
-    "ARCH_FLAGS",
-    "logdir_for",
-    "read_config",
-    "resolve_architecture",
-    "list_complete_checkpoints",
-    "latest_complete_checkpoint",
-    "checkpoint_step",
     "evaluate_checkpoint",
     "evaluate_repeatedly",
-    "write_scalar_summary",
-    "write_text_summary",
-    "write_image_summary",
 ]
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
 EVALUATED_NAME = "evaluated.json"
-#: Architecture option -> keys it may have in the trainer's config.json (first wins).
-ARCH_FLAGS = {
-    "generator_type": ("generator_type",),
-    "image_size": ("image_size",),
-    "z_dim": ("z_dim",),
-    "gf_dim": ("gf_dim",),
-    "num_classes": ("number_classes", "num_classes"),
-}
 GRID_SHAPE = (4, 4)
-_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 @dataclasses.dataclass
@@ -134,7 +114,7 @@ class EvalOptions:
             return os.path.dirname(os.path.abspath(self.checkpoint_path))
         if not self.checkpoint_dir:
             raise ValueError("--checkpoint_dir (or --checkpoint_path) is required")
-        return logdir_for(self.checkpoint_dir, self.batch_size)
+        return rundir.find_run_dir(self.checkpoint_dir, self.batch_size)
 
     @property
     def resolved_eval_dir(self):
@@ -144,150 +124,6 @@ class EvalOptions:
         if self.checkpoint_dir:
             return os.path.join(self.checkpoint_dir, "eval")
         return os.path.join(os.path.dirname(self.logdir), "eval")
-
-
-def logdir_for(checkpoint_dir, batch_size):
-    """``<checkpoint_dir>/imagenet_<batch_size>`` (the release's layout); see
-    :func:`sagan_tf.checkpoints.find_run_dir` (``batch_size`` None: the only
-    run in ``checkpoint_dir``; a missing run is a one-line error)."""
-    return checkpoints.find_run_dir(checkpoint_dir, batch_size)
-
-
-def read_config(logdir):
-    """Returns ``(config dict, path)`` of the trainer's config.json, or ``(None, path)``."""
-    path = os.path.join(logdir, CONFIG_NAME)
-    if not os.path.exists(path):
-        return None, path
-    # Read as plain JSON (the documented file format of docs/ARCHITECTURE.md), so
-    # evaluation does not depend on the trainer's config class.
-    return read_json_object(path), path
-
-
-def resolve_architecture(config, config_path, **given):
-    """Merges the generator architecture of config.json with explicit options.
-
-    Args:
-      config: dict from config.json or None.
-      config_path: its path (for messages).
-      **given: ``generator_type``, ``image_size``, ``z_dim``, ``gf_dim``,
-        ``num_classes``; None means "take from config.json".
-
-    Returns:
-      dict with the five keys of :data:`ARCH_FLAGS`.
-
-    Raises:
-      ValueError: a given value disagrees with config.json (naming both), or a
-        value is neither given nor in config.json.
-    """
-    arch = {}
-    missing = []
-    for flag, keys in ARCH_FLAGS.items():
-        value = given.get(flag)
-        stored_key = next((k for k in keys if config and k in config), None)
-        stored = config[stored_key] if stored_key else None
-        if value is not None and stored is not None:
-            same = (str(value) == str(stored)) if flag == "generator_type" else (
-                int(value) == int(stored))
-            if not same:
-                raise ValueError(
-                    f"--{flag}={value} disagrees with {stored_key}={stored} in {config_path}, "
-                    f"the configuration the checkpoints were trained with; drop --{flag} "
-                    f"or point --checkpoint_dir at the right run")
-        chosen = value if value is not None else stored
-        if chosen is None:
-            missing.append(flag)
-        else:
-            arch[flag] = str(chosen) if flag == "generator_type" else int(chosen)
-    if missing:
-        where = (f"not in {config_path}" if config is not None
-                 else f"there is no {config_path}")
-        raise ValueError(
-            f"generator architecture unknown: {', '.join('--' + m for m in missing)} "
-            f"not given and {where}")
-    return arch
-
-
-def _checkpoint_exists(path):
-    """True if the checkpoint prefix ``path`` has its ``.index`` file."""
-    return tf.io.gfile.exists(path + ".index")
-
-
-def list_complete_checkpoints(logdir):
-    """Complete checkpoints of ``logdir``, oldest first
-    (:func:`sagan_tf.checkpoints.list_complete_checkpoints`: listed in the
-    CheckpointManager's state file, ``.index`` readable, all data shards present;
-    a checkpoint deleted by ``max_to_keep`` in the meantime is left out)."""
-    return checkpoints.list_complete_checkpoints(logdir)
-
-
-def latest_complete_checkpoint(logdir):
-    """The newest complete checkpoint of ``logdir``, or None."""
-    return checkpoints.latest_complete_checkpoint(logdir)
-
-
-def _count_checkpoint_variables(path, child):
-    """Number of variables reachable from the root's ``child`` in a checkpoint
-    (:func:`sagan_tf.checkpoints.count_variables`).
-
-    Raises:
-      ValueError: the checkpoint has no such child (e.g. no ``generator``).
-    """
-    count = checkpoints.count_variables(path, child)
-    if count is None:
-        raise ValueError(f"checkpoint {path} has no {child!r}")
-    return count
-
-
-def checkpoint_step(path):
-    """Global step of a checkpoint: its ``step`` variable, else the ``-N`` suffix."""
-    return checkpoints.checkpoint_step(path)
-
-
-def _plugin_metadata(plugin_name, data_class):
-    """``SummaryMetadata`` as TensorBoard's own scalar/image summaries write it."""
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
-    metadata = summary_pb2.SummaryMetadata()
-    metadata.plugin_data.plugin_name = plugin_name
-    metadata.plugin_data.content = b""  # the plugins' (version 0) data protos: empty
-    metadata.data_class = data_class
-    return metadata
-
-
-def write_scalar_summary(tag, value):
-    """Writes a TensorBoard scalar under ``tag`` to the default writer.
-
-    ``tf.summary.scalar`` needs the ``tensorboard`` package for its
-    implementation; this writes the same record (plugin ``scalars``) with
-    TensorFlow's core ``tf.summary.write``, so evaluation works without it.
-    """
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
-    return tf.summary.write(tag, tf.constant(float(value), tf.float32),
-                            metadata=_plugin_metadata("scalars",
-                                                      summary_pb2.DATA_CLASS_SCALAR))
-
-
-def write_text_summary(tag, text):
-    """Writes ``text`` as a TensorBoard text summary (plugin ``text``), with core
-    ``tf.summary.write`` like :func:`write_scalar_summary`."""
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
-    return tf.summary.write(tag, tf.constant(str(text)),
-                            metadata=_plugin_metadata("text", summary_pb2.DATA_CLASS_TENSOR))
-
-
-def write_image_summary(tag, image):
-    """Writes one image ``[1, H, W, C]`` in [-1, 1] as a TensorBoard image (PNG).
-
-    Same record as ``tf.summary.image`` (plugin ``images``: a string tensor
-    ``[width, height, png]``), written with core ``tf.summary.write``.
-    """
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
-    image = tf.convert_to_tensor(image, tf.float32)
-    pixels = tf.cast(tf.round(tf.clip_by_value((image[0] + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
-    height, width = int(pixels.shape[0]), int(pixels.shape[1])
-    payload = tf.stack([tf.as_string(width), tf.as_string(height), tf.image.encode_png(pixels)])
-    return tf.summary.write(tag, payload,
-                            metadata=_plugin_metadata("images",
-                                                      summary_pb2.DATA_CLASS_BLOB_SEQUENCE))
 
 
 class EvaluatedRecord:
@@ -357,10 +193,10 @@ class Evaluator:
             raise FileNotFoundError(
                 f"checkpoint directory {self.logdir} does not exist (--checkpoint_dir "
                 f"{options.checkpoint_dir!r} with --batch_size {options.batch_size})")
-        self.config, self.config_path = read_config(self.logdir)
-        self.arch = resolve_architecture(
+        self.config, self.config_path = rundir.read_config(self.logdir, required=False)
+        self.arch = rundir.resolve_architecture(
             self.config, self.config_path,
-            **{k: getattr(options, k) for k in ARCH_FLAGS})
+            **{k: getattr(options, k) for k in rundir.ARCH_FLAGS})
         self.data_dir = options.data_dir or (self.config or {}).get("data_dir")
         self.num_real = int(options.num_real_samples or options.eval_sample_size)
 
@@ -422,70 +258,35 @@ class Evaluator:
     def real_statistics(self):
         """``{"pool_3": [num_real, F], "images": [16, S, S, 3]}`` of the training data.
 
-        Read from the :class:`sagan_tf.metrics.RealActivationCache` when present,
-        else computed from ``num_real`` shuffled training records and cached.
+        Read from the :class:`sagan_tf.real_statistics.RealActivationCache` when
+        present, else computed from ``num_real`` shuffled training records and cached.
         """
-        if self._real is not None:
-            return self._real
-        from sagan_tf import data  # pylint: disable=import-outside-toplevel
-        if not self.data_dir:
-            raise ValueError("no training data for the real statistics: give --data_dir "
-                             f"(it is not in {self.config_path} either)")
-        files = data.list_record_files(self.data_dir)
-        cache = metrics.RealActivationCache(
-            self.eval_dir, files, self.classifier.source, self.num_real,
-            self.arch["image_size"])
-        real = cache.load()
-        if real is not None:
-            log.info("Real activations read from %s", cache.path)
-        else:
-            t0 = time.time()
-            dataset = data.make_dataset(
-                self.data_dir, self.arch["image_size"], self._batch, self.arch["num_classes"],
-                shuffle=True, shuffle_buffer_size=self.options.shuffle_buffer_size,
-                repeat=True, seed=self.options.seed)
-            pool, images = metrics.compute_real_activations(
-                self.classifier, dataset, self.num_real,
+        if self._real is None:
+            if not self.data_dir:
+                raise ValueError("no training data for the real statistics: give --data_dir "
+                                 f"(it is not in {self.config_path} either)")
+            self._real = real_statistics.real_statistics(
+                self.classifier, self.data_dir, self.eval_dir, self.num_real,
+                self.arch["image_size"], self.arch["num_classes"], self._batch,
+                self.options.shuffle_buffer_size, self.options.seed,
                 num_grid_images=GRID_SHAPE[0] * GRID_SHAPE[1])
-            cache.save(pool, images)
-            real = {metrics.POOL_KEY: pool, "images": images}
-            log.info("Real activations of %d records computed in %.1fs, cached in %s",
-                     self.num_real, time.time() - t0, cache.path)
-        self._real = real
-        return real
+        return self._real
 
     def real_class_statistics(self):
         """``{"pool_3": [N, F], "labels": [N]}``: up to ``intra_fid_samples_per_class``
         real records of each class, read from / written to the
-        :class:`sagan_tf.metrics.RealClassActivationCache`. Classes with fewer
+        :class:`sagan_tf.real_statistics.RealClassActivationCache`. Classes with fewer
         records are logged (and use the records they have)."""
         if self._real_by_class is not None:
             return self._real_by_class
-        from sagan_tf import data  # pylint: disable=import-outside-toplevel
         if not self.data_dir:
             raise ValueError("no training data for the per-class real statistics: give "
                              f"--data_dir (it is not in {self.config_path} either)")
         per_class = int(self.options.intra_fid_samples_per_class)
         num_classes = self.arch["num_classes"]
-        files = data.list_record_files(self.data_dir)
-        cache = metrics.RealClassActivationCache(
-            self.eval_dir, files, self.classifier.source, per_class, num_classes,
-            self.arch["image_size"])
-        real = cache.load()
-        if real is not None:
-            log.info("Per-class real activations read from %s", cache.path)
-        else:
-            t0 = time.time()
-            dataset = data.make_dataset(
-                self.data_dir, self.arch["image_size"], self._batch, num_classes,
-                shuffle=True, shuffle_buffer_size=self.options.shuffle_buffer_size,
-                repeat=False, seed=self.options.seed)
-            pool, labels, _ = metrics.compute_real_class_activations(
-                self.classifier, dataset, num_classes, per_class)
-            cache.save(pool, labels)
-            real = {metrics.POOL_KEY: pool, "labels": labels}
-            log.info("Per-class real activations (%d per class) computed in %.1fs, cached "
-                     "in %s", per_class, time.time() - t0, cache.path)
+        real = real_statistics.real_class_statistics(
+            self.classifier, self.data_dir, self.eval_dir, per_class, self.arch["image_size"],
+            num_classes, self._batch, self.options.shuffle_buffer_size, self.options.seed)
         counts = np.bincount(real["labels"], minlength=num_classes)
         short = {int(c): int(counts[c]) for c in np.flatnonzero(counts < per_class)}
         if short:
@@ -522,7 +323,7 @@ class Evaluator:
           FileNotFoundError: the checkpoint does not exist.
           ValueError: the checkpoint's generator does not match the architecture.
         """
-        if not _checkpoint_exists(checkpoint_path):
+        if not tf.io.gfile.exists(checkpoint_path + ".index"):
             raise FileNotFoundError(f"checkpoint {checkpoint_path} not found "
                                     f"(no {checkpoint_path}.index)")
         # Every generator variable's shape is checked against the stored tensor
@@ -533,30 +334,29 @@ class Evaluator:
                                         partial=True)
         except checkpoints.CheckpointMismatchError as e:
             raise ValueError(f"{e} (see {self.config_path})") from e
-        return checkpoint_step(checkpoint_path)
+        return checkpoints.checkpoint_step(checkpoint_path)
 
     def _write_summaries(self, step, result, generated_grid_images):
         """Scalars and the two 4x4 image grids, at ``step``."""
         size = self.arch["image_size"]
         real_images = self.real_statistics()["images"]
         with self.writer.as_default(step=step):
-            write_scalar_summary("eval/incscore", result["inception_score"])
-            write_scalar_summary("eval/fid", result["fid"])
-            write_scalar_summary("eval/kid", result["kid"])
+            summaries.write_scalar("eval/incscore", result["inception_score"])
+            summaries.write_scalar("eval/fid", result["fid"])
+            summaries.write_scalar("eval/kid", result["kid"])
             for tag, key in (("eval/class_accuracy", "class_accuracy"),
                              ("eval/intra_fid", "intra_fid")):
                 if result.get(key) is not None:
-                    write_scalar_summary(tag, result[key])
-            write_text_summary("eval/bn_statistics", result["bn_statistics"])
+                    summaries.write_scalar(tag, result[key])
+            summaries.write_text("eval/bn_statistics", result["bn_statistics"])
             n = GRID_SHAPE[0] * GRID_SHAPE[1]
             for name, imgs in (("eval/generated_images", generated_grid_images),
                                ("eval/real_images", real_images)):
                 if imgs is None or len(imgs) < n:
                     log.warning("Not enough images for the %s grid", name)
                     continue
-                grid = tfgan.image_grid(tf.convert_to_tensor(imgs[:n], tf.float32),
-                                        GRID_SHAPE, image_shape=(size, size))
-                write_image_summary(name, grid)
+                grid = summaries.image_grid(imgs, size, GRID_SHAPE)
+                summaries.write_image(name, grid, value_range=(-1, 1))
         self.writer.flush()
 
     # -- one evaluation -------------------------------------------------------
@@ -624,7 +424,7 @@ def evaluate_checkpoint(options, checkpoint_path=None, evaluator=None):
     evaluator = evaluator or Evaluator(options)
     path = checkpoint_path or options.checkpoint_path
     if path is None:
-        path = latest_complete_checkpoint(evaluator.logdir)
+        path = checkpoints.latest_complete_checkpoint(evaluator.logdir)
         if path is None:
             raise FileNotFoundError(
                 f"no checkpoint in {evaluator.logdir} (expected a 'checkpoint' state file "
@@ -675,14 +475,14 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
                 next_round = clock()  # timed out: poll one last time, then stop
             continue
         round_start = clock()
-        pending = [p for p in list_complete_checkpoints(evaluator.logdir)
+        pending = [p for p in checkpoints.list_complete_checkpoints(evaluator.logdir)
                    if p not in record and (p, _mtime(p + ".index")) not in unreadable]
         evaluated_any = False
         for path in pending:
             try:
                 result = evaluator.evaluate(path)
             except (tf.errors.NotFoundError, FileNotFoundError) as e:
-                if _checkpoint_exists(path):
+                if tf.io.gfile.exists(path + ".index"):
                     raise
                 log.warning("Checkpoint %s disappeared before it was evaluated: %s", path, e)
                 continue

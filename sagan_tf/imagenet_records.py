@@ -249,11 +249,39 @@ def write_shards(output_dir: str, shard_tasks: Sequence[Callable[[], Iterable]],
       Per shard ``{"shard", "num_images", "images_per_label": {label: n},
       "skipped": [{"file", "error"}], "resumed": bool}``.
     """
-    from sagan_tf.data import RecordWriter, encode_example
-
     log = log or _stderr_log
     num_shards = len(shard_tasks)
     os.makedirs(os.path.join(output_dir, STATE_DIR), exist_ok=True)
+    stats, pending = _finished_shards(output_dir, num_shards, shard_fingerprints, settings,
+                                      prefix, log)
+    progress = _Progress(sum(shard_sizes[k] for k in pending), log, progress_interval)
+    if pending:
+        log(f"[convert] writing {len(pending)} of {num_shards} shards "
+            f"({progress.total} images) to {output_dir} with {max(num_workers, 1)} worker(s)")
+    pool = None
+    if num_workers > 1 and pending:
+        if start_method is None:
+            start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        pool = multiprocessing.get_context(start_method).Pool(num_workers)
+    try:
+        for k in pending:
+            name = shard_name(k, num_shards, prefix)
+            tasks = shard_tasks[k]()
+            results = (pool.imap(_process_task, tasks, chunksize=8) if pool is not None
+                       else map(_process_task, tasks))
+            stats[k] = _write_shard(output_dir, name, results, shard_fingerprints[k], settings,
+                                    progress, log)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return stats  # type: ignore[return-value]
+
+
+def _finished_shards(output_dir, num_shards, shard_fingerprints, settings, prefix, log):
+    """``(stats, pending)``: the state of each finished shard (None for the others)
+    and the indices of the shards still to write. A finished shard made from
+    other inputs or settings, or without its state file, is a ``FileExistsError``."""
     stats: list[dict | None] = [None] * num_shards
     pending = []
     for k in range(num_shards):
@@ -279,50 +307,35 @@ def write_shards(output_dir: str, shard_tasks: Sequence[Callable[[], Iterable]],
             stats[k] = state
         else:
             pending.append(k)
+    return stats, pending
 
-    progress = _Progress(sum(shard_sizes[k] for k in pending), log, progress_interval)
-    if pending:
-        log(f"[convert] writing {len(pending)} of {num_shards} shards "
-            f"({progress.total} images) to {output_dir} with {max(num_workers, 1)} worker(s)")
-    pool = None
-    if num_workers > 1 and pending:
-        if start_method is None:
-            start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        pool = multiprocessing.get_context(start_method).Pool(num_workers)
-    try:
-        for k in pending:
-            name = shard_name(k, num_shards, prefix)
-            path = os.path.join(output_dir, name)
-            tasks = shard_tasks[k]()
-            results = (pool.imap(_process_task, tasks, chunksize=8) if pool is not None
-                       else map(_process_task, tasks))
-            per_label: dict[str, int] = {}
-            skipped = []
-            with RecordWriter(path) as writer:
-                for label, image, source, error in results:
-                    if error is not None:
-                        skipped.append({"file": str(source), "error": error})
-                        progress.skipped += 1
-                        log(f"[convert] skipping unreadable {source}: {error}")
-                    else:
-                        writer.write_serialized(encode_example(image, label))
-                        per_label[str(label)] = per_label.get(str(label), 0) + 1
-                    progress.done += 1
-                    progress.update(name)
-                state = {"shard": name, "num_images": writer.num_records,
-                         "images_per_label": per_label, "skipped": skipped,
-                         "fingerprint": shard_fingerprints[k], "settings": settings}
-                # State first, then the shard's rename (in RecordWriter.__exit__): an
-                # existing shard always has its state.
-                _atomic_write_json(os.path.join(output_dir, STATE_DIR, name + ".json"), state)
-            state = dict(state, resumed=False)
-            stats[k] = state
-            progress.update(name, force=True)
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    return stats  # type: ignore[return-value]
+
+def _write_shard(output_dir, name, results, fingerprint, settings, progress, log):
+    """Writes shard ``name`` from ``_process_task`` results, then its state file;
+    returns the state (with ``resumed=False``)."""
+    from sagan_tf.record_format import RecordWriter, encode_example  # pylint: disable=import-outside-toplevel
+    per_label: dict[str, int] = {}
+    skipped = []
+    with RecordWriter(os.path.join(output_dir, name)) as writer:
+        for label, image, source, error in results:
+            if error is not None:
+                skipped.append({"file": str(source), "error": error})
+                progress.skipped += 1
+                log(f"[convert] skipping unreadable {source}: {error}")
+            else:
+                writer.write_serialized(encode_example(image, label))
+                per_label[str(label)] = per_label.get(str(label), 0) + 1
+            progress.done += 1
+            progress.update(name)
+        state = {"shard": name, "num_images": writer.num_records,
+                 "images_per_label": per_label, "skipped": skipped,
+                 "fingerprint": fingerprint, "settings": settings}
+        # State first, then the shard's rename (in RecordWriter.__exit__): an
+        # existing shard always has its state.
+        _atomic_write_json(os.path.join(output_dir, STATE_DIR, name + ".json"), state)
+    state = dict(state, resumed=False)
+    progress.update(name, force=True)
+    return state
 
 
 def _write_manifest(output_dir, stats, synsets, settings, source):

@@ -11,8 +11,9 @@ architecture given by the flags (one error listing every missing, unexpected
 and mis-shaped variable), and writes a TF2 `tf.train.Checkpoint` with
 children `generator` and `discriminator` (plus `step`) into a fresh
 directory, with a `config.json`, so that evaluation and the tools can restore
-it like a training run. The output appears atomically: it is written into a
-temporary sibling directory and renamed at the end.
+it like a training run (`sagan_tf.rundir.load_checkpoint`). The output
+appears atomically: it is written into a temporary sibling directory and
+renamed at the end.
 """
 import json
 import os
@@ -23,6 +24,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf import rundir
 from sagan_tf.networks import Discriminator, Generator
 
 __all__ = ["spec_variable_map", "CheckpointMismatchError", "convert_tf1_checkpoint",
@@ -134,7 +136,7 @@ def convert_tf1_checkpoint(tf1_checkpoint, output_dir, generator_type="test",
         config = {"generator_type": generator_type, "discriminator_type": discriminator_type,
                   "image_size": image_size, "z_dim": z_dim, "gf_dim": gf_dim, "df_dim": df_dim,
                   "number_classes": number_classes, "converted_from": path, "step": step}
-        with open(os.path.join(tmp_dir, "config.json"), "w") as f:
+        with open(os.path.join(tmp_dir, rundir.CONFIG_FILENAME), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
         # CheckpointManager stores paths relative to the directory in its state
         # file, so the directory stays valid after the rename below.

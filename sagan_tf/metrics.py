@@ -1,4 +1,7 @@
-"""Classifier loading, Inception score / FID / KID and cached real statistics.
+"""Classifier loading, Inception score / FID / KID / intra-FID, class accuracy.
+
+The real statistics they compare with (computed once, cached on disk) are in
+:mod:`sagan_tf.real_statistics`.
 
 NUMERICS §8: generated images (in [-1, 1]) are resized bilinearly to the
 classifier's input size (299x299 for the TF-GAN Inception) and fed to the
@@ -35,8 +38,6 @@ K = 1008); the cached real ``pool_3`` is another 410 MB. TF-GAN's FID/KID
 cast to float64 internally, so the peak during the final metric computation
 is roughly 3 GB for the full 50k/2048-d evaluation.
 """
-import hashlib
-import json
 import logging
 import os
 
@@ -44,7 +45,6 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import tfgan
-from sagan_tf.fileio import atomic_write
 
 __all__ = [
     "INCEPTION_TFHUB",
@@ -61,11 +61,6 @@ __all__ = [
     "intra_fid",
     "class_accuracy",
     "ActivationAccumulator",
-    "RealActivationCache",
-    "RealClassActivationCache",
-    "data_files_fingerprint",
-    "compute_real_activations",
-    "compute_real_class_activations",
 ]
 
 log = logging.getLogger(__name__)
@@ -413,206 +408,3 @@ class ActivationAccumulator:
             raise ValueError("no activations were added")
         logits = self.logits[:self.count] if self.keep_logits else None
         return self.pool[:self.count], logits
-
-
-# ---------------------------------------------------------------------------
-# Real statistics: computation and on-disk cache.
-# ---------------------------------------------------------------------------
-
-def data_files_fingerprint(data_files):
-    """A JSON-able list ``[[basename, size, mtime_ns], ...]`` sorted by name."""
-    entries = []
-    for f in data_files:
-        st = os.stat(f)
-        entries.append([os.path.basename(f), int(st.st_size), int(st.st_mtime_ns)])
-    return sorted(entries)
-
-
-def _cache_key(description):
-    """16 hex digits of the SHA-256 of a cache description (a JSON-able dict)."""
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode("utf8")).hexdigest()[:16]
-
-
-class RealActivationCache:
-    """On-disk cache of the real ``pool_3`` activations (and a few real images).
-
-    File: ``<eval_dir>/real_activations_<key>.npz`` where ``key`` hashes the
-    sorted data file names with their sizes and mtimes, the classifier
-    source, the number of records and the image size -- so a change to any of
-    them (new/rewritten data, another classifier) makes a new entry. Written
-    atomically (temp file + rename), so a concurrent or interrupted write
-    never leaves a truncated cache behind.
-    """
-
-    VERSION = 1
-
-    def __init__(self, eval_dir, data_files, classifier_source, count, image_size):
-        """See the class doc; ``data_files`` is the list of record files."""
-        if not data_files:
-            raise ValueError("RealActivationCache needs at least one data file")
-        self.eval_dir = eval_dir
-        self.description = {
-            "version": self.VERSION,
-            "data_files": data_files_fingerprint(data_files),
-            "classifier": str(classifier_source),
-            "count": int(count),
-            "image_size": int(image_size),
-        }
-        self.key = _cache_key(self.description)
-        self.path = os.path.join(eval_dir, f"real_activations_{self.key}.npz")
-
-    def load(self):
-        """Returns ``{"pool_3": [count, F], "images": [16, S, S, 3]}`` or None if absent.
-
-        A corrupt or mismatching file is ignored (logged) and reported as absent.
-        """
-        if not os.path.exists(self.path):
-            return None
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                desc = json.loads(str(z["description"]))
-                pool = z[POOL_KEY]
-                images = z["images"]
-        except Exception as e:  # pylint: disable=broad-except
-            log.warning("Ignoring unreadable real-activation cache %s: %s", self.path, e)
-            return None
-        if desc != self.description or pool.shape[0] != self.description["count"]:
-            log.warning("Ignoring real-activation cache %s: description mismatch", self.path)
-            return None
-        return {POOL_KEY: pool, "images": images}
-
-    def save(self, pool, images):
-        """Stores ``pool`` [count, F] and a few real ``images`` atomically."""
-        pool = np.asarray(pool, np.float32)
-        if pool.shape[0] != self.description["count"]:
-            raise ValueError(f"expected {self.description['count']} activations, "
-                             f"got {pool.shape[0]}")
-        payload = {POOL_KEY: pool, "images": np.asarray(images, np.float32),
-                   "description": np.asarray(json.dumps(self.description, sort_keys=True))}
-        atomic_write(self.path, lambda f: np.savez(f, **payload))
-        return self.path
-
-
-def compute_real_activations(classifier, dataset, count, num_grid_images=16):
-    """Runs ``classifier`` over the first ``count`` images of ``dataset``.
-
-    Args:
-      classifier: a :class:`Classifier`.
-      dataset: iterable of ``(images [B, S, S, 3] in [-1, 1], labels)`` batches
-        (shuffled training records; repeating if ``count`` exceeds the data).
-      count: number of activations to collect.
-      num_grid_images: how many of the first images to return for the grid.
-
-    Returns:
-      ``(pool_3 float32 [count, F], images float32 [num_grid_images, S, S, 3])``.
-    """
-    acc = ActivationAccumulator(count, keep_logits=False)
-
-    @tf.function
-    def features(images):
-        return classifier(images)[POOL_KEY]
-
-    grid = []
-    for images, _ in dataset:
-        if sum(len(g) for g in grid) < num_grid_images:
-            grid.append(images[:num_grid_images].numpy())
-        acc.add(features(images).numpy())
-        if acc.full:
-            break
-    if not acc.full:
-        raise ValueError(f"the data set ended after {acc.count} of {count} real images")
-    grid = np.concatenate(grid, 0)[:num_grid_images]
-    return acc.result()[0], grid
-
-
-class RealClassActivationCache:
-    """On-disk cache of real ``pool_3`` activations per class, for intra-FID.
-
-    File: ``<eval_dir>/real_class_activations_<key>.npz`` holding ``pool_3``
-    ``[N, F]`` and ``labels [N]`` (up to ``per_class`` rows of each class);
-    ``key`` hashes the data files (names, sizes, mtimes), the classifier
-    source, ``per_class``, the number of classes and the image size, so new
-    data or another classifier make a new entry. Written atomically.
-    """
-
-    VERSION = 1
-
-    def __init__(self, eval_dir, data_files, classifier_source, per_class, num_classes,
-                 image_size):
-        """See the class doc; ``data_files`` is the list of record files."""
-        if not data_files:
-            raise ValueError("RealClassActivationCache needs at least one data file")
-        self.description = {
-            "version": self.VERSION,
-            "data_files": data_files_fingerprint(data_files),
-            "classifier": str(classifier_source),
-            "per_class": int(per_class),
-            "num_classes": int(num_classes),
-            "image_size": int(image_size),
-        }
-        self.key = _cache_key(self.description)
-        self.path = os.path.join(eval_dir, f"real_class_activations_{self.key}.npz")
-
-    def load(self):
-        """Returns ``{"pool_3": [N, F], "labels": [N]}`` or None if absent / unreadable."""
-        if not os.path.exists(self.path):
-            return None
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                desc = json.loads(str(z["description"]))
-                pool, labels = z[POOL_KEY], z["labels"]
-        except Exception as e:  # pylint: disable=broad-except
-            log.warning("Ignoring unreadable per-class real-activation cache %s: %s",
-                        self.path, e)
-            return None
-        if desc != self.description or len(pool) != len(labels):
-            log.warning("Ignoring per-class real-activation cache %s: description mismatch",
-                        self.path)
-            return None
-        return {POOL_KEY: pool, "labels": labels}
-
-    def save(self, pool, labels):
-        """Stores ``pool`` [N, F] and ``labels`` [N] atomically; returns the path."""
-        payload = {POOL_KEY: np.asarray(pool, np.float32),
-                   "labels": np.asarray(labels, np.int32),
-                   "description": np.asarray(json.dumps(self.description, sort_keys=True))}
-        atomic_write(self.path, lambda f: np.savez(f, **payload))
-        return self.path
-
-
-def compute_real_class_activations(classifier, dataset, num_classes, per_class):
-    """Classifies up to ``per_class`` real images of every class of ``dataset``.
-
-    Reads ``dataset`` (shuffled records, one epoch) until every class has
-    ``per_class`` images or the data ends; only the images still needed are
-    classified.
-
-    Returns:
-      ``(pool_3 float32 [N, F], labels int32 [N], counts int [num_classes])``,
-      rows grouped by class; ``counts[c] < per_class`` for a class with fewer
-      records.
-    """
-    counts = np.zeros(int(num_classes), np.int64)
-    pools, labels_out = [], []
-
-    @tf.function(reduce_retracing=True)  # the kept part of a batch varies in size
-    def features(images):
-        return classifier(images)[POOL_KEY]
-
-    for images, labels in dataset:
-        labels = labels.numpy()
-        keep = []
-        for i, c in enumerate(labels):
-            if counts[c] < per_class:
-                counts[c] += 1
-                keep.append(i)
-        if keep:
-            pools.append(features(tf.gather(images, keep)).numpy())
-            labels_out.append(labels[keep])
-        if counts.min() >= per_class:
-            break
-    if not pools:
-        raise ValueError("the data set holds no records for the per-class statistics")
-    pool, labels = np.concatenate(pools), np.concatenate(labels_out).astype(np.int32)
-    order = np.argsort(labels, kind="stable")
-    return pool[order], labels[order], counts

@@ -19,11 +19,13 @@ import tensorflow as tf
 
 import numpy_reference as ref
 import sagan_tf
-from sagan_tf import data, evaluation, sampling
+from sagan_tf import attention_maps, evaluation, record_format, rundir, sampling
 from sagan_tf.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
 from sagan_tf.legacy import spec_variable_map
 from sagan_tf.networks import count_parameters, network_options, parse_resolutions
-from sagan_tf.training import ConfigError, TrainConfig, load_config, train
+from sagan_tf.config import ConfigError, TrainConfig
+from sagan_tf.rundir import load_config
+from sagan_tf.training import train
 from test_metrics import save_standin_classifier
 
 S, Z, CLASSES = 32, 8, 3
@@ -71,8 +73,8 @@ def test_default_networks_are_the_ones_before_the_options(arch, size, how):
                "z_dim": 16, "gf_dim": 4, "df_dim": 8, "number_classes": 5}
         assert network_options(old, "generator") == dict(
             attention="release", attention_resolutions=None, spectral_norm=True)
-        G = sagan_tf.Generator(**sampling.generator_kwargs(old))
-        D = sagan_tf.Discriminator(**sampling.discriminator_kwargs(old))
+        G = sagan_tf.Generator(**rundir.generator_kwargs(old))
+        D = sagan_tf.Discriminator(**rundir.discriminator_kwargs(old))
     G.ensure_built(), D.ensure_built()
     n, digest, s1, s2 = _signature(G, D)
     want = _GOLDEN[(arch, size)]
@@ -376,7 +378,7 @@ def test_generator_without_sn_has_the_release_names_minus_u():
 def _write_records(directory, n=16, seed=0):
     r = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
-    data.write_records(os.path.join(directory, "part-0.tfrecords"),
+    record_format.write_records(os.path.join(directory, "part-0.tfrecords"),
                        r.integers(0, 256, (n, S, S, 3), dtype=np.uint8), r.integers(0, CLASSES, n))
     return str(directory)
 
@@ -435,7 +437,7 @@ def test_trains_evaluates_and_restores_from_config_json(tmp_path, flags, standin
     assert all(g != 0 for g in gates)
 
     # The sampling tool's library rebuilds both networks from config.json alone.
-    loaded = sampling.load_checkpoint(checkpoint_dir=config.checkpoint_dir,
+    loaded = rundir.load_checkpoint(checkpoint_dir=config.checkpoint_dir,
                                       batch_size=config.batch_size, discriminator=True)
     assert loaded.step == 2
     for mine, theirs in ((loaded.generator, trainer.generator),
@@ -500,8 +502,8 @@ def test_attention_maps_need_a_single_attention_block():
     G = sagan_tf.Generator("test", S, z_dim=Z, gf_dim=4, num_classes=CLASSES,
                            attention_resolutions=[8, 16]).ensure_built()
     with pytest.raises(ValueError, match="has g_non_local_8, g_non_local_16.*exactly one"):
-        sampling.generator_attention_input(G, np.zeros((1, Z), np.float32), [0])
+        attention_maps.generator_attention_input(G, np.zeros((1, Z), np.float32), [0])
     D = sagan_tf.Discriminator("test", S, df_dim=4, num_classes=CLASSES, attention="residual",
                                attention_resolutions=[8]).ensure_built()
     with pytest.raises(ValueError, match="has d_residual"):
-        sampling.discriminator_attention_input(D, np.zeros((1, S, S, 3), np.float32))
+        attention_maps.discriminator_attention_input(D, np.zeros((1, S, S, 3), np.float32))

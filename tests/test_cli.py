@@ -18,8 +18,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from sagan_tf import checkpoints, cli
-from sagan_tf.training import TrainConfig
+from sagan_tf import cli
+from sagan_tf.config import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: TensorFlow / absl C++ log lines and the start-up notices.
@@ -122,25 +122,6 @@ def test_expected_errors_are_one_line_without_tensorflow_noise(run_root, tmp_pat
         assert len(lines) == 1 and lines[0].startswith(line), (name, out)
 
 
-def test_find_run_dir(tmp_path):
-    root = tmp_path / "ck"
-    (root / "imagenet_32").mkdir(parents=True)
-    assert checkpoints.find_run_dir(str(root)) == str(root / "imagenet_32")
-    assert checkpoints.find_run_dir(str(root), 32) == str(root / "imagenet_32")
-    with pytest.raises(FileNotFoundError, match="pass --batch_size 32"):
-        checkpoints.find_run_dir(str(root), 64)
-    (root / "imagenet_16").mkdir()
-    with pytest.raises(ValueError, match=r"several runs \(imagenet_16, imagenet_32\); pass "
-                                         r"--batch_size 16 or 32"):
-        checkpoints.find_run_dir(str(root))
-    assert checkpoints.find_run_dir(str(root), 16) == str(root / "imagenet_16")
-    # The run directory itself (or a converted checkpoint directory).
-    (root / "imagenet_16" / "config.json").write_text("{}")
-    assert checkpoints.find_run_dir(str(root / "imagenet_16"), 64) == str(root / "imagenet_16")
-    with pytest.raises(FileNotFoundError, match="holds no training run"):
-        checkpoints.find_run_dir(str(tmp_path))
-
-
 def test_run_turns_expected_errors_into_one_line(capsys):
     def failing(error):
         def main(argv):
@@ -174,3 +155,25 @@ def test_sampling_tools_share_and_explain_the_standing_statistics_flags():
     for tool, (_, out) in res.items():  # absl's --help exits 1
         assert "Traceback" not in out, (tool, out)
         assert "--standing_stats_batches" in out and "--standing_stats_batch_size" in out, tool
+
+
+def test_checkpoint_flags_are_defined_once_and_parsed_for_every_tool():
+    """cli.define_checkpoint_flags: the flags the sampling tools share, with their
+    defaults; cli.int_list / cli.start: the tools' usage errors."""
+    from absl import app, flags
+    values = flags.FlagValues()
+    cli.define_checkpoint_flags(values)
+    values(["prog", "--checkpoint_dir=ck", "--batch_size=8", "--standing_stats_batches=3"])
+    assert (values.checkpoint_dir, values.checkpoint_path, values.batch_size,
+            values.attention_query_block_size, values.standing_stats_batches,
+            values.standing_stats_batch_size) == ("ck", None, 8, None, 3, None)
+    assert set(cli.CHECKPOINT_FLAGS) < set(values)
+    with pytest.raises(flags.IllegalFlagValueError):
+        values(["prog", "--standing_stats_batches=-1"])
+    assert cli.int_list(["3", "07"], "--classes") == [3, 7]
+    assert cli.int_list(None, "--classes") is None
+    with pytest.raises(app.UsageError, match=r"--labels must be integers, got \['1', 'x'\]"):
+        cli.int_list(["1", "x"], "--labels")
+    assert cli.start(["prog"]) is tf
+    with pytest.raises(app.UsageError, match=r"unexpected arguments: \['extra'\]"):
+        cli.start(["prog", "extra"])

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sagan_tf import data
+from sagan_tf import data, record_format
 from sagan_tf import imagenet_records as ir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,11 +110,11 @@ def image_tree(tmp_path_factory):
 
 def _read_records(directory):
     records = []
-    for path in data.list_record_files(directory):
-        for serialized in data.iter_serialized_records(path):
+    for path in record_format.list_record_files(directory):
+        for serialized in record_format.iter_serialized_records(path):
             ex = tf.train.Example.FromString(serialized).features.feature
             assert [ex[k].int64_list.value[0] for k in ("height", "width", "depth")] == [S, S, 3]
-            records.append(data.decode_example_numpy(serialized))
+            records.append(record_format.decode_example_numpy(serialized))
     return records
 
 

@@ -1,11 +1,11 @@
-"""Record format and input pipeline (NUMERICS §7): sagan_tf/data.py."""
+"""Record format and input pipeline (NUMERICS §7): sagan_tf/record_format.py, sagan_tf/data.py."""
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import data
+from sagan_tf import data, record_format
 
 S = 8
 
@@ -23,7 +23,7 @@ def _write_dir(directory, num_files, per_file, size=S, label_offset=0, seed=0):
     for k in range(num_files):
         images = rng.integers(0, 256, (per_file, size, size, 3), dtype=np.uint8)
         labels = label_offset + k * per_file + np.arange(per_file)
-        data.write_records(os.path.join(directory, f"f{k}.tfrecords"), images, labels)
+        record_format.write_records(os.path.join(directory, f"f{k}.tfrecords"), images, labels)
         all_images.append(images)
         all_labels.append(labels)
     return np.concatenate(all_images), np.concatenate(all_labels)
@@ -38,18 +38,18 @@ def test_encode_parse_round_trip_and_exact_scaling():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
     image[0, 0] = [0, 255, 128]
-    serialized = data.encode_example(image, 7)
+    serialized = record_format.encode_example(image, 7)
 
     ex = tf.train.Example.FromString(serialized).features.feature
     assert ex["image_raw"].bytes_list.value[0] == image.tobytes()  # HWC RGB bytes
     assert [ex[k].int64_list.value[0] for k in ("label", "height", "width", "depth")] == \
         [7, S, S, 3]
 
-    back, label = data.decode_example_numpy(serialized)
+    back, label = record_format.decode_example_numpy(serialized)
     np.testing.assert_array_equal(back, image)
     assert label == 7
 
-    parsed, plabel = data.parse_example(tf.constant(serialized), S, num_classes=10)
+    parsed, plabel = record_format.parse_example(tf.constant(serialized), S, num_classes=10)
     assert parsed.dtype == tf.float32 and parsed.shape == (S, S, 3)
     assert plabel.dtype == tf.int32 and int(plabel) == 7
     np.testing.assert_array_equal(parsed.numpy(), _oracle(image))  # bit-exact
@@ -58,11 +58,11 @@ def test_encode_parse_round_trip_and_exact_scaling():
 
 def test_encode_rejects_non_uint8_and_bad_shapes():
     with pytest.raises(TypeError, match="uint8"):
-        data.encode_example(np.zeros((S, S, 3), np.float32), 0)
+        record_format.encode_example(np.zeros((S, S, 3), np.float32), 0)
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
-        data.encode_example(np.zeros((S, S), np.uint8), 0)
+        record_format.encode_example(np.zeros((S, S), np.uint8), 0)
     with pytest.raises(ValueError, match="label"):
-        data.encode_example(np.zeros((S, S, 3), np.uint8), -1)
+        record_format.encode_example(np.zeros((S, S, 3), np.uint8), -1)
 
 
 def test_write_records_is_atomic(tmp_path):
@@ -70,38 +70,38 @@ def test_write_records_is_atomic(tmp_path):
     good = np.zeros((2, S, S, 3), np.uint8)
     bad = [good[0], np.zeros((S, S, 3), np.float32)]  # second image fails mid-write
     with pytest.raises(TypeError):
-        data.write_records(path, bad, [0, 1])
+        record_format.write_records(path, bad, [0, 1])
     assert os.listdir(tmp_path) == []  # neither the final file nor a temporary one
-    assert data.write_records(path, good, [0, 1]) == 2
+    assert record_format.write_records(path, good, [0, 1]) == 2
     assert os.listdir(tmp_path) == ["x.tfrecords"]
-    assert data.count_records([path]) == 2
+    assert record_format.count_records([path]) == 2
 
 
 # --------------------------------------------------------------------------- files
 def test_list_count_peek(tmp_path):
     _write_dir(tmp_path, 3, 4)
     (tmp_path / "notes.txt").write_text("not a record file")
-    files = data.list_record_files(str(tmp_path))
+    files = record_format.list_record_files(str(tmp_path))
     assert [os.path.basename(f) for f in files] == ["f0.tfrecords", "f1.tfrecords",
                                                     "f2.tfrecords"]
-    assert data.count_records(files) == 12
-    assert data.count_records(files[0]) == 4
-    assert data.peek_image_size(files) == S
-    assert [os.path.basename(f) for f in data.list_record_files(str(tmp_path), "f1*")] == \
+    assert record_format.count_records(files) == 12
+    assert record_format.count_records(files[0]) == 4
+    assert record_format.peek_image_size(files) == S
+    assert [os.path.basename(f) for f in record_format.list_record_files(str(tmp_path), "f1*")] == \
         ["f1.tfrecords"]
 
 
 def test_missing_dir_and_no_matching_files(tmp_path):
     missing = str(tmp_path / "nope")
     with pytest.raises(FileNotFoundError) as e:
-        data.list_record_files(missing)
+        record_format.list_record_files(missing)
     assert missing in str(e.value) and "*.tfrecords" in str(e.value)
     (tmp_path / "a.tfrecord").write_bytes(b"")  # near miss: other extension
     with pytest.raises(FileNotFoundError) as e:
         data.make_dataset(str(tmp_path), S, 2, 10)
     assert "*.tfrecords" in str(e.value) and str(tmp_path) in str(e.value)
     with pytest.raises(FileNotFoundError, match=r"train-\*"):
-        data.list_record_files(str(tmp_path), "train-*")
+        record_format.list_record_files(str(tmp_path), "train-*")
 
 
 def test_count_records_names_truncated_file(tmp_path):
@@ -110,7 +110,7 @@ def test_count_records_names_truncated_file(tmp_path):
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[:-10])
     with pytest.raises(ValueError, match="f0.tfrecords is truncated"):
-        data.count_records([path])
+        record_format.count_records([path])
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -203,7 +203,7 @@ def test_other_image_size_is_caught_early_and_per_record(tmp_path):
 
     # a directory whose first file is right but a later one is not
     _write_dir(tmp_path / "mixed", 1, 4, size=S)
-    data.write_records(str(tmp_path / "mixed" / "f9.tfrecords"),
+    record_format.write_records(str(tmp_path / "mixed" / "f9.tfrecords"),
                        np.zeros((4, 16, 16, 3), np.uint8), [0, 1, 2, 3])
     ds = data.make_dataset(str(tmp_path / "mixed"), S, 2, 100, shuffle=False, repeat=False)
     with pytest.raises(tf.errors.InvalidArgumentError) as e:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sagan_tf import data, demo_data
+from sagan_tf import demo_data, record_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,9 +100,9 @@ def test_write_demo_dataset_records_manifest_and_bytes(tmp_path):
                                          num_classes=10, seed=0, num_shards=3)
     assert [os.path.basename(f) for f in files] == [
         f"train-0000{k}-of-00003.tfrecords" for k in range(3)]
-    assert data.list_record_files(str(tmp_path / "a")) == files
+    assert record_format.list_record_files(str(tmp_path / "a")) == files
     images, labels = demo_data.make_demo_images(50, 16, 10, seed=0)
-    decoded = [data.decode_example_numpy(r) for f in files for r in data.iter_serialized_records(f)]
+    decoded = [record_format.decode_example_numpy(r) for f in files for r in record_format.iter_serialized_records(f)]
     np.testing.assert_array_equal(np.stack([d[0] for d in decoded]), images)
     assert [d[1] for d in decoded] == labels.tolist()
 
@@ -149,10 +149,10 @@ def test_make_demo_data_tool(tmp_path):
     assert manifest["num_images"] == 40 and manifest["num_classes"] == 5
     assert sorted(os.listdir(out)) == ["manifest.json", "train-00000-of-00002.tfrecords",
                                        "train-00001-of-00002.tfrecords"]
-    files = data.list_record_files(str(out))
-    assert data.count_records(files) == 40
+    files = record_format.list_record_files(str(out))
+    assert record_format.count_records(files) == 40
     images, labels = demo_data.make_demo_images(40, 16, 5, seed=2)
-    first_image, first_label = data.decode_example_numpy(
-        next(data.iter_serialized_records(files[0])))
+    first_image, first_label = record_format.decode_example_numpy(
+        next(record_format.iter_serialized_records(files[0])))
     np.testing.assert_array_equal(first_image, images[0])
     assert first_label == labels[0]

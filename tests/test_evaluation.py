@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 import sagan_tf
-from sagan_tf import data as sdata
-from sagan_tf import evaluation, metrics
+from sagan_tf import record_format
+from sagan_tf import checkpoints, evaluation, metrics, real_statistics, rundir
 from test_metrics import save_standin_classifier
 
 ARCH = dict(generator_type="test", image_size=32, z_dim=16, gf_dim=4, number_classes=10)
@@ -35,7 +35,7 @@ def _write_data(data_dir, num_files=2, per_file=40, seed=0):
     for i in range(num_files):
         imgs = rng.integers(0, 256, size=(per_file, 32, 32, 3), dtype=np.uint8)
         labels = rng.integers(0, ARCH["number_classes"], size=per_file)
-        sdata.write_records(os.path.join(data_dir, f"train-{i:02d}.tfrecords"), imgs, labels)
+        record_format.write_records(os.path.join(data_dir, f"train-{i:02d}.tfrecords"), imgs, labels)
 
 
 def _fake_training_steps(G, steps, seed):
@@ -170,13 +170,13 @@ def test_restore_cache_reuse_and_invalidation(run, classifier, monkeypatch):
                                run.G(z, labels, training=False, update_sn=False), atol=1e-5)
 
     calls = []
-    real_compute = metrics.compute_real_activations
+    real_compute = real_statistics.compute_real_activations
 
     def counting(*a, **k):
         calls.append(1)
         return real_compute(*a, **k)
 
-    monkeypatch.setattr(metrics, "compute_real_activations", counting)
+    monkeypatch.setattr(real_statistics, "compute_real_activations", counting)
     evaluation.evaluate_checkpoint(run.options(), path, ev)
     assert len(calls) == 1
     computed = ev.real_statistics()["pool_3"]
@@ -230,19 +230,19 @@ def test_evaluate_repeatedly_each_checkpoint_once(run, classifier):
 
 
 def test_half_written_checkpoints_are_not_complete(run):
-    assert evaluation.list_complete_checkpoints(run.logdir) == []
+    assert checkpoints.list_complete_checkpoints(run.logdir) == []
     p1 = run.save(1)
     # Files of a checkpoint being written, not yet in the state file.
     for suffix in (".index", ".data-00000-of-00001"):
         open(os.path.join(run.logdir, "ckpt-2" + suffix), "w").close()
-    assert evaluation.list_complete_checkpoints(run.logdir) == [p1]
+    assert checkpoints.list_complete_checkpoints(run.logdir) == [p1]
     # Listed in the state file, but its .index is gone (deleted/being replaced).
     p3 = run.save(3)
     os.rename(p3 + ".index", p3 + ".index.moved")
-    assert evaluation.list_complete_checkpoints(run.logdir) == [p1]
+    assert checkpoints.list_complete_checkpoints(run.logdir) == [p1]
     os.rename(p3 + ".index.moved", p3 + ".index")
-    assert evaluation.list_complete_checkpoints(run.logdir) == [p1, p3]
-    assert evaluation.latest_complete_checkpoint(run.logdir) == p3
+    assert checkpoints.list_complete_checkpoints(run.logdir) == [p1, p3]
+    assert checkpoints.latest_complete_checkpoint(run.logdir) == p3
 
 
 def test_no_checkpoint_is_a_clear_error(run, classifier):
@@ -265,8 +265,8 @@ def test_classifier_errors_through_evaluator(run, tmp_path):
 
 
 def test_architecture_from_config_and_disagreeing_flags(run, classifier):
-    config, config_path = evaluation.read_config(run.logdir)
-    arch = evaluation.resolve_architecture(config, config_path, gf_dim=4, num_classes=10)
+    config, config_path = rundir.read_config(run.logdir)
+    arch = rundir.resolve_architecture(config, config_path, gf_dim=4, num_classes=10)
     assert arch == dict(generator_type="test", image_size=32, z_dim=16, gf_dim=4,
                         num_classes=10)
     with pytest.raises(ValueError, match=r"--gf_dim=8 disagrees with gf_dim=4 in .*config.json"):
@@ -297,9 +297,9 @@ def test_checkpoint_of_other_architecture_is_rejected(run, classifier):
 def _real_features_by_class(data_dir, classifier):
     """Oracle: every record of ``data_dir`` decoded in numpy and classified, by class."""
     images, labels = [], []
-    for f in sdata.list_record_files(data_dir):
-        for rec in sdata.iter_serialized_records(f):
-            image, label = sdata.decode_example_numpy(rec)
+    for f in record_format.list_record_files(data_dir):
+        for rec in record_format.iter_serialized_records(f):
+            image, label = record_format.decode_example_numpy(rec)
             images.append(image.astype(np.float32) * (2.0 / 255.0) - 1.0)
             labels.append(label)
     pool = classifier(tf.constant(np.stack(images)))["pool_3"].numpy()
@@ -376,13 +376,13 @@ def test_per_class_cache_reuse_and_invalidation(run, classifier, classifier_path
     moving statistics are named."""
     path = run.save(6)
     calls = []
-    real_compute = metrics.compute_real_class_activations
+    real_compute = real_statistics.compute_real_class_activations
 
     def counting(*a, **k):
         calls.append(1)
         return real_compute(*a, **k)
 
-    monkeypatch.setattr(metrics, "compute_real_class_activations", counting)
+    monkeypatch.setattr(real_statistics, "compute_real_class_activations", counting)
     plain = evaluation.evaluate_checkpoint(run.options(), path,
                                            evaluation.Evaluator(run.options(),
                                                                 classifier=classifier))

@@ -36,8 +36,11 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import checkpoints
-from sagan_tf import data as sdata
-from sagan_tf.training import TrainConfig, Trainer, _NonFiniteGuard, save_config
+from sagan_tf import record_format
+from sagan_tf.config import TrainConfig
+from sagan_tf.faults import NonFiniteGuard
+from sagan_tf.rundir import save_config
+from sagan_tf.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "train_imagenet.py")
@@ -49,7 +52,7 @@ def _write_records(directory, num_files=2, per_file=16, seed=0, size=S, classes=
     rng = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
     for k in range(num_files):
-        sdata.write_records(os.path.join(directory, f"train-{k:02d}.tfrecords"),
+        record_format.write_records(os.path.join(directory, f"train-{k:02d}.tfrecords"),
                             rng.integers(0, 256, (per_file, size, size, 3), dtype=np.uint8),
                             rng.integers(0, classes, per_file))
     return str(directory)
@@ -400,7 +403,7 @@ def test_skip_step_restores_the_state_exactly(strategy2, records, tmp_path):
                          gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B, seed=3,
                          on_nan="skip_step")
     trainer = Trainer(config, strategy2)
-    guard = _NonFiniteGuard(trainer, "skip_step")
+    guard = NonFiniteGuard(trainer, "skip_step")
     rng = np.random.default_rng(0)
 
     def inputs(poison):

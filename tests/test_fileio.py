@@ -1,7 +1,6 @@
-"""sagan_tf.fileio.read_json_object and the two config readers built on it."""
+"""sagan_tf.fileio.read_json_object (the config reader built on it: tests/test_rundir.py)."""
 import pytest
 
-from sagan_tf import evaluation, sampling
 from sagan_tf.fileio import read_json_object
 
 
@@ -15,19 +14,3 @@ def test_read_json_object_names_the_file(tmp_path):
         read_json_object(str(bad))
     with pytest.raises(ValueError, match=f"{not_object} does not hold a JSON object"):
         read_json_object(str(not_object))
-
-
-def test_config_readers_differ_only_on_a_missing_file(tmp_path):
-    # The evaluator may start before the trainer wrote config.json; sampling
-    # needs the architecture and says where it comes from.
-    config, path = evaluation.read_config(str(tmp_path))
-    assert config is None and path.endswith("config.json")
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        sampling.read_config(str(tmp_path))
-    (tmp_path / "config.json").write_text('{"z_dim": 16}')
-    assert evaluation.read_config(str(tmp_path))[0] == sampling.read_config(str(tmp_path))[0] \
-        == {"z_dim": 16}
-    (tmp_path / "config.json").write_text("nope")
-    for reader in (evaluation.read_config, sampling.read_config):
-        with pytest.raises(ValueError, match="is not valid JSON"):
-            reader(str(tmp_path))

@@ -27,7 +27,8 @@ WORKER = textwrap.dedent("""
     # The strategy must exist before any TensorFlow op runs in this process.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import numpy as np
-    from sagan_tf.training import TrainConfig, train
+    from sagan_tf.config import TrainConfig
+    from sagan_tf.training import train
     data_dir, checkpoint_dir, out = sys.argv[1:4]
     config = TrainConfig(data_dir=data_dir, checkpoint_dir=checkpoint_dir, image_size=32,
                          gf_dim=8, df_dim=8, z_dim=16, number_classes=4, batch_size=2,

@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import layers
-from sagan_tf.training import ConfigError, TrainConfig, Trainer
+from sagan_tf.config import ConfigError, TrainConfig
+from sagan_tf.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(image_size=32, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=2,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import data
+from sagan_tf import data, record_format
 from sagan_tf.training import TrainConfig, _distributed_iterator
 
 S = 8
@@ -29,7 +29,7 @@ def records(tmp_path_factory):
     serial = 0
     for k, n in enumerate(COUNTS):
         labels = (np.arange(serial, serial + n) * 37) % 300  # record sizes vary
-        data.write_records(os.path.join(directory, f"train-{k}.tfrecords"),
+        record_format.write_records(os.path.join(directory, f"train-{k}.tfrecords"),
                            rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8), labels)
         serial += n
     return str(directory)

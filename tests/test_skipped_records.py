@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from sagan_tf import data
+from sagan_tf import data, record_format
 
 S, PER_FILE = 8, 16
 
@@ -19,14 +19,14 @@ S, PER_FILE = 8, 16
 def _write(directory, name, seed):
     rng = np.random.default_rng(seed)
     path = os.path.join(directory, name)
-    data.write_records(path, rng.integers(0, 256, (PER_FILE, S, S, 3), dtype=np.uint8),
+    record_format.write_records(path, rng.integers(0, 256, (PER_FILE, S, S, 3), dtype=np.uint8),
                        np.arange(PER_FILE) % 3)
     return path
 
 
 def _record_offsets(path):
     offsets, offset = [], 0
-    for serialized in data.iter_serialized_records(path):
+    for serialized in record_format.iter_serialized_records(path):
         offsets.append(offset)
         offset += len(serialized) + 16
     return offsets
@@ -46,7 +46,7 @@ def test_skipped_records_are_counted(tmp_path):
     # c: its last record cut short.
     with open(trunc, "r+b") as f:
         f.truncate(os.path.getsize(trunc) - 10)
-    assert data.count_records(good) == PER_FILE
+    assert record_format.count_records(good) == PER_FILE
 
     counter = data.SkippedRecordCounter()
     ds = data.make_dataset(str(tmp_path), S, 1, 3, shuffle=False, repeat=False,

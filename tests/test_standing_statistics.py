@@ -119,17 +119,17 @@ def test_context_restores_moving_statistics_and_changes_samples(generator):
 
 def test_sampling_use_standing_statistics_labels_and_applies(generator):
     """The tools' helper: batch size from config.json, label for their output line."""
-    from sagan_tf import sampling
+    from sagan_tf import rundir
     G = generator
     moving = standing_statistics.moving_statistics_variables(G)
     before = _values(moving)
-    loaded = sampling.LoadedCheckpoint(G, None, {"batch_size": BATCH}, "config.json",
+    loaded = rundir.LoadedCheckpoint(G, None, {"batch_size": BATCH}, "config.json",
                                        "ckpt-1", 1)
     assert loaded.bn_statistics == "moving averages (the release)"
-    assert sampling.use_standing_statistics(loaded, 0) == "moving averages (the release)"
+    assert rundir.use_standing_statistics(loaded, 0) == "moving averages (the release)"
     for v, b in zip(moving, before):
         np.testing.assert_array_equal(v.numpy(), b)
-    label = sampling.use_standing_statistics(loaded, 2, seed=4)
+    label = rundir.use_standing_statistics(loaded, 2, seed=4)
     assert label == loaded.bn_statistics == f"standing statistics over 2 batches of {BATCH}"
     applied = _values(moving)
     for v, b in zip(moving, before):

@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 import sagan_tf
-from sagan_tf import losses, sampling
+from sagan_tf import attention_maps, export, losses, rundir, sampling
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, Z_DIM, CLASSES, WIDTH = 32, 16, 4, 8
@@ -88,7 +88,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(run_dir):
-    return sampling.load_checkpoint(str(run_dir), discriminator=True)
+    return rundir.load_checkpoint(str(run_dir), discriminator=True)
 
 
 def _png(path):
@@ -107,7 +107,7 @@ def test_load_restores_the_trained_generator(run_dir, loaded):
     assert loaded.step == 3
     assert loaded.checkpoint_path.endswith("ckpt-3")
     # The logdir, its parent and an explicit checkpoint path give the same weights.
-    same = sampling.load_checkpoint(checkpoint_path=loaded.checkpoint_path)
+    same = rundir.load_checkpoint(checkpoint_path=loaded.checkpoint_path)
     for a, b in zip(loaded.generator.variables, same.generator.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert loaded.generator.g_non_local.sigma_ratio.numpy() == 0.5
@@ -120,12 +120,12 @@ def test_load_restores_the_trained_generator(run_dir, loaded):
 
 def test_load_errors_name_the_culprit(run_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json or checkpoint"):
-        sampling.load_checkpoint(str(tmp_path))
+        rundir.load_checkpoint(str(tmp_path))
     no_ckpt = tmp_path / "no_ckpt"
     no_ckpt.mkdir()
     (no_ckpt / "config.json").write_text(json.dumps(CONFIG))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        sampling.load_checkpoint(str(no_ckpt))
+        rundir.load_checkpoint(str(no_ckpt))
     # Checkpoint without config.json.
     no_config = tmp_path / "no_config"
     no_config.mkdir()
@@ -134,7 +134,7 @@ def test_load_errors_name_the_culprit(run_dir, tmp_path):
         if name != "config.json":
             (no_config / name).write_bytes((logdir / name).read_bytes())
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        sampling.load_checkpoint(str(no_config))
+        rundir.load_checkpoint(str(no_config))
     # Wrong architecture in config.json: a clear mismatch error, not silent init values.
     for key, value in (("gf_dim", 16), ("generator_type", "baseline")):
         wrong = tmp_path / f"wrong_{key}"
@@ -142,10 +142,10 @@ def test_load_errors_name_the_culprit(run_dir, tmp_path):
         for name in os.listdir(logdir):
             (wrong / name).write_bytes((logdir / name).read_bytes())
         (wrong / "config.json").write_text(json.dumps({**CONFIG, key: value}))
-        with pytest.raises(sampling.CheckpointMismatchError, match="generator"):
-            sampling.load_checkpoint(str(wrong))
+        with pytest.raises(rundir.CheckpointMismatchError, match="generator"):
+            rundir.load_checkpoint(str(wrong))
     with pytest.raises(FileNotFoundError, match="checkpoint_path"):
-        sampling.load_checkpoint(str(run_dir), checkpoint_path=str(logdir / "ckpt-99"))
+        rundir.load_checkpoint(str(run_dir), checkpoint_path=str(logdir / "ckpt-99"))
 
 
 # ----------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_sampling_leaves_the_generator_state_untouched(loaded):
     G = loaded.generator
     before = [v.numpy().copy() for v in G.variables]
     sampling.random_grid(G, 1, 2, seed=0)
-    sampling.attention_figure_rows(loaded, [1], seed=0, network="both")
+    attention_maps.attention_figure_rows(loaded, [1], seed=0, network="both")
     for b, v in zip(before, G.variables):
         np.testing.assert_array_equal(b, v.numpy())
 
@@ -242,7 +242,7 @@ def test_generator_replay_matches_generator_call(loaded):
     G = loaded.generator
     z = sampling.sample_latents(np.random.default_rng(0), 3, Z_DIM)
     labels = np.array([0, 1, 3], np.int32)
-    x, images = sampling.generator_replay(G, z, labels)
+    x, images = attention_maps.generator_replay(G, z, labels)
     np.testing.assert_array_equal(images.numpy(),
                                   G(z, labels, training=False, update_sn=False).numpy())
     assert x.shape == (3, 32, 32, 4 * WIDTH)  # test at 32 px: attention at the 32x32 map
@@ -250,7 +250,7 @@ def test_generator_replay_matches_generator_call(loaded):
 
 def test_attention_maps_sum_to_one_and_figure_size(loaded, tmp_path):
     queries = [(0, 0), (16, 5), (31, 31)]
-    figure, maps = sampling.attention_figure_rows(loaded, [1, 2], seed=4, query_points=queries,
+    figure, maps = attention_maps.attention_figure_rows(loaded, [1, 2], seed=4, query_points=queries,
                                                   network="both")
     for name, m in maps.items():
         assert m.shape == (2, 3, SIZE, SIZE), name
@@ -266,12 +266,12 @@ def test_attention_maps_sum_to_one_and_figure_size(loaded, tmp_path):
     panel = SIZE * 4
     assert figure.shape == (4 * panel + 5 * 2, 4 * panel + 5 * 2, 3)
     assert figure.std() > 0
-    bilinear = sampling.attention_figure_rows(loaded, [1], seed=4, query_points=queries,
+    bilinear = attention_maps.attention_figure_rows(loaded, [1], seed=4, query_points=queries,
                                               upsample="bilinear")[1]["generator"]
     np.testing.assert_allclose(bilinear.sum(axis=(2, 3)), 1.0, atol=1e-5)
     # Same call -> byte-identical PNG.
     a = sampling.write_png(str(tmp_path / "a.png"), figure)
-    b = sampling.write_png(str(tmp_path / "b.png"), sampling.attention_figure_rows(
+    b = sampling.write_png(str(tmp_path / "b.png"), attention_maps.attention_figure_rows(
         loaded, [1, 2], seed=4, query_points=queries, network="both")[0])
     assert open(a, "rb").read() == open(b, "rb").read()
 
@@ -279,21 +279,21 @@ def test_attention_maps_sum_to_one_and_figure_size(loaded, tmp_path):
 def test_attention_maps_of_release_block_match_direct_computation(loaded):
     G = loaded.generator
     z = sampling.sample_latents(np.random.default_rng(2), 1, Z_DIM)
-    x = sampling.generator_attention_input(G, z, np.array([0], np.int32))
+    x = attention_maps.generator_attention_input(G, z, np.array([0], np.int32))
     weights = G.g_non_local.attention_map(x).numpy()  # [1, 1024, 256]
     assert weights.shape == (1, 32 * 32, 16 * 16)
-    maps = sampling.query_attention_maps(G.g_non_local, x, [(9, 20)], SIZE)
+    maps = attention_maps.query_attention_maps(G.g_non_local, x, [(9, 20)], SIZE)
     expected = weights[0, 9 * 32 + 20].reshape(16, 16).repeat(2, 0).repeat(2, 1) / 4
     np.testing.assert_allclose(maps[0, 0], expected, rtol=1e-6)
 
 
 def test_memory_efficient_path_gives_the_same_maps(run_dir, loaded):
-    blocked = sampling.load_checkpoint(str(run_dir), discriminator=True,
+    blocked = rundir.load_checkpoint(str(run_dir), discriminator=True,
                                        attention_query_block_size=100)
     assert blocked.generator.g_non_local.query_block_size == 100
     args = dict(labels=[3], seed=1, network="both")
-    fig_a, maps_a = sampling.attention_figure_rows(loaded, **args)
-    fig_b, maps_b = sampling.attention_figure_rows(blocked, **args)
+    fig_a, maps_a = attention_maps.attention_figure_rows(loaded, **args)
+    fig_b, maps_b = attention_maps.attention_figure_rows(blocked, **args)
     for name in maps_a:
         np.testing.assert_array_equal(maps_a[name], maps_b[name])
     z = sampling.sample_latents(np.random.default_rng(0), 2, Z_DIM)
@@ -310,9 +310,9 @@ def test_slide_variant_and_given_image(tmp_path, loaded):
                                attention="slide").ensure_built()
     logdir = tmp_path / "slide"
     _save_run(str(logdir), G, D, 0, {**CONFIG, "attention": "slide"})
-    slide = sampling.load_checkpoint(str(logdir), discriminator=True)
+    slide = rundir.load_checkpoint(str(logdir), discriminator=True)
     assert isinstance(slide.generator.g_non_local, sagan_tf.SlideSelfAttention)
-    figure, maps = sampling.attention_figure_rows(slide, [0], seed=0, network="both",
+    figure, maps = attention_maps.attention_figure_rows(slide, [0], seed=0, network="both",
                                                   query_points=[(3, 3), (20, 9)], zoom=1)
     assert figure.shape == (2 * SIZE + 3 * 2, 3 * SIZE + 4 * 2, 3)
     for m in maps.values():
@@ -321,30 +321,30 @@ def test_slide_variant_and_given_image(tmp_path, loaded):
     wrong = tmp_path / "wrong"
     _save_run(str(wrong), loaded.generator, loaded.discriminator, 3,
               {**CONFIG, "attention": "slide"})
-    with pytest.raises(sampling.CheckpointMismatchError):
-        sampling.load_checkpoint(str(wrong))
+    with pytest.raises(rundir.CheckpointMismatchError):
+        rundir.load_checkpoint(str(wrong))
     # The discriminator on a given image file.
     img = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "photo.png")
     image = sampling.read_image(str(tmp_path / "photo.png"), SIZE)
     assert image.shape == (1, SIZE, SIZE, 3)
-    figure, maps = sampling.attention_figure_rows(loaded, None, image=image,
+    figure, maps = attention_maps.attention_figure_rows(loaded, None, image=image,
                                                   network="discriminator", zoom=2)
     assert list(maps) == ["discriminator"] and maps["discriminator"].shape == (1, 5, SIZE, SIZE)
     assert figure.shape == (2 * SIZE + 2 * 2, 6 * 2 * SIZE + 7 * 2, 3)
     with pytest.raises(ValueError, match="discriminator"):
-        sampling.attention_figure_rows(loaded, None, image=image, network="generator")
+        attention_maps.attention_figure_rows(loaded, None, image=image, network="generator")
     baseline = sagan_tf.Generator("baseline", SIZE, z_dim=Z_DIM, gf_dim=WIDTH,
                                   num_classes=CLASSES).ensure_built()
     with pytest.raises(ValueError, match="no attention"):
-        sampling.generator_attention_input(baseline, np.zeros((1, Z_DIM), np.float32), [0])
+        attention_maps.generator_attention_input(baseline, np.zeros((1, Z_DIM), np.float32), [0])
 
 
 def test_parse_query_points():
-    assert sampling.parse_query_points(["1,2 3,4", "5,6"]) == [(1, 2), (3, 4), (5, 6)]
-    assert sampling.parse_query_points(None) is None
+    assert attention_maps.parse_query_points(["1,2 3,4", "5,6"]) == [(1, 2), (3, 4), (5, 6)]
+    assert attention_maps.parse_query_points(None) is None
     with pytest.raises(ValueError, match="row,col"):
-        sampling.parse_query_points(["1;2"])
+        attention_maps.parse_query_points(["1;2"])
 
 
 # ----------------------------------------------------------------------------
@@ -382,12 +382,12 @@ _LOAD_IN_FRESH_PROCESS = textwrap.dedent("""
 
 def test_export_loads_without_the_package_and_matches(loaded, tmp_path):
     export_dir = tmp_path / "exported" / "generator"
-    path = sampling.export_generator(loaded, str(export_dir))
+    path = export.export_generator(loaded, str(export_dir))
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
     with open(os.path.join(path, "assets.extra", "sagan_config.json")) as f:
         assert json.load(f)["step"] == 3
     with pytest.raises(FileExistsError, match="overwrite"):
-        sampling.export_generator(loaded, str(export_dir))
+        export.export_generator(loaded, str(export_dir))
 
     G = loaded.generator
     rng = np.random.default_rng(11)

@@ -34,13 +34,13 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     tf = cli.quiet_tensorflow()
-    from sagan_tf import data
+    from sagan_tf import data, record_format
     from sagan_tf.training import TrainConfig, _distributed_iterator
     config = TrainConfig(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
                          number_classes=FLAGS.number_classes, batch_size=FLAGS.batch_size,
                          seed=0, shuffle=False)
     strategy = tf.distribute.get_strategy()
-    records = data.count_records(data.list_record_files(FLAGS.data_dir))
+    records = record_format.count_records(record_format.list_record_files(FLAGS.data_dir))
 
     def positional(step):
         next(_distributed_iterator(config, strategy, step))

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from sagan_tf import cli  # noqa: E402
 
@@ -37,9 +37,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv)
     from sagan_tf.legacy import convert_tf1_checkpoint
     path = convert_tf1_checkpoint(
         FLAGS.tf1_checkpoint, FLAGS.output_dir, generator_type=FLAGS.generator_type,

@@ -18,38 +18,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from sagan_tf import cli  # noqa: E402
 
-flags.DEFINE_string("checkpoint_dir", None,
-                    "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
-                    "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
-flags.DEFINE_string("checkpoint_path", None, "A specific checkpoint prefix (default: newest).")
-flags.DEFINE_integer("batch_size", None,
-                     "Training batch size: picks <checkpoint_dir>/imagenet_<batch_size>.")
+cli.define_checkpoint_flags()
 flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel to.")
 flags.DEFINE_bool("overwrite", False, "Replace --export_dir if it exists.")
-flags.DEFINE_integer("attention_query_block_size", None,
-                     "Export with the memory-efficient attention path (same outputs).")
-cli.define_standing_stats_flags()
 flags.mark_flags_as_required(["export_dir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from sagan_tf import sampling
-    loaded = sampling.load_checkpoint(
-        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-        attention_query_block_size=FLAGS.attention_query_block_size)
-    sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
-                                     FLAGS.standing_stats_batch_size, seed=0)
-    path = sampling.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
+    cli.start(argv)
+    from sagan_tf import export
+    loaded = cli.load_from_flags(FLAGS, seed=0)
+    path = export.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
     G = loaded.generator
-    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}): "
+    print(f"wrote {path} ({cli.loaded_description(loaded)}): "
           f"serve(z float32 [B, {G.z_dim}], labels int32 [B] in [0, {G.num_classes})) -> "
           f"images uint8 [B, {G.image_size}, {G.image_size}, 3]; G's batch norms: "
           f"{loaded.bn_statistics}")

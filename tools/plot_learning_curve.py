@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from sagan_tf import cli  # noqa: E402
 
@@ -27,9 +27,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv)
     from sagan_tf import learning_curve, sampling
     results = learning_curve.read_results(FLAGS.results)
     bn = sorted({str(r.get("bn_statistics", "moving averages (the release)"))

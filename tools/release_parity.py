@@ -75,7 +75,8 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1):
     """
     import tensorflow as tf
     from sagan_tf.legacy import spec_variable_map
-    from sagan_tf.training import TrainConfig, Trainer
+    from sagan_tf.config import TrainConfig
+    from sagan_tf.trainer import Trainer
 
     cfg = TrainConfig(
         data_dir="unused", image_size=128, gf_dim=config["gf_dim"], df_dim=config["df_dim"],

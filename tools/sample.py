@@ -27,17 +27,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from sagan_tf import cli  # noqa: E402
 
-flags.DEFINE_string("checkpoint_dir", None,
-                    "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
-                    "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
-flags.DEFINE_string("checkpoint_path", None, "A specific checkpoint prefix (default: newest).")
-flags.DEFINE_integer("batch_size", None,
-                     "Training batch size: picks <checkpoint_dir>/imagenet_<batch_size> when "
-                     "there are several runs.")
+cli.define_checkpoint_flags()
 flags.DEFINE_enum("mode", "grid", ["grid", "interpolate_z", "interpolate_class", "npz"],
                   "grid: one row per --classes (or random classes); interpolate_z: z "
                   "interpolation per class; interpolate_class: class interpolation per z "
@@ -54,33 +48,21 @@ flags.DEFINE_integer("seed", 0, "Seed of every random draw (z and random classes
 flags.DEFINE_integer("sample_batch_size", 100, "Generator batch size.")
 flags.DEFINE_integer("zoom", 1, "Nearest-neighbour magnification of each grid tile.")
 flags.DEFINE_integer("padding", 2, "Pixels between grid tiles.")
-flags.DEFINE_integer("attention_query_block_size", None,
-                     "Use the memory-efficient attention path with query blocks of this size.")
-cli.define_standing_stats_flags()
 flags.mark_flags_as_required(["output"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv)
     from sagan_tf import sampling
-    try:
-        classes = [int(c) for c in FLAGS.classes] if FLAGS.classes else None
-    except ValueError:
-        raise app.UsageError(f"--classes must be integers, got {FLAGS.classes}")
-    loaded = sampling.load_checkpoint(
-        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-        attention_query_block_size=FLAGS.attention_query_block_size)
-    sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
-                                     FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
+    classes = cli.int_list(FLAGS.classes, "--classes")
+    loaded = cli.load_from_flags(FLAGS, seed=FLAGS.seed)
     path, _ = sampling.sample_to_file(
         loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,
         num_columns=FLAGS.num_columns, num_steps=FLAGS.num_steps,
         interpolation=FLAGS.interpolation, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
         batch_size=FLAGS.sample_batch_size, zoom=FLAGS.zoom, padding=FLAGS.padding)
-    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}; "
+    print(f"wrote {path} ({cli.loaded_description(loaded)}; "
           f"G's batch norms: {loaded.bn_statistics})")
     return 0
 

@@ -1,7 +1,7 @@
 """Trains a small classifier on demo records and saves it with the Inception interface.
 
 The offline demo (and the tests) cannot download the TF-GAN Inception, so this
-tool trains a small Keras CNN on the demo records (``sagan_tf.data`` format)
+tool trains a small Keras CNN on the demo records (``sagan_tf.record_format``)
 and exports it as a SavedModel that ``sagan_tf.metrics.load_classifier`` /
 ``eval_imagenet.py --inception_path`` load exactly like the Inception:
 
@@ -31,6 +31,7 @@ from sagan_tf import cli  # noqa: E402
 tf = cli.quiet_tensorflow()  # before anything else imports TensorFlow
 
 from sagan_tf import data as sdata  # noqa: E402
+from sagan_tf import record_format  # noqa: E402
 from sagan_tf import metrics  # noqa: E402
 
 __all__ = ["build_classifier_model", "ClassifierModule", "save_classifier",
@@ -99,9 +100,9 @@ def save_classifier(model, input_size, export_dir):
 def detect_num_classes(data_dir):
     """1 + the largest label found in the records of ``data_dir``."""
     top = -1
-    for f in sdata.list_record_files(data_dir):
-        for rec in sdata.iter_serialized_records(f):
-            top = max(top, int(sdata.decode_example_numpy(rec)[1]))
+    for f in record_format.list_record_files(data_dir):
+        for rec in record_format.iter_serialized_records(f):
+            top = max(top, int(record_format.decode_example_numpy(rec)[1]))
     if top < 0:
         raise ValueError(f"no records in {data_dir}")
     return top + 1
@@ -126,8 +127,8 @@ def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=Non
       and the final ``train_accuracy`` (on the last training batches).
     """
     import keras  # pylint: disable=import-outside-toplevel
-    files = sdata.list_record_files(data_dir)
-    image_size = int(image_size or sdata.peek_image_size(files))
+    files = record_format.list_record_files(data_dir)
+    image_size = int(image_size or record_format.peek_image_size(files))
     num_classes = int(num_classes or detect_num_classes(data_dir))
     dataset = sdata.make_dataset(data_dir, image_size, batch_size, num_classes,
                                  shuffle=True, shuffle_buffer_size=10000, repeat=True,

@@ -29,12 +29,7 @@ from absl import app, flags  # noqa: E402
 
 from sagan_tf import cli  # noqa: E402
 
-flags.DEFINE_string("checkpoint_dir", None,
-                    "Training directory (<checkpoint_dir> of train_imagenet.py, or its "
-                    "imagenet_<batch_size> subdirectory), or a converted TF1 checkpoint dir.")
-flags.DEFINE_string("checkpoint_path", None, "A specific checkpoint prefix (default: newest).")
-flags.DEFINE_integer("batch_size", None,
-                     "Training batch size: picks <checkpoint_dir>/imagenet_<batch_size>.")
+cli.define_checkpoint_flags()
 flags.DEFINE_string("output", None, "Output PNG.")
 flags.DEFINE_list("labels", None, "Class of each generated image (one figure row each); "
                   "default: one random class drawn from --seed.")
@@ -49,41 +44,29 @@ flags.DEFINE_enum("upsample", "nearest", ["nearest", "bilinear"],
                   "Upsampling of a map from the key grid to the image.")
 flags.DEFINE_integer("zoom", None, "Panel magnification (default: max(1, 128 // image_size)).")
 flags.DEFINE_float("alpha", 0.6, "Opacity of the coloured map over the image.")
-flags.DEFINE_integer("attention_query_block_size", None,
-                     "Build the networks with the memory-efficient attention path.")
-cli.define_standing_stats_flags()
 flags.mark_flags_as_required(["output"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.quiet_tensorflow()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv)
     import numpy as np
-    from sagan_tf import sampling
+    from sagan_tf import attention_maps, sampling
     try:
-        queries = sampling.parse_query_points(FLAGS.queries)
+        queries = attention_maps.parse_query_points(FLAGS.queries)
     except ValueError as e:
         raise app.UsageError(str(e))
-    try:
-        labels = [int(c) for c in FLAGS.labels] if FLAGS.labels else None
-    except ValueError:
-        raise app.UsageError(f"--labels must be integers, got {FLAGS.labels}")
-    loaded = sampling.load_checkpoint(
-        FLAGS.checkpoint_dir, FLAGS.checkpoint_path, FLAGS.batch_size,
-        discriminator=FLAGS.network != "generator",
-        attention_query_block_size=FLAGS.attention_query_block_size)
-    sampling.use_standing_statistics(loaded, FLAGS.standing_stats_batches,
-                                     FLAGS.standing_stats_batch_size, seed=FLAGS.seed)
+    labels = cli.int_list(FLAGS.labels, "--labels")
+    loaded = cli.load_from_flags(FLAGS, discriminator=FLAGS.network != "generator",
+                                 seed=FLAGS.seed)
     if labels is None:
         labels = [int(np.random.default_rng([FLAGS.seed, 1]).integers(loaded.num_classes))]
     image = (sampling.read_image(FLAGS.image, loaded.image_size) if FLAGS.image else None)
-    figure, _ = sampling.attention_figure_rows(
+    figure, _ = attention_maps.attention_figure_rows(
         loaded, labels, seed=FLAGS.seed, query_points=queries, network=FLAGS.network,
         image=image, zoom=FLAGS.zoom, alpha=FLAGS.alpha, upsample=FLAGS.upsample)
     path = sampling.write_png(FLAGS.output, figure)
-    print(f"wrote {path} (checkpoint {loaded.checkpoint_path}, step {loaded.step}; "
+    print(f"wrote {path} ({cli.loaded_description(loaded)}; "
           f"G's batch norms: {loaded.bn_statistics})")
     return 0
 

@@ -1,0 +1,385 @@
+"""The trainer: the state of one run and its compiled training iteration.
+
+:class:`Trainer` holds G, D, two Adam optimizers, the global step and the
+random generator in one ``tf.train.Checkpoint`` (the layout of
+docs/ARCHITECTURE.md) and runs the training iteration ``train_step``; the
+loop around it is :func:`sagan_tf.training.train`.
+
+  write a sample grid at the end.
+
+One training iteration (NUMERICS §6) is, per replica::
+
+    repeat g_step times:                       # G step
+        z, y' fresh;  fake = G(z, y', training=True)        # G's BN stats + u updated
+        g_loss = L_G(D(fake, y', update_sn=False))          # D's u untouched
+        Adam_G on G.trainable_variables
+    repeat d_step times:                       # D step
+        real batch (x, y), z, y' fresh
+        fake = G(z, y', training=True)                      # G's BN stats + u updated again
+        logits = D(concat(x, fake), concat(y, y'), update_sn=True)   # D's u updated once
+        d_loss = L_D(logits[:B], logits[B:])
+        Adam_D on D.trainable_variables
+    step += 1
+
+Determinism: all random inputs of an iteration (z and fake labels of every G
+and D step) are drawn *outside* the compiled step from the checkpointed
+``tf.random.Generator``, at the global batch size, and split across replicas
+by replica id. One iteration is therefore a pure function of (state, real
+batches, noise), and a run that is stopped and resumed draws exactly the
+noise an uninterrupted run would have drawn.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sagan_tf import layers, losses
+from sagan_tf.distribute import make_strategy
+from sagan_tf.networks import Discriminator, Generator
+from sagan_tf.optimizers import ReleaseAdam
+
+__all__ = ["Trainer"]
+
+
+def _dense(grads):
+    """Converts ``IndexedSlices`` gradients to dense tensors.
+
+    Class-indexed gathers (conditional-BN gamma/beta, the projection
+    embedding) give ``IndexedSlices`` with one slice per example, so a class
+    that occurs twice in the batch appears twice. TF1's Adam (the release)
+    summed duplicate indices first, i.e. applied the dense gradient. Keras 3's
+    Adam does not: it squares the slices one by one for the second moment
+    (sum of squares instead of square of the sum), a different update whenever
+    a label repeats, which at 64 images of 1000 classes is nearly every batch.
+    Dense gradients restore the release's update; they also avoid one sparse
+    all-reduce branch per such variable under a strategy. The tables have at
+    most ``number_classes`` rows, so this costs little.
+    """
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+
+
+class Trainer:
+    """Networks, optimisers, step counter and random generator of one run.
+
+    Everything checkpointed lives in ``self.checkpoint`` (children
+    ``generator, discriminator, g_optimizer, d_optimizer, step, rng``; the
+    layout of docs/ARCHITECTURE.md). Constructing a Trainer does no file I/O.
+
+    Args:
+      config: a :class:`TrainConfig`; ``config.seed`` must be set (``train``
+        fills it in).
+      strategy: the ``tf.distribute.Strategy``; default: ``make_strategy`` from
+        the config.
+    """
+
+    def __init__(self, config, strategy=None):
+        config.validate()
+        if config.seed is None:
+            raise ValueError("Trainer needs config.seed (train() draws one when it is None)")
+        self.config = config
+        self.strategy = strategy or make_strategy(config.strategy, config.num_cpu_replicas,
+                                                  config.tpu)
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        self.global_batch_size = config.batch_size * self.num_replicas
+
+        # Same seed -> same initial weights (Keras initialisers draw from the
+        # global seed that set_random_seed resets).
+        keras.utils.set_random_seed(int(config.seed))
+        self.generator, self.discriminator = self._build_networks(config)
+        with self.strategy.scope():
+            self.g_optimizer, self.d_optimizer = self._build_optimizers(config)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        # Outside the scope: one stream on the host, sampled in cross-replica
+        # context at the global batch size (every worker of a multi-worker
+        # run holds an identical copy and draws identical numbers).
+        self.rng = tf.random.Generator.from_seed(int(config.seed))
+        self.checkpoint = tf.train.Checkpoint(
+            generator=self.generator, discriminator=self.discriminator,
+            g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer,
+            step=self.step, rng=self.rng)
+        # XLA: each replica's G and D forward/backward passes are compiled
+        # (see _run_pass); the variable writes and apply_gradients stay outside.
+        self._jit_passes = {}
+        self._deferred_variables = {}
+        self._compiled_step = tf.function(self._step, autograph=False)
+        self._compiled_sample = None
+        self.sigma_ratio_variables = [
+            v for v in self.generator.variables + self.discriminator.variables
+            if v.path.endswith("sigma_ratio")]
+
+    def _build_networks(self, config):
+        """G and D of ``config``, built (all variables created) in the strategy's scope."""
+        block = config.attention_query_block_size or None
+        # Mixed precision: the layers take the global dtype policy when they
+        # are created; it is restored afterwards (the models keep theirs).
+        # Weights, spectral norm, BN moments, softmax, logits and losses stay
+        # float32 (sagan_tf.layers / attention / networks).
+        previous_policy = keras.config.dtype_policy()
+        if config.mixed_precision != "none":
+            keras.config.set_dtype_policy(config.mixed_precision)
+        try:
+            with self.strategy.scope():
+                generator = Generator(
+                    arch=config.generator_type, image_size=config.image_size,
+                    z_dim=config.z_dim, gf_dim=config.gf_dim, num_classes=config.number_classes,
+                    attention=config.attention, attention_query_block_size=block,
+                    attention_resolutions=config.g_attention_resolutions,
+                    spectral_norm=config.g_spectral_norm, sn_gradient=config.sn_gradient)
+                discriminator = Discriminator(
+                    arch=config.discriminator_type, image_size=config.image_size,
+                    df_dim=config.df_dim, num_classes=config.number_classes,
+                    attention=config.attention, attention_query_block_size=block,
+                    attention_resolutions=config.d_attention_resolutions,
+                    sn_gradient=config.sn_gradient)
+                generator.ensure_built()
+                discriminator.ensure_built()
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        return generator, discriminator
+
+    def _build_optimizers(self, config):
+        """The two Adam optimizers (in the strategy's scope), with their slots built."""
+        # epsilon 1e-8 is TF1's AdamOptimizer default (Keras' is 1e-7);
+        # ReleaseAdam runs TF1's fused Adam kernel (sagan_tf/optimizers.py).
+        g_optimizer = ReleaseAdam(
+            config.generator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
+            epsilon=1e-8, name="g_optimizer")
+        d_optimizer = ReleaseAdam(
+            config.discriminator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
+            epsilon=1e-8, name="d_optimizer")
+        if config.mixed_precision == "mixed_float16":
+            # Dynamic loss scaling; apply_gradients unscales and skips
+            # non-finite steps.
+            g_optimizer = keras.optimizers.LossScaleOptimizer(
+                g_optimizer, name="g_loss_scale_optimizer")
+            d_optimizer = keras.optimizers.LossScaleOptimizer(
+                d_optimizer, name="d_loss_scale_optimizer")
+        # Slots exist before the first step, so a restore fills them
+        # directly and the compiled step never creates variables.
+        g_optimizer.build(self.generator.trainable_variables)
+        d_optimizer.build(self.discriminator.trainable_variables)
+        return g_optimizer, d_optimizer
+
+    # -- Inputs -------------------------------------------------------------
+
+    def sample_noise(self):
+        """Draws the random inputs of one iteration at the global batch size.
+
+        Returns ``{"g": [(z, y_fake)] * g_step, "d": [(z, y_fake)] * d_step}``
+        with ``z [global_batch, z_dim]`` ~ N(0, 1) and ``y_fake
+        [global_batch]`` int32 uniform in ``[0, number_classes)``; drawn in
+        this order from ``self.rng`` (G steps first, as they run).
+        """
+        cfg, n = self.config, self.global_batch_size
+
+        def draw():
+            z = self.rng.normal([n, cfg.z_dim], dtype=tf.float32)
+            y = self.rng.uniform([n], minval=0, maxval=cfg.number_classes, dtype=tf.int32)
+            return z, y
+        return {"g": [draw() for _ in range(cfg.g_step)],
+                "d": [draw() for _ in range(cfg.d_step)]}
+
+    def distribute(self, global_values):
+        """Splits a nest of global-batch tensors across replicas along axis 0.
+
+        Replica ``r`` gets rows ``[r*B, (r+1)*B)``, ``B = batch_size``: exact
+        and deterministic, for any strategy (``replica_id_in_sync_group`` is
+        the global replica id, also across workers). With mirrored strategies
+        each slice is copied onto its replica's device, where the dataset's
+        batches also live: the step then sees one input placement, whatever
+        the inputs' origin (else a new placement re-optimises the graph).
+        """
+        b = self.config.batch_size
+        devices = None
+        if isinstance(self.strategy, (tf.distribute.MirroredStrategy,
+                                      tf.distribute.MultiWorkerMirroredStrategy)):
+            devices = self.strategy.extended.worker_devices  # this worker's replicas
+
+        def value_fn(ctx):
+            r = ctx.replica_id_in_sync_group
+            if devices is None:
+                return tf.nest.map_structure(lambda t: t[r * b:(r + 1) * b], global_values)
+            with tf.device(devices[r % len(devices)]):
+                return tf.nest.map_structure(lambda t: tf.identity(t[r * b:(r + 1) * b]),
+                                             global_values)
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
+
+    def make_inputs(self, real_batches, noise):
+        """Assembles the distributed inputs of one iteration.
+
+        Args:
+          real_batches: ``d_step`` per-replica ``(images, labels)`` batches
+            (e.g. from ``next()`` on a distributed dataset iterator).
+          noise: the distributed result of ``distribute(sample_noise())``.
+
+        Returns:
+          ``{"g": [(z, y_fake)] * g_step, "d": [(images, labels, z, y_fake)] * d_step}``.
+        """
+        if len(real_batches) != self.config.d_step:
+            raise ValueError(f"need d_step={self.config.d_step} real batches, "
+                             f"got {len(real_batches)}")
+        return {"g": list(noise["g"]),
+                "d": [(x, y, z, yf) for (x, y), (z, yf) in zip(real_batches, noise["d"])]}
+
+    def make_inputs_from_global(self, images, labels, noise=None):
+        """Hand-made inputs (tests, tools): global-batch tensors split over replicas.
+
+        Args:
+          images, labels: ``d_step`` lists (or one tensor when ``d_step == 1``)
+            of global-batch real images ``[N, S, S, 3]`` and labels ``[N]``.
+          noise: ``sample_noise()``-shaped global noise; default: drawn from ``self.rng``.
+        """
+        if not isinstance(images, (list, tuple)):
+            images, labels = [images], [labels]
+        noise = self.sample_noise() if noise is None else noise
+        real = [(tf.convert_to_tensor(x, tf.float32), tf.cast(y, tf.int32))
+                for x, y in zip(images, labels)]
+        dist = self.distribute({"real": real, "noise": noise})
+        return self.make_inputs(list(dist["real"]), dist["noise"])
+
+    # -- The training iteration ----------------------------------------------
+
+    def _g_pass(self, z, y_fake):
+        """Forward/backward of one G step: ``(g_loss, grads of G)``; writes G's state."""
+        G, D = self.generator, self.discriminator
+        # The optimisers sum gradients over replicas (all-reduce SUM); scaling
+        # each replica's loss by 1/num_replicas makes that sum the average of
+        # the tower gradients, as the release did.
+        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
+        # The release's G step also drew (and read) a real batch, but the
+        # generator loss does not depend on it; it is not drawn here.
+        with tf.GradientTape() as tape:
+            fake = G(z, y_fake, training=True)                     # G: BN stats, u updated
+            logits_fake = D(fake, y_fake, update_sn=False)         # D: u untouched
+            g_loss = losses.generator_loss(self.config.loss_type, logits_fake)
+            scaled = self._scale_loss(self.g_optimizer, g_loss * scale)
+        return g_loss, _dense(tape.gradient(scaled, G.trainable_variables))
+
+    def _d_pass(self, real_images, real_labels, z, y_fake):
+        """Forward/backward of one D step: ``(outputs, grads of D)``; writes G's and D's state."""
+        G, D = self.generator, self.discriminator
+        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
+        # G runs in training mode again (release): its BN moving stats and
+        # u are updated a second time in this iteration. No gradient to G.
+        fake = tf.stop_gradient(G(z, y_fake, training=True))
+        n_real = tf.shape(real_images)[0]
+        with tf.GradientTape() as tape:
+            # One D call on real+fake: D has no batch-dependent layer, so
+            # this equals D(real) (updating u) followed by D(fake) with the
+            # same normalised weights, the release's behaviour.
+            logits = D(tf.concat([tf.cast(real_images, fake.dtype), fake], 0),
+                       tf.concat([tf.cast(real_labels, tf.int32), y_fake], 0),
+                       update_sn=True)
+            logits_real, logits_fake = logits[:n_real], logits[n_real:]
+            d_loss, d_loss_real, d_loss_fake = losses.discriminator_loss(
+                self.config.loss_type, logits_real, logits_fake)
+            scaled = self._scale_loss(self.d_optimizer, d_loss * scale)
+        grads = _dense(tape.gradient(scaled, D.trainable_variables))
+        return (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads
+
+    @staticmethod
+    def _scale_loss(optimizer, loss):
+        """Loss scaling of ``mixed_float16`` (``LossScaleOptimizer``); identity otherwise."""
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer.scale_loss(loss)
+        return loss
+
+    def _run_pass(self, name, fn, *args):
+        """Runs ``fn(*args)``; with ``config.xla``, as one XLA-compiled function.
+
+        The compiled function computes the pass with every state write (SN
+        ``u``, BN moving statistics) deferred (``layers.record_state_updates``)
+        and returns the new values; they are assigned here, outside XLA, in
+        replica context (a mirrored variable's assign needs a ``merge_call``,
+        which XLA cannot compile). Same values, same order of reads and
+        writes as the eager-assign path: within one pass each state variable
+        is read once, before its only write.
+        """
+        if not self.config.xla:
+            return fn(*args)
+        if name not in self._jit_passes:
+            def deferred(*a):
+                with layers.record_state_updates() as updates:
+                    out = fn(*a)
+                self._deferred_variables[name] = [v for v, _ in updates]
+                return out, [value for _, value in updates]
+            self._jit_passes[name] = tf.function(deferred, jit_compile=True, autograph=False)
+        out, values = self._jit_passes[name](*args)
+        for var, value in zip(self._deferred_variables[name], values):
+            var.assign(value)
+        return out
+
+    def _replica_step(self, inputs):
+        """One NUMERICS §6 iteration on one replica. Returns per-replica metrics."""
+        G, D = self.generator, self.discriminator
+        g_loss = None
+        for z, y_fake in inputs["g"]:
+            g_loss, grads = self._run_pass("g", self._g_pass, z, y_fake)
+            self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
+
+        for real_images, real_labels, z, y_fake in inputs["d"]:
+            (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads = (
+                self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
+            self.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
+
+        metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
+                   "g_loss": g_loss, "logit_real": tf.reduce_mean(logits_real),
+                   "logit_fake": tf.reduce_mean(logits_fake)}
+        return metrics, real_images, fake
+
+    def _step(self, inputs):
+        metrics, real, fake = self.strategy.run(self._replica_step, args=(inputs,))
+        metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                   for k, v in metrics.items()}
+        self.step.assign_add(1)
+        # Replica 0's images of the last D step, for the image summaries.
+        return (metrics, self.strategy.experimental_local_results(real)[0],
+                self.strategy.experimental_local_results(fake)[0])
+
+    def train_step(self, inputs):
+        """Runs one compiled training iteration on distributed ``inputs``.
+
+        Returns ``(metrics, input_images, generated_images)``: scalar metrics
+        averaged over replicas (``d_loss, d_loss_real, d_loss_fake, g_loss,
+        logit_real, logit_fake``) and replica 0's real and generated images of
+        the last D step.
+        """
+        return self._compiled_step(inputs)
+
+    # -- Sampling ---------------------------------------------------------------
+
+    def generate(self, z, labels):
+        """Images ``G(z, labels)`` in eval mode (moving BN statistics), no state change.
+
+        Uses ``update_sn=False``: the release's eval graph also wrote G's
+        ``u``, but a preview grid should not perturb the training state.
+        Eager in cross-replica context; on TPUs through ``strategy.run``.
+        """
+        z = tf.convert_to_tensor(z, tf.float32)
+        labels = tf.cast(labels, tf.int32)
+        if not isinstance(self.strategy, tf.distribute.TPUStrategy):
+            return self.generator(z, labels, training=False, update_sn=False)
+        if self._compiled_sample is None:
+            def replica_fn(z, y):
+                return self.generator(z, y, training=False, update_sn=False)
+
+            @tf.function
+            def sample(z, y):
+                out = self.strategy.run(replica_fn, args=(z, y))
+                return self.strategy.experimental_local_results(out)[0]
+            self._compiled_sample = sample
+        return self._compiled_sample(z, labels)
+
+    def sample_grid(self, num_rows=10, num_cols=8, seed=0):
+        """A uint8 ``[rows*S, cols*S, 3]`` grid: row ``i`` = class ``i`` (``i < num_rows``).
+
+        Noise comes from its own ``seed`` (not from the training generator).
+        """
+        rows = min(num_rows, self.config.number_classes)
+        z = np.random.default_rng(seed).standard_normal(
+            (rows * num_cols, self.config.z_dim)).astype(np.float32)
+        labels = np.repeat(np.arange(rows, dtype=np.int32), num_cols)
+        images = self.generate(z, labels).numpy()
+        s = self.config.image_size
+        grid = images.reshape(rows, num_cols, s, s, 3).transpose(0, 2, 1, 3, 4)
+        grid = grid.reshape(rows * s, num_cols * s, 3)
+        return np.clip(np.round((grid + 1.0) * 127.5), 0, 255).astype(np.uint8)
