@@ -96,7 +96,9 @@ def _state_variables(trainer):
     out, seen = [], set()
     groups = (("", trainer.generator.variables), ("", trainer.discriminator.variables),
               ("g_optimizer/", trainer.g_optimizer.variables),
-              ("d_optimizer/", trainer.d_optimizer.variables))
+              ("d_optimizer/", trainer.d_optimizer.variables),
+              ("generator_ema/", trainer.generator_ema.variables if trainer.generator_ema
+               else []))
     for prefix, variables in groups:
         for v in variables:
             if id(v) not in seen:

@@ -105,9 +105,11 @@ def _write_sample_grids(trainer, logdir, step, log):
     def write(path, grid, how):
         with tf.io.gfile.GFile(path, "wb") as f:
             Image.fromarray(grid).save(f, format="PNG")
-        log(f"Wrote {path} (G's batch norms: {how})")
+        log(f"Wrote {path} ({weights}; G's batch norms: {how})")
 
     config = trainer.config
+    weights = ("G's weights" if trainer.generator_ema is None else
+               f"G's averaged weights, --g_ema_decay {config.g_ema_decay}")
     samples_path = os.path.join(logdir, f"samples_{step}.png")
     write(samples_path, trainer.sample_grid(), standing_statistics.describe(0, 0))
     num_batches = config.standing_stats_batches
@@ -117,7 +119,7 @@ def _write_sample_grids(trainer, logdir, step, log):
         log("Standing-statistics grid skipped: not supported on TPUs")
         return samples_path, None
     standing_path = os.path.join(logdir, f"samples_{step}_standing_stats.png")
-    with standing_statistics.standing_statistics(trainer.generator, num_batches,
+    with standing_statistics.standing_statistics(trainer.sampling_generator, num_batches,
                                                  config.batch_size, seed=0):
         grid = trainer.sample_grid()
     write(standing_path, grid, standing_statistics.describe(num_batches, config.batch_size))
