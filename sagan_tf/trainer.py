@@ -109,6 +109,7 @@ class Trainer:
         self._jit_passes = {}
         self._deferred_variables = {}
         self._compiled_step = tf.function(self._step, autograph=False)
+        self._compiled_iterations = {}  # train_iteration's, one per check function
         self._compiled_sample = None
         self.sigma_ratio_variables = [
             v for v in self.generator.variables + self.discriminator.variables
@@ -336,8 +337,28 @@ class Trainer:
                    "logit_fake": tf.reduce_mean(logits_fake)}
         return metrics, real_images, fake
 
-    def _step(self, inputs):
+    def _step(self, inputs, check=None):
         metrics, real, fake = self.strategy.run(self._replica_step, args=(inputs,))
+        return self._finish_step(metrics, real, fake, check)
+
+    def _step_drawing_noise(self, real_batches, check=None):
+        """``_step`` on per-replica real batches, drawing the noise inside.
+
+        The same numbers as ``distribute(sample_noise())`` outside (the same
+        generator ops in the same order, sliced by replica id), without the
+        eager ops and the extra input placement per iteration.
+        """
+        noise = self.sample_noise()
+        b = self.config.batch_size
+
+        def replica_fn(real, noise):
+            r = tf.distribute.get_replica_context().replica_id_in_sync_group
+            local = tf.nest.map_structure(lambda t: t[r * b:(r + 1) * b], noise)
+            return self._replica_step(self.make_inputs(real, local))
+        metrics, real, fake = self.strategy.run(replica_fn, args=(list(real_batches), noise))
+        return self._finish_step(metrics, real, fake, check)
+
+    def _finish_step(self, metrics, real, fake, check):
         metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                    for k, v in metrics.items()}
         self.step.assign_add(1)
@@ -345,8 +366,11 @@ class Trainer:
             ema.update_average(self.generator_ema, self.generator, self.config.g_ema_decay,
                                self.step)
         # Replica 0's images of the last D step, for the image summaries.
-        return (metrics, self.strategy.experimental_local_results(real)[0],
-                self.strategy.experimental_local_results(fake)[0])
+        out = (metrics, self.strategy.experimental_local_results(real)[0],
+               self.strategy.experimental_local_results(fake)[0])
+        # The loop's check of the new state, in the same function: one call
+        # per iteration (sagan_tf.faults.NonFiniteGuard.state_check).
+        return out if check is None else out + (check(metrics),)
 
     def train_step(self, inputs):
         """Runs one compiled training iteration on distributed ``inputs``.
@@ -357,6 +381,24 @@ class Trainer:
         the last D step.
         """
         return self._compiled_step(inputs)
+
+    def train_iteration(self, real_batches, check):
+        """The training loop's iteration: ``train_step`` on ``d_step`` per-replica
+        real batches with the noise drawn from ``self.rng`` inside the compiled
+        function (the numbers ``train_step(make_inputs(real_batches,
+        distribute(sample_noise())))`` would use), followed there by
+        ``check(metrics)``, a boolean tensor (the loop's non-finite check).
+        Returns ``train_step``'s outputs and ``check``'s result. On TPUs the
+        noise is drawn and distributed outside, as for ``train_step``.
+        """
+        if isinstance(self.strategy, tf.distribute.TPUStrategy):
+            out = self.train_step(self.make_inputs(real_batches,
+                                                   self.distribute(self.sample_noise())))
+            return out + (check(out[0]),)
+        if check not in self._compiled_iterations:
+            self._compiled_iterations[check] = tf.function(
+                lambda real: self._step_drawing_noise(real, check), autograph=False)
+        return self._compiled_iterations[check](list(real_batches))
 
     # -- Sampling ---------------------------------------------------------------
 

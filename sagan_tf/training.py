@@ -254,10 +254,14 @@ class _Loop:
         ``train_step``'s outputs, or None when the iteration was undone."""
         trainer, guard, step = self.trainer, self.guard, self.step
         real = self._real_batches()
-        noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
         guard.before_step()
-        outputs = trainer.train_step(trainer.make_inputs(real, noise))
-        problem = guard.check(outputs[0])
+        if guard.injects(step + 1):  # the test seam: this step's noise made non-finite
+            noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
+            outputs = trainer.train_step(trainer.make_inputs(real, noise))
+            all_finite = None
+        else:  # noise drawn and state checked inside the one compiled call
+            *outputs, all_finite = trainer.train_iteration(real, guard.state_check)
+        problem = guard.check(outputs[0], all_finite)
         if not problem:
             self.consecutive_skips = 0
             return outputs
