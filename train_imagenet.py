@@ -145,8 +145,9 @@ flags.DEFINE_integer("standing_stats_batches", 0,
                      "in training mode (docs/DEVIATIONS.md; the checkpoint keeps the moving "
                      "averages).", lower_bound=0)
 flags.DEFINE_float("g_ema_decay", 0.0,
-                   "d > 0: also keep an exponential moving average of G's weights (decay "
-                   "min(d, (1+t)/(10+t)) at iteration t; BigGAN's G_ema), checkpointed as "
+                   "d > 0: also keep an exponential moving average of G's weights (BigGAN's "
+                   "G_ema; bias-corrected: over about the last 1/(1-d) iterations, none of "
+                   "it on the initial weights), checkpointed as "
                    "generator_ema; evaluation and the tools then use it by default "
                    "(--generator_weights). Not in the release (docs/DEVIATIONS.md); "
                    "0: off.", lower_bound=0.0, upper_bound=0.9999999)

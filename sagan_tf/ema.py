@@ -6,11 +6,16 @@ because a short run's raw generator oscillates from checkpoint to checkpoint
 second generator of the same architecture whose weights follow G after every
 iteration ``t`` (1, 2, ...)::
 
-    decay_t = min(d, (1 + t) / (10 + t))         # tf.train.ExponentialMovingAverage's
-    w_ema  <- decay_t * w_ema + (1 - decay_t) * w    # warm-up with num_updates = t
+    decay_t = d (1 - d^(t-1)) / (1 - d^t)
+    w_ema  <- decay_t * w_ema + (1 - decay_t) * w
 
-for every trainable variable, while the non-trainable ones (spectral-norm
-``u``, batch-norm moving statistics) are copied from G. The checkpoint holds
+for every trainable variable. That is the bias-corrected average (Adam's
+correction of its moments): after iteration ``t``, ``w_ema`` is exactly
+``sum_s d^(t-s) w_s / sum_s d^(t-s)`` over the weights ``w_1 .. w_t`` after
+each iteration, so it is G's own weights at ``t = 1`` and an average over
+about the last ``1 / (1 - d)`` iterations later, with no weight on G's
+initialisation. The non-trainable variables (spectral-norm ``u``, batch-norm
+moving statistics) are copied from G. The checkpoint holds
 it as the child ``generator_ema`` (same object layout as ``generator``), so any
 generator restores from either child. Training itself never reads it.
 """
@@ -26,9 +31,11 @@ GENERATOR_WEIGHTS = ("auto", "raw", "ema")
 
 
 def decay_at(decay, num_updates):
-    """``min(decay, (1 + t) / (10 + t))`` for ``t = num_updates`` (a tensor)."""
+    """``d (1 - d^(t-1)) / (1 - d^t)`` for ``t = num_updates >= 1`` (a tensor),
+    through ``expm1`` so that it stays accurate in float32 for ``d`` near 1."""
     t = tf.cast(num_updates, tf.float32)
-    return tf.minimum(tf.constant(decay, tf.float32), (1.0 + t) / (10.0 + t))
+    log_d = tf.math.log(tf.constant(decay, tf.float32))
+    return decay * tf.math.expm1((t - 1.0) * log_d) / tf.math.expm1(t * log_d)
 
 
 def update_average(average, model, decay, num_updates):

@@ -39,22 +39,29 @@ def _inputs(trainer, seed):
 
 
 def _numpy_average(trainer, decay, steps):
-    """Runs ``steps`` iterations; returns the numpy EMA of G's trainable weights
-    (the documented recurrence) and G's non-trainable values at the end."""
+    """Runs ``steps`` iterations; returns the oracle: for trainable variables
+    the weighted mean ``sum_s d^(t-s) w_s / sum_s d^(t-s)`` of G's weights after
+    each iteration (computed from the recorded history, not by the
+    recurrence), for the others G's values at the end."""
     G = trainer.generator
-    average = [v.numpy().astype(np.float64) for v in G.variables]
+    history = []
     for t in range(1, steps + 1):
         trainer.train_step(_inputs(trainer, t))
-        d = min(decay, (1.0 + t) / (10.0 + t))
-        average = [d * a + (1 - d) * v.numpy() if v.trainable else v.numpy().astype(np.float64)
-                   for a, v in zip(average, G.variables)]
-    return average
+        history.append([v.numpy().astype(np.float64) for v in G.variables])
+    weights = decay ** np.arange(steps - 1, -1, -1, dtype=np.float64)
+    weights /= weights.sum()
+    return [sum(w * h[i] for w, h in zip(weights, history)) if v.trainable
+            else history[-1][i] for i, v in enumerate(G.variables)]
 
 
-def test_decay_warm_up():
-    assert float(ema.decay_at(0.999, 0)) == pytest.approx(0.1)
-    assert float(ema.decay_at(0.999, 90)) == pytest.approx(91 / 100)
-    assert float(ema.decay_at(0.999, 10 ** 6)) == pytest.approx(0.999)
+def test_decay_schedule():
+    assert float(ema.decay_at(0.999, 1)) == 0.0  # the average starts at G's weights
+    assert float(ema.decay_at(0.5, 2)) == pytest.approx(0.5 * 0.5 / 0.75, rel=1e-6)
+    d = 0.9999  # near 1, float32 stays accurate: d (1 - d^(t-1)) / (1 - d^t)
+    for t in (2, 10, 1000, 10 ** 6):
+        exact = d * (1 - d ** (t - 1)) / (1 - d ** t)
+        assert float(ema.decay_at(d, t)) == pytest.approx(exact, rel=1e-5), t
+    assert float(ema.decay_at(0.999, 10 ** 7)) == pytest.approx(0.999)
 
 
 def test_average_follows_the_recurrence_and_leaves_training_alone():
