@@ -65,6 +65,8 @@ flags.DEFINE_integer("standing_stats_batch_size", None,
                      "Batch size of the standing-statistics batches (default: the training "
                      "batch_size of config.json).", lower_bound=1)
 
+cli.define_generator_weights_flag()
+
 
 def options_from_flags():
     """Builds :class:`sagan_tf.evaluation.EvalOptions` from the flags."""
@@ -81,7 +83,8 @@ def options_from_flags():
         num_classes=FLAGS.num_classes, seed=FLAGS.seed,
         intra_fid_samples_per_class=FLAGS.intra_fid_samples_per_class,
         standing_stats_batches=FLAGS.standing_stats_batches,
-        standing_stats_batch_size=FLAGS.standing_stats_batch_size)
+        standing_stats_batch_size=FLAGS.standing_stats_batch_size,
+        generator_weights=FLAGS.generator_weights)
 
 
 def main(argv):

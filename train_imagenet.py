@@ -144,6 +144,13 @@ flags.DEFINE_integer("standing_stats_batches", 0,
                      "statistics: every batch norm's statistics averaged over N batches of G "
                      "in training mode (docs/DEVIATIONS.md; the checkpoint keeps the moving "
                      "averages).", lower_bound=0)
+flags.DEFINE_float("g_ema_decay", 0.0,
+                   "d > 0: also keep an exponential moving average of G's weights (BigGAN's "
+                   "G_ema; bias-corrected: over about the last 1/(1-d) iterations, none of "
+                   "it on the initial weights), checkpointed as "
+                   "generator_ema; evaluation and the tools then use it by default "
+                   "(--generator_weights). Not in the release (docs/DEVIATIONS.md); "
+                   "0: off.", lower_bound=0.0, upper_bound=0.9999999)
 flags.DEFINE_enum("on_nan", "stop", ["stop", "skip_step"],
                   "A non-finite loss or weight: stop (naming the step and loss; the last "
                   "checkpoint stays untouched) or skip_step (undo that iteration exactly and "

@@ -195,7 +195,22 @@ def define_standing_stats_flags(flag_values=None, _depth=1):
                         _depth)
 
 
-#: The flags :func:`define_checkpoint_flags` defines (besides the standing-statistics ones).
+def define_generator_weights_flag(flag_values=None, _depth=1):
+    """Defines ``--generator_weights``: which of a checkpoint's generators to use
+    (:func:`sagan_tf.rundir.generator_child`)."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_enum(
+        "generator_weights", "auto", ["auto", "raw", "ema"],
+        "raw: G's trained weights (the release). ema: the exponential moving average a run "
+        "trained with --g_ema_decay keeps (BigGAN's G_ema; docs/DEVIATIONS.md). auto: ema "
+        "when the checkpoint has it, else raw. Outputs say which (generator_weights).",
+        flag_values=flag_values)
+    _register_key_flags(flag_values, ("generator_weights",), _depth)
+
+
+#: The flags :func:`define_checkpoint_flags` defines (besides the standing-statistics
+#: and generator-weights ones).
 CHECKPOINT_FLAGS = ("checkpoint_dir", "checkpoint_path", "batch_size",
                     "attention_query_block_size")
 
@@ -223,6 +238,7 @@ def define_checkpoint_flags(flag_values=None):
         "size (same outputs).", flag_values=flag_values)
     _register_key_flags(flag_values, CHECKPOINT_FLAGS, 1)
     define_standing_stats_flags(flag_values, _depth=2)
+    define_generator_weights_flag(flag_values, _depth=2)
 
 
 def load_from_flags(flag_values, discriminator=False, seed=0):
@@ -234,7 +250,8 @@ def load_from_flags(flag_values, discriminator=False, seed=0):
     loaded = rundir.load_checkpoint(
         flag_values.checkpoint_dir, flag_values.checkpoint_path, flag_values.batch_size,
         discriminator=discriminator,
-        attention_query_block_size=flag_values.attention_query_block_size)
+        attention_query_block_size=flag_values.attention_query_block_size,
+        generator_weights=flag_values.generator_weights)
     rundir.use_standing_statistics(loaded, flag_values.standing_stats_batches,
                                    flag_values.standing_stats_batch_size, seed=seed)
     return loaded
@@ -243,4 +260,5 @@ def load_from_flags(flag_values, discriminator=False, seed=0):
 def loaded_description(loaded):
     """``checkpoint <path>, step <N>`` of a :class:`sagan_tf.rundir.LoadedCheckpoint`,
     for a tool's final line."""
-    return f"checkpoint {loaded.checkpoint_path}, step {loaded.step}"
+    weights = ", G's averaged weights (generator_ema)" if loaded.generator_weights == "ema" else ""
+    return f"checkpoint {loaded.checkpoint_path}, step {loaded.step}{weights}"

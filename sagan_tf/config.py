@@ -68,6 +68,7 @@ class TrainConfig:
     on_nan: str = "stop"                     # non-finite loss/weight: stop | skip_step
     sn_gradient: str = "release"             # SN backward: release (TF1 ref variables) | exact
     standing_stats_batches: int = 0          # >0: also an end-of-run grid with standing BN stats
+    g_ema_decay: float = 0.0                 # >0: keep an averaged G (sagan_tf/ema.py); 0: off
     # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
@@ -160,6 +161,9 @@ class TrainConfig:
              f"must be one of {layers.SN_GRADIENTS}")
         need(is_int(self.standing_stats_batches) and self.standing_stats_batches >= 0,
              "standing_stats_batches", "must be an integer >= 0 (0: moving averages only)")
+        need(isinstance(self.g_ema_decay, (int, float)) and not isinstance(self.g_ema_decay, bool)
+             and 0.0 <= self.g_ema_decay < 1.0, "g_ema_decay",
+             "must be a number in [0, 1) (0: no averaged generator)")
         return self
 
     def to_dict(self):

@@ -25,10 +25,10 @@ One evaluation (:meth:`Evaluator.evaluate`):
    activations);
 6. print one JSON line ``{"step", "inception_score", "fid", "kid",
    ["class_accuracy",] ["intra_fid", "intra_fid_samples_per_class",
-   "intra_fid_num_classes",] "bn_statistics", "num_samples", "seconds",
+   "intra_fid_num_classes",] "bn_statistics", "generator_weights", "num_samples", "seconds",
    "checkpoint"}`` and write the TensorBoard summaries ``eval/incscore``,
    ``eval/fid``, ``eval/kid``, ``eval/class_accuracy``, ``eval/intra_fid``,
-   ``eval/bn_statistics`` (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
+   ``eval/bn_statistics`` and ``eval/generator_weights`` (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
    eval directory (default ``<checkpoint_dir>/eval``).
 
 G samples with its moving batch-norm statistics (the release), or with
@@ -106,6 +106,7 @@ class EvalOptions:
     intra_fid_samples_per_class: int = 0      # 0: no intra-FID
     standing_stats_batches: int = 0           # 0: moving BN statistics (the release)
     standing_stats_batch_size: Optional[int] = None  # None: training batch_size of config.json
+    generator_weights: str = "auto"           # auto | raw | ema (rundir.generator_child)
 
     @property
     def logdir(self):
@@ -329,11 +330,12 @@ class Evaluator:
         # Every generator variable's shape is checked against the stored tensor
         # first: a mismatch names the first differing variable.
         try:
-            checkpoints.restore_checked(tf.train.Checkpoint(generator=self.generator),
-                                        checkpoint_path, what="generator",
-                                        partial=True)
+            child = rundir.generator_child(checkpoint_path, self.options.generator_weights)
+            checkpoints.restore_checked(tf.train.Checkpoint(**{child: self.generator}),
+                                        checkpoint_path, what=child, partial=True)
         except checkpoints.CheckpointMismatchError as e:
             raise ValueError(f"{e} (see {self.config_path})") from e
+        self.generator_weights = rundir.weights_label(child)
         return checkpoints.checkpoint_step(checkpoint_path)
 
     def _write_summaries(self, step, result, generated_grid_images):
@@ -349,6 +351,7 @@ class Evaluator:
                 if result.get(key) is not None:
                     summaries.write_scalar(tag, result[key])
             summaries.write_text("eval/bn_statistics", result["bn_statistics"])
+            summaries.write_text("eval/generator_weights", result["generator_weights"])
             n = GRID_SHAPE[0] * GRID_SHAPE[1]
             for name, imgs in (("eval/generated_images", generated_grid_images),
                                ("eval/real_images", real_images)):
@@ -404,6 +407,7 @@ class Evaluator:
                 log.warning("Intra-FID left out %d class(es) with fewer than 2 real or "
                             "generated samples: %s", len(skipped), sorted(skipped)[:20])
         result["bn_statistics"] = self.bn_statistics
+        result["generator_weights"] = self.generator_weights
         result["num_samples"] = int(acc.count)
         self._write_summaries(step, result, np.concatenate(grid, 0) if grid else None)
         result["seconds"] = round(time.time() - t0, 3)

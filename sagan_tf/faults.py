@@ -96,7 +96,9 @@ def _state_variables(trainer):
     out, seen = [], set()
     groups = (("", trainer.generator.variables), ("", trainer.discriminator.variables),
               ("g_optimizer/", trainer.g_optimizer.variables),
-              ("d_optimizer/", trainer.d_optimizer.variables))
+              ("d_optimizer/", trainer.d_optimizer.variables),
+              ("generator_ema/", trainer.generator_ema.variables if trainer.generator_ema
+               else []))
     for prefix, variables in groups:
         for v in variables:
             if id(v) not in seen:
@@ -143,6 +145,7 @@ class NonFiniteGuard:
             checks = [tf.reduce_all(tf.math.is_finite(x)) for x in losses]
             checks += [tf.reduce_all(tf.math.is_finite(c.read_value())) for c in floats]
             return tf.reduce_all(tf.stack(checks))
+        self._all_finite_body = all_finite
         self._all_finite = tf.function(all_finite, autograph=False)
         self._shadows = None
         if on_nan == "skip_step":
@@ -167,6 +170,10 @@ class NonFiniteGuard:
         self._inject = {int(x) for x in os.environ.get(NAN_FAULT_ENV, "").split(",")
                         if x.strip().isdigit()}
 
+    def injects(self, step):
+        """Whether the test seam replaces the noise of ``step`` (see :meth:`noise`)."""
+        return step in self._inject
+
     def noise(self, noise, step):
         """The test seam: NaN noise for the first attempt at ``step`` if requested."""
         if step not in self._inject:
@@ -179,11 +186,20 @@ class NonFiniteGuard:
         if self._shadows is not None:
             self._snapshot()
 
-    def check(self, out):
+    def state_check(self, metrics):
+        """The check as ops (for ``Trainer.train_iteration``, which runs it in the
+        compiled iteration): a boolean tensor, True when the losses in
+        ``metrics`` and every floating state variable are finite."""
+        return self._all_finite_body([metrics[k] for k in _LOSS_NAMES if k in metrics])
+
+    def check(self, out, all_finite=None):
         """None if the iteration's losses and the new state are finite, else a
-        description naming the non-finite losses (or the first bad variable)."""
-        losses = [out[k] for k in _LOSS_NAMES if k in out]
-        if bool(self._all_finite(losses)):
+        description naming the non-finite losses (or the first bad variable).
+        ``all_finite``: :meth:`state_check`'s result when the iteration computed
+        it, else it is computed here."""
+        if all_finite is None:
+            all_finite = self._all_finite([out[k] for k in _LOSS_NAMES if k in out])
+        if bool(all_finite):
             return None
         bad = [f"{k}={float(out[k])}" for k in _LOSS_NAMES
                if k in out and not math.isfinite(float(out[k]))]

@@ -33,15 +33,18 @@ __all__ = [
     "CONFIG_FILENAME", "ARCHITECTURE_FIELDS", "ARCH_FLAGS", "CheckpointMismatchError",
     "LoadedCheckpoint", "find_run_dir", "find_checkpoint", "save_config", "load_config",
     "read_config", "resume_config", "resolve_architecture", "generator_kwargs",
-    "discriminator_kwargs", "restore_network", "load_checkpoint", "use_standing_statistics",
+    "discriminator_kwargs", "restore_network", "generator_child", "weights_label",
+    "load_checkpoint", "use_standing_statistics",
 ]
 
 CONFIG_FILENAME = "config.json"
-#: Config fields that fix the shapes of the checkpointed variables: a resumed
-#: run must agree with the stored config.json on these.
+#: Config fields that fix the checkpointed variables (their shapes, or whether
+#: the averaged generator exists): a resumed run must agree with the stored
+#: config.json on these.
 ARCHITECTURE_FIELDS = ("image_size", "z_dim", "gf_dim", "df_dim", "number_classes",
                        "generator_type", "discriminator_type", "attention",
-                       "g_attention_resolutions", "d_attention_resolutions", "g_spectral_norm")
+                       "g_attention_resolutions", "d_attention_resolutions", "g_spectral_norm",
+                       "g_ema_decay")
 #: Evaluator's architecture option -> keys it may have in config.json (first wins).
 ARCH_FLAGS = {
     "generator_type": ("generator_type",),
@@ -319,6 +322,36 @@ def restore_network(name, model, checkpoint_path, describe):
             f"{e}") from e
 
 
+def generator_child(checkpoint_path, generator_weights="auto"):
+    """The checkpoint child G is restored from, for ``--generator_weights``:
+    ``generator`` (``raw``: the trained weights) or ``generator_ema`` (``ema``:
+    the averaged weights of a run trained with ``--g_ema_decay``; ``auto``:
+    those when the checkpoint has them, else the trained ones).
+
+    Raises:
+      ValueError: an unknown choice.
+      CheckpointMismatchError: ``ema`` and the checkpoint has no averaged G.
+    """
+    from sagan_tf import ema  # pylint: disable=import-outside-toplevel
+    if generator_weights not in ema.GENERATOR_WEIGHTS:
+        raise ValueError(f"--generator_weights must be one of {ema.GENERATOR_WEIGHTS}, "
+                         f"got {generator_weights!r}")
+    if generator_weights == "raw":
+        return "generator"
+    if checkpoints.count_variables(checkpoint_path, ema.CHECKPOINT_CHILD):
+        return ema.CHECKPOINT_CHILD
+    if generator_weights == "ema":
+        raise CheckpointMismatchError(
+            f"--generator_weights ema: checkpoint {checkpoint_path} has no averaged generator "
+            "(its run was trained without --g_ema_decay); use --generator_weights raw")
+    return "generator"
+
+
+def weights_label(child):
+    """``"ema"`` or ``"raw"``: the ``generator_weights`` of outputs, for a child name."""
+    return "raw" if child == "generator" else "ema"
+
+
 @dataclasses.dataclass
 class LoadedCheckpoint:
     """A restored generator (and optionally discriminator) with its provenance."""
@@ -329,6 +362,7 @@ class LoadedCheckpoint:
     checkpoint_path: str
     step: int
     bn_statistics: str = "moving averages (the release)"  # see use_standing_statistics
+    generator_weights: str = "raw"  # "ema": G's averaged weights (see generator_child)
 
     @property
     def image_size(self):
@@ -344,7 +378,8 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(checkpoint_dir=None, checkpoint_path=None, batch_size=None,
-                    discriminator=False, attention_query_block_size=None):
+                    discriminator=False, attention_query_block_size=None,
+                    generator_weights="auto"):
     """Builds the networks from config.json and restores them.
 
     Args:
@@ -356,6 +391,7 @@ def load_checkpoint(checkpoint_dir=None, checkpoint_path=None, batch_size=None,
       discriminator: also restore the discriminator.
       attention_query_block_size: build the networks with the memory-efficient
         attention path (same results).
+      generator_weights: ``auto`` | ``raw`` | ``ema`` (:func:`generator_child`).
 
     Returns:
       a :class:`LoadedCheckpoint`.
@@ -372,14 +408,16 @@ def load_checkpoint(checkpoint_dir=None, checkpoint_path=None, batch_size=None,
     g_kwargs = generator_kwargs(config, config_path, attention_query_block_size)
     G = Generator(**g_kwargs).ensure_built()
     arch = ", ".join(f"{k}={v}" for k, v in g_kwargs.items() if k != "attention_query_block_size")
-    restore_network("generator", G, path, f"{config_path} ({arch})")
+    child = generator_child(path, generator_weights)
+    restore_network(child, G, path, f"{config_path} ({arch})")
     D = None
     if discriminator:
         d_kwargs = discriminator_kwargs(config, config_path, attention_query_block_size)
         D = Discriminator(**d_kwargs).ensure_built()
         restore_network("discriminator", D, path, f"{config_path} ({d_kwargs['arch']}, "
                         f"df_dim={d_kwargs['df_dim']})")
-    return LoadedCheckpoint(G, D, config, config_path, path, checkpoints.checkpoint_step(path))
+    return LoadedCheckpoint(G, D, config, config_path, path, checkpoints.checkpoint_step(path),
+                            generator_weights=weights_label(child))
 
 
 def use_standing_statistics(loaded, num_batches, batch_size=None, seed=0):

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import layers, losses
+from sagan_tf import ema, layers, losses
 from sagan_tf.distribute import make_strategy
 from sagan_tf.networks import Discriminator, Generator
 from sagan_tf.optimizers import ReleaseAdam
@@ -61,8 +61,9 @@ class Trainer:
     """Networks, optimisers, step counter and random generator of one run.
 
     Everything checkpointed lives in ``self.checkpoint`` (children
-    ``generator, discriminator, g_optimizer, d_optimizer, step, rng``; the
-    layout of docs/ARCHITECTURE.md). Constructing a Trainer does no file I/O.
+    ``generator, discriminator, g_optimizer, d_optimizer, step, rng``, and
+    ``generator_ema`` with ``config.g_ema_decay``; the layout of
+    docs/ARCHITECTURE.md). Constructing a Trainer does no file I/O.
 
     Args:
       config: a :class:`TrainConfig`; ``config.seed`` must be set (``train``
@@ -85,6 +86,12 @@ class Trainer:
         # global seed that set_random_seed resets).
         keras.utils.set_random_seed(int(config.seed))
         self.generator, self.discriminator = self._build_networks(config)
+        # Optional averaged generator (sagan_tf/ema.py), starting at G's weights.
+        self.generator_ema = None
+        if config.g_ema_decay:
+            self.generator_ema = self._build_networks(config, discriminator=False)[0]
+            with self.strategy.scope():
+                ema.copy_weights(self.generator_ema, self.generator)
         with self.strategy.scope():
             self.g_optimizer, self.d_optimizer = self._build_optimizers(config)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -95,19 +102,22 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, discriminator=self.discriminator,
             g_optimizer=self.g_optimizer, d_optimizer=self.d_optimizer,
-            step=self.step, rng=self.rng)
+            step=self.step, rng=self.rng,
+            **({ema.CHECKPOINT_CHILD: self.generator_ema} if self.generator_ema else {}))
         # XLA: each replica's G and D forward/backward passes are compiled
         # (see _run_pass); the variable writes and apply_gradients stay outside.
         self._jit_passes = {}
         self._deferred_variables = {}
         self._compiled_step = tf.function(self._step, autograph=False)
+        self._compiled_iterations = {}  # train_iteration's, one per check function
         self._compiled_sample = None
         self.sigma_ratio_variables = [
             v for v in self.generator.variables + self.discriminator.variables
             if v.path.endswith("sigma_ratio")]
 
-    def _build_networks(self, config):
-        """G and D of ``config``, built (all variables created) in the strategy's scope."""
+    def _build_networks(self, config, discriminator=True):
+        """G and D of ``config`` (D None without ``discriminator``), built (all
+        variables created) in the strategy's scope."""
         block = config.attention_query_block_size or None
         # Mixed precision: the layers take the global dtype policy when they
         # are created; it is restored afterwards (the models keep theirs).
@@ -124,14 +134,15 @@ class Trainer:
                     attention=config.attention, attention_query_block_size=block,
                     attention_resolutions=config.g_attention_resolutions,
                     spectral_norm=config.g_spectral_norm, sn_gradient=config.sn_gradient)
-                discriminator = Discriminator(
+                discriminator = None if not discriminator else Discriminator(
                     arch=config.discriminator_type, image_size=config.image_size,
                     df_dim=config.df_dim, num_classes=config.number_classes,
                     attention=config.attention, attention_query_block_size=block,
                     attention_resolutions=config.d_attention_resolutions,
                     sn_gradient=config.sn_gradient)
                 generator.ensure_built()
-                discriminator.ensure_built()
+                if discriminator:
+                    discriminator.ensure_built()
         finally:
             keras.config.set_dtype_policy(previous_policy)
         return generator, discriminator
@@ -326,14 +337,40 @@ class Trainer:
                    "logit_fake": tf.reduce_mean(logits_fake)}
         return metrics, real_images, fake
 
-    def _step(self, inputs):
+    def _step(self, inputs, check=None):
         metrics, real, fake = self.strategy.run(self._replica_step, args=(inputs,))
+        return self._finish_step(metrics, real, fake, check)
+
+    def _step_drawing_noise(self, real_batches, check=None):
+        """``_step`` on per-replica real batches, drawing the noise inside.
+
+        The same numbers as ``distribute(sample_noise())`` outside (the same
+        generator ops in the same order, sliced by replica id), without the
+        eager ops and the extra input placement per iteration.
+        """
+        noise = self.sample_noise()
+        b = self.config.batch_size
+
+        def replica_fn(real, noise):
+            r = tf.distribute.get_replica_context().replica_id_in_sync_group
+            local = tf.nest.map_structure(lambda t: t[r * b:(r + 1) * b], noise)
+            return self._replica_step(self.make_inputs(real, local))
+        metrics, real, fake = self.strategy.run(replica_fn, args=(list(real_batches), noise))
+        return self._finish_step(metrics, real, fake, check)
+
+    def _finish_step(self, metrics, real, fake, check):
         metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                    for k, v in metrics.items()}
         self.step.assign_add(1)
+        if self.generator_ema is not None:
+            ema.update_average(self.generator_ema, self.generator, self.config.g_ema_decay,
+                               self.step)
         # Replica 0's images of the last D step, for the image summaries.
-        return (metrics, self.strategy.experimental_local_results(real)[0],
-                self.strategy.experimental_local_results(fake)[0])
+        out = (metrics, self.strategy.experimental_local_results(real)[0],
+               self.strategy.experimental_local_results(fake)[0])
+        # The loop's check of the new state, in the same function: one call
+        # per iteration (sagan_tf.faults.NonFiniteGuard.state_check).
+        return out if check is None else out + (check(metrics),)
 
     def train_step(self, inputs):
         """Runs one compiled training iteration on distributed ``inputs``.
@@ -345,10 +382,36 @@ class Trainer:
         """
         return self._compiled_step(inputs)
 
+    def train_iteration(self, real_batches, check):
+        """The training loop's iteration: ``train_step`` on ``d_step`` per-replica
+        real batches with the noise drawn from ``self.rng`` inside the compiled
+        function (the numbers ``train_step(make_inputs(real_batches,
+        distribute(sample_noise())))`` would use), followed there by
+        ``check(metrics)``, a boolean tensor (the loop's non-finite check).
+        Returns ``train_step``'s outputs and ``check``'s result. On TPUs the
+        noise is drawn and distributed outside, as for ``train_step``.
+        """
+        if isinstance(self.strategy, tf.distribute.TPUStrategy):
+            out = self.train_step(self.make_inputs(real_batches,
+                                                   self.distribute(self.sample_noise())))
+            return out + (check(out[0]),)
+        if check not in self._compiled_iterations:
+            self._compiled_iterations[check] = tf.function(
+                lambda real: self._step_drawing_noise(real, check), autograph=False)
+        return self._compiled_iterations[check](list(real_batches))
+
     # -- Sampling ---------------------------------------------------------------
+
+    @property
+    def sampling_generator(self):
+        """The generator samples and evaluations use: ``generator_ema`` if kept, else G."""
+        return self.generator if self.generator_ema is None else self.generator_ema
 
     def generate(self, z, labels):
         """Images ``G(z, labels)`` in eval mode (moving BN statistics), no state change.
+
+        ``G`` is :attr:`sampling_generator`: the averaged generator when the run
+        keeps one, else the trained one.
 
         Uses ``update_sn=False``: the release's eval graph also wrote G's
         ``u``, but a preview grid should not perturb the training state.
@@ -357,10 +420,10 @@ class Trainer:
         z = tf.convert_to_tensor(z, tf.float32)
         labels = tf.cast(labels, tf.int32)
         if not isinstance(self.strategy, tf.distribute.TPUStrategy):
-            return self.generator(z, labels, training=False, update_sn=False)
+            return self.sampling_generator(z, labels, training=False, update_sn=False)
         if self._compiled_sample is None:
             def replica_fn(z, y):
-                return self.generator(z, y, training=False, update_sn=False)
+                return self.sampling_generator(z, y, training=False, update_sn=False)
 
             @tf.function
             def sample(z, y):

@@ -105,9 +105,11 @@ def _write_sample_grids(trainer, logdir, step, log):
     def write(path, grid, how):
         with tf.io.gfile.GFile(path, "wb") as f:
             Image.fromarray(grid).save(f, format="PNG")
-        log(f"Wrote {path} (G's batch norms: {how})")
+        log(f"Wrote {path} ({weights}; G's batch norms: {how})")
 
     config = trainer.config
+    weights = ("G's weights" if trainer.generator_ema is None else
+               f"G's averaged weights, --g_ema_decay {config.g_ema_decay}")
     samples_path = os.path.join(logdir, f"samples_{step}.png")
     write(samples_path, trainer.sample_grid(), standing_statistics.describe(0, 0))
     num_batches = config.standing_stats_batches
@@ -117,7 +119,7 @@ def _write_sample_grids(trainer, logdir, step, log):
         log("Standing-statistics grid skipped: not supported on TPUs")
         return samples_path, None
     standing_path = os.path.join(logdir, f"samples_{step}_standing_stats.png")
-    with standing_statistics.standing_statistics(trainer.generator, num_batches,
+    with standing_statistics.standing_statistics(trainer.sampling_generator, num_batches,
                                                  config.batch_size, seed=0):
         grid = trainer.sample_grid()
     write(standing_path, grid, standing_statistics.describe(num_batches, config.batch_size))
@@ -252,10 +254,14 @@ class _Loop:
         ``train_step``'s outputs, or None when the iteration was undone."""
         trainer, guard, step = self.trainer, self.guard, self.step
         real = self._real_batches()
-        noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
         guard.before_step()
-        outputs = trainer.train_step(trainer.make_inputs(real, noise))
-        problem = guard.check(outputs[0])
+        if guard.injects(step + 1):  # the test seam: this step's noise made non-finite
+            noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
+            outputs = trainer.train_step(trainer.make_inputs(real, noise))
+            all_finite = None
+        else:  # noise drawn and state checked inside the one compiled call
+            *outputs, all_finite = trainer.train_iteration(real, guard.state_check)
+        problem = guard.check(outputs[0], all_finite)
         if not problem:
             self.consecutive_skips = 0
             return outputs

@@ -436,3 +436,34 @@ def test_distribute_errors():
     distribute.configure_cpu_replicas(2)  # what conftest did: a no-op
     with pytest.raises(RuntimeError, match="before any TensorFlow op"):
         distribute.configure_cpu_replicas(3)
+
+
+def test_train_iteration_draws_the_same_noise_and_checks_in_the_step(strategy2):
+    """The loop's fused iteration (noise drawn inside the compiled call, the
+    non-finite check after the updates) equals train_step on noise drawn and
+    split outside, bit for bit, with 2 replicas."""
+    outside, fused = (Trainer(_tiny_config(data_dir="unused"), strategy2) for _ in range(2))
+    rng = np.random.default_rng(3)
+    seen = []
+
+    def check(metrics):
+        seen.append(sorted(metrics))
+        return tf.reduce_all(tf.math.is_finite(metrics["d_loss"]))
+    for _ in range(2):
+        images = rng.uniform(-1, 1, (2 * B, S, S, 3)).astype(np.float32)
+        labels = rng.integers(0, C, 2 * B).astype(np.int32)
+        real_a = list(outside.distribute([(tf.constant(images), tf.constant(labels))]))
+        real_b = list(fused.distribute([(tf.constant(images), tf.constant(labels))]))
+        out_a = outside.train_step(outside.make_inputs(
+            real_a, outside.distribute(outside.sample_noise())))
+        *out_b, finite = fused.train_iteration(real_b, check)
+        assert bool(finite)
+        for k in out_a[0]:
+            assert float(out_a[0][k]) == float(out_b[0][k]), k
+        np.testing.assert_array_equal(out_a[2].numpy(), out_b[2].numpy())
+    assert seen == [sorted(out_a[0])]  # traced once
+    a, b = _state(outside), _state(fused)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    np.testing.assert_array_equal(outside.rng.state.numpy(), fused.rng.state.numpy())
