@@ -1,33 +1,25 @@
 """Tests of the averaged generator (sagan_tf/ema.py, --g_ema_decay).
 
-The oracle is the recurrence itself, run in numpy on G's weights read after
-every iteration; tiny networks as in test_training.py.
+The oracle is the definition: the weighted mean of G's weights recorded after
+every iteration, in float64 numpy; tiny networks as in test_training.py.
 """
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from sagan_tf import checkpoints, ema, rundir
-from sagan_tf.config import ConfigError, TrainConfig
+from sagan_tf.config import ConfigError
 from sagan_tf.trainer import Trainer
 from sagan_tf.training import train
 
 S, B, C = 32, 2, 4
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**kw):
-    base = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
-                seed=0, shuffle=False, save_summaries_steps=0, log_every_steps=0,
-                save_checkpoint_secs=0)
-    base.update(kw)
-    return TrainConfig(**base)
+    """test_training.py's tiny configuration."""
+    from tests.test_training import _tiny_config
+    return _tiny_config(**kw)
 
 
 def _inputs(trainer, seed):
