@@ -239,6 +239,18 @@ def _hint(path, stored, live):
     return ""
 
 
+#: What reading a checkpoint that is truncated or being deleted raises: e.g. a
+#: truncated data shard, where the object graph is stored, makes the reader
+#: raise IndexError("Read less bytes than requested").
+READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, RuntimeError)
+
+
+def unreadable(path, error):
+    """The ``DataLossError`` that reports one of :data:`READ_ERRORS` for ``path``."""
+    return tf.errors.DataLossError(None, None, f"cannot read checkpoint {path}: "
+                                   f"{type(error).__name__}: {error}")
+
+
 def check_compatible(root, path, what=None):
     """Checks that every variable under ``root`` matches checkpoint ``path``.
 
@@ -255,11 +267,8 @@ def check_compatible(root, path, what=None):
         reader = tf.train.load_checkpoint(path)
         shapes = reader.get_variable_to_shape_map()
         graph = _object_graph(reader)
-    except (tf.errors.OpError, IndexError, ValueError, RuntimeError) as e:
-        # e.g. a truncated data shard: the object graph is stored there and the
-        # reader raises IndexError("Read less bytes than requested").
-        raise tf.errors.DataLossError(None, None, f"cannot read checkpoint {path}: "
-                                      f"{type(e).__name__}: {e}") from e
+    except READ_ERRORS as e:
+        raise unreadable(path, e) from e
     name = _name(path)
 
     def fail(var_path, detail, stored=None, live=None):

@@ -338,7 +338,13 @@ def generator_child(checkpoint_path, generator_weights="auto"):
                          f"got {generator_weights!r}")
     if generator_weights == "raw":
         return "generator"
-    if checkpoints.count_variables(checkpoint_path, ema.CHECKPOINT_CHILD):
+    try:
+        has_average = checkpoints.count_variables(checkpoint_path, ema.CHECKPOINT_CHILD)
+    except tf.errors.NotFoundError:
+        raise  # gone (e.g. deleted by the trainer's CheckpointManager)
+    except checkpoints.READ_ERRORS as e:  # truncated, or being deleted
+        raise checkpoints.unreadable(checkpoint_path, e) from e
+    if has_average:
         return ema.CHECKPOINT_CHILD
     if generator_weights == "ema":
         raise CheckpointMismatchError(

@@ -105,11 +105,11 @@ def _write_sample_grids(trainer, logdir, step, log):
     def write(path, grid, how):
         with tf.io.gfile.GFile(path, "wb") as f:
             Image.fromarray(grid).save(f, format="PNG")
-        log(f"Wrote {path} ({weights}; G's batch norms: {how})")
+        log(f"Wrote {path} ({weights}G's batch norms: {how})")
 
     config = trainer.config
-    weights = ("G's weights" if trainer.generator_ema is None else
-               f"G's averaged weights, --g_ema_decay {config.g_ema_decay}")
+    weights = ("" if trainer.generator_ema is None else
+               f"G's averaged weights, --g_ema_decay {config.g_ema_decay}; ")
     samples_path = os.path.join(logdir, f"samples_{step}.png")
     write(samples_path, trainer.sample_grid(), standing_statistics.describe(0, 0))
     num_batches = config.standing_stats_batches

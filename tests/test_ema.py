@@ -142,3 +142,23 @@ def test_config_rejects_bad_decay():
     for bad in (-0.1, 1.0, "0.9", True):
         with pytest.raises(ConfigError, match="g_ema_decay"):
             _config(g_ema_decay=bad).validate()
+
+
+def test_choosing_weights_of_a_vanished_or_truncated_checkpoint(ema_run, tmp_path):
+    """The evaluator's watch loop tells these apart (NotFoundError: deleted by
+    the trainer; DataLossError: skipped as unreadable)."""
+    import glob
+    import os
+    import shutil
+    import tensorflow as tf
+    path = ema_run[1]["checkpoint"]
+    with pytest.raises(tf.errors.NotFoundError):
+        rundir.generator_child(str(tmp_path / "ckpt-404"))
+    for f in glob.glob(path + ".*"):
+        shutil.copy(f, tmp_path)
+    copy = str(tmp_path / os.path.basename(path))
+    data = glob.glob(copy + ".data-*")[0]
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    with pytest.raises(tf.errors.DataLossError, match="cannot read checkpoint"):
+        rundir.generator_child(copy)

@@ -20,8 +20,8 @@ from sagan_tf import cli  # noqa: E402
 
 flags.DEFINE_string("results", None, "Eval directory, evaluated.json, or a JSON-lines file.")
 flags.DEFINE_string("output", None, "Output PNG.")
-flags.DEFINE_string("title", None, "Title line (default: the results path and the batch-norm "
-                    "statistics the evaluation used).")
+flags.DEFINE_string("title", None, "Title line (default: the results path, G's weights and "
+                    "the batch-norm statistics the evaluation used).")
 flags.mark_flags_as_required(["results", "output"])
 FLAGS = flags.FLAGS
 
@@ -32,7 +32,10 @@ def main(argv):
     results = learning_curve.read_results(FLAGS.results)
     bn = sorted({str(r.get("bn_statistics", "moving averages (the release)"))
                  for r in results})
-    title = FLAGS.title or f"{FLAGS.results}  (G's batch norms: {'; '.join(bn)})"
+    weights = sorted({str(r.get("generator_weights", "raw")) for r in results})
+    weights = {"raw": "trained weights", "ema": "averaged weights"}.get("; ".join(weights),
+                                                                       "; ".join(weights))
+    title = FLAGS.title or f"{FLAGS.results}  (G's {weights}; batch norms: {'; '.join(bn)})"
     image, _ = learning_curve.plot_learning_curve(results, title=title)
     path = sampling.write_png(FLAGS.output, image)
     print(f"wrote {path}: {len(results)} evaluations, steps "
