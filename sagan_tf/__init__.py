@@ -17,7 +17,7 @@ _LAZY = {
     "ConditionalBatchNorm": "layers", "FinalBatchNorm": "layers",
     "SpectralNormConv2D": "layers", "SpectralNormDense": "layers",
     "SpectralNormEmbedding": "layers", "spectral_normalize": "layers",
-    "ARCHS": "networks", "Discriminator": "networks", "Generator": "networks",
+    "ARCHS": "layouts", "Discriminator": "networks", "Generator": "networks",
 }
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from sagan_tf import layers, losses
 from sagan_tf.distribute import STRATEGY_KINDS
-from sagan_tf.networks import ARCHS, BLOCK_TYPES, attention_placements, parse_resolutions
+from sagan_tf.layouts import ARCHS, BLOCK_TYPES, attention_placements, parse_resolutions
 
 __all__ = ["ConfigError", "TrainConfig", "MIXED_PRECISION_POLICIES", "ON_NAN_CHOICES"]
 

@@ -173,7 +173,8 @@ class Evaluator:
         """``options``: :class:`EvalOptions`; ``classifier``: a preloaded
         :class:`sagan_tf.metrics.Classifier` (else loaded from
         ``options.inception_path``); ``out``: stream for the JSON lines (stdout)."""
-        from sagan_tf.networks import Generator, network_options  # pylint: disable=import-outside-toplevel
+        from sagan_tf.layouts import network_options  # pylint: disable=import-outside-toplevel
+        from sagan_tf.networks import Generator  # pylint: disable=import-outside-toplevel
 
         self.options = options
         self.logdir = options.logdir

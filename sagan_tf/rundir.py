@@ -27,7 +27,8 @@ import tensorflow as tf
 
 from sagan_tf import checkpoints
 from sagan_tf.fileio import atomic_write, read_json_object
-from sagan_tf.networks import Discriminator, Generator, network_options
+from sagan_tf.layouts import network_options
+from sagan_tf.networks import Discriminator, Generator
 
 __all__ = [
     "CONFIG_FILENAME", "ARCHITECTURE_FIELDS", "ARCH_FLAGS", "CheckpointMismatchError",

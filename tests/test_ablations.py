@@ -22,7 +22,8 @@ import sagan_tf
 from sagan_tf import attention_maps, evaluation, record_format, rundir, sampling
 from sagan_tf.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
 from sagan_tf.legacy import spec_variable_map
-from sagan_tf.networks import count_parameters, network_options, parse_resolutions
+from sagan_tf.layouts import network_options, parse_resolutions
+from sagan_tf.networks import count_parameters
 from sagan_tf.config import ConfigError, TrainConfig
 from sagan_tf.rundir import load_config
 from sagan_tf.training import train

@@ -84,7 +84,7 @@ def test_every_arch_and_size_builds(rng, arch, size):
 
 
 def test_layouts_documented():
-    from sagan_tf.networks import discriminator_layout, generator_layout
+    from sagan_tf.layouts import discriminator_layout, generator_layout
     assert generator_layout("test", 128) == ([16, 8, 4, 2, 1], [8, 16, 32, 64, 128], 2)
     assert generator_layout("test_64", 128)[2] == 3
     assert generator_layout("test", 32) == ([16, 8, 4], [8, 16, 32], 2)
