@@ -376,12 +376,7 @@ def restore_rewrite_options(previous):
 
 def _reference_module():
     """tools/tf1_reference_benchmark.py, loaded by path (works however this file was loaded)."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf1_reference_benchmark.py")
-    spec = importlib.util.spec_from_file_location("sagan_tf1_reference_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cli.load_tool("tf1_reference_benchmark", "sagan_tf1_reference_benchmark")
 
 
 def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,

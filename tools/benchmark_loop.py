@@ -60,7 +60,7 @@ def bare_seconds_per_step(trainer, steps):
 
 def main(argv):
     cli.start(argv)
-    import benchmark  # tools/benchmark.py: devices and machine description
+    benchmark = cli.load_tool("benchmark", "sagan_benchmark_tool")  # devices, machine
     benchmark.setup_devices(1, FLAGS.threads)
     from sagan_tf.config import TrainConfig  # pylint: disable=import-outside-toplevel
     from sagan_tf.training import train  # pylint: disable=import-outside-toplevel

@@ -115,12 +115,7 @@ def profile_ops(fn, steps, logdir=None, by_name=False):
 
 def _benchmark_module():
     """tools/benchmark.py, loaded by path (its Grappler helpers are shared)."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark.py")
-    spec = importlib.util.spec_from_file_location("sagan_benchmark_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cli.load_tool("benchmark", "sagan_benchmark_tool")
 
 
 _bench = _benchmark_module()

@@ -42,12 +42,7 @@ FLAGS = flags.FLAGS
 
 def _benchmark_module():
     """tools/benchmark.py, loaded by path (its timing summary is shared)."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark.py")
-    spec = importlib.util.spec_from_file_location("sagan_benchmark_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cli.load_tool("benchmark", "sagan_benchmark_tool")
 
 
 def run_reference(batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=10,
