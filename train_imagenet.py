@@ -108,6 +108,11 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_f
                   "Keras dtype policy of the networks' activations; weights, spectral norm, "
                   "batch-norm statistics, softmax, logits and losses stay float32. "
                   "mixed_float16 adds dynamic loss scaling.")
+flags.DEFINE_enum("graph_optimization", "auto", ["auto", "full", "light"],
+                  "Grappler settings of the compiled iteration. light: one optimisation round, "
+                  "the passes that change nothing on a CPU off (a shorter first iteration; "
+                  "rounding-level differences from full, docs/PERFORMANCE.md §6.1); full: "
+                  "TensorFlow's default; auto: light on CPUs, full on GPUs/TPUs.")
 flags.DEFINE_enum("attention", "release", ["release", "slide", "residual", "resnet_block"],
                   "release: the release's pooled attention (NUMERICS §3); slide: the "
                   "paper-slide variant (not the release); residual: the paper's Table 1 "

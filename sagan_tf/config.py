@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from sagan_tf import layers, losses
+from sagan_tf import compilation, layers, losses
 from sagan_tf.distribute import STRATEGY_KINDS
 from sagan_tf.layouts import ARCHS, BLOCK_TYPES, attention_placements, parse_resolutions
 
@@ -72,6 +72,7 @@ class TrainConfig:
     # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
+    graph_optimization: str = "auto"         # Grappler for the iteration: auto | full | light
     attention: str = "release"               # release (NUMERICS §3) | slide (paper-slide variant)
     attention_query_block_size: int = 0      # >0: memory-efficient attention, queries in blocks
     # --- The paper's ablations (docs/REPRODUCING.md); the defaults are the release.
@@ -138,6 +139,8 @@ class TrainConfig:
         need(isinstance(self.xla, bool), "xla", "must be a boolean")
         need(self.mixed_precision in MIXED_PRECISION_POLICIES, "mixed_precision",
              f"must be one of {MIXED_PRECISION_POLICIES}")
+        need(self.graph_optimization in compilation.GRAPH_OPTIMIZATIONS, "graph_optimization",
+             f"must be one of {compilation.GRAPH_OPTIMIZATIONS}")
         need(self.attention in BLOCK_TYPES, "attention", f"must be one of {BLOCK_TYPES}")
         need(isinstance(self.g_spectral_norm, bool), "g_spectral_norm", "must be a boolean")
         for flag, network, arch in (

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import ema, layers, losses
+from sagan_tf import compilation, ema, layers, losses
 from sagan_tf.distribute import make_strategy
 from sagan_tf.networks import Discriminator, Generator
 from sagan_tf.optimizers import ReleaseAdam
@@ -108,12 +108,22 @@ class Trainer:
         # (see _run_pass); the variable writes and apply_gradients stay outside.
         self._jit_passes = {}
         self._deferred_variables = {}
-        self._compiled_step = tf.function(self._step, autograph=False)
+        # Grappler's settings for the iteration (sagan_tf/compilation.py):
+        # "auto" is the lighter set on CPUs; every call carries the same ones.
+        self.graph_optimization = compilation.resolve_graph_optimization(
+            config.graph_optimization, self.strategy)
+        self._call_config = (compilation.rewrite_options(compilation.LIGHT_GRAPPLER)
+                             if self.graph_optimization == "light" else None)
+        self._compiled_step = self._compiled(self._step)
         self._compiled_iterations = {}  # train_iteration's, one per check function
         self._compiled_sample = None
         self.sigma_ratio_variables = [
             v for v in self.generator.variables + self.discriminator.variables
             if v.path.endswith("sigma_ratio")]
+
+    def _compiled(self, fn):
+        """``fn`` as a ``tf.function`` called under the trainer's Grappler settings."""
+        return compilation.CompiledFunction(tf.function(fn, autograph=False), self._call_config)
 
     def _build_networks(self, config, discriminator=True):
         """G and D of ``config`` (D None without ``discriminator``), built (all
@@ -396,8 +406,8 @@ class Trainer:
                                                    self.distribute(self.sample_noise())))
             return out + (check(out[0]),)
         if check not in self._compiled_iterations:
-            self._compiled_iterations[check] = tf.function(
-                lambda real: self._step_drawing_noise(real, check), autograph=False)
+            self._compiled_iterations[check] = self._compiled(
+                lambda real: self._step_drawing_noise(real, check))
         return self._compiled_iterations[check](list(real_batches))
 
     # -- Sampling ---------------------------------------------------------------

@@ -325,55 +325,6 @@ def summary_line(result):
     return "; ".join(parts)
 
 
-#: A cheaper Grappler configuration for the step (issue #15, first iteration):
-#: one meta-optimizer round instead of two, and the passes that change nothing
-#: in this CPU graph (memory optimizer, layout, loop, implementation selector)
-#: off. docs/PERFORMANCE.md §6.1 has what it saves. CPU only: on a GPU the
-#: layout optimizer is what converts convolutions to cuDNN's NCHW.
-CHEAP_GRAPPLER = {"meta_optimizer_iterations": "ONE", "memory_optimization": "NO_MEM_OPT",
-                  "layout_optimizer": "OFF", "implementation_selector": "OFF",
-                  "loop_optimization": "OFF"}
-
-
-def set_rewrite_options(options):
-    """Sets Grappler ``RewriterConfig`` fields for the ``tf.function`` calls of this thread.
-
-    ``options``: ``{field: value}`` (enum names or ints), e.g. ``CHEAP_GRAPPLER``.
-    Goes through the eager context's ``function_call_options``, the
-    ``ConfigProto`` each function call carries to the function's
-    instantiation, where Grappler runs; so it also reaches fields that
-    ``tf.config.optimizer`` does not expose (the meta-optimizer's iteration
-    count, the memory optimizer). A call under a different config instantiates
-    (and optimises) the function again: every call of a function must carry
-    the same options. Returns the previous config, for ``restore_rewrite_options``.
-    """
-    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
-    from tensorflow.python.eager import context
-    call_options = context.context().function_call_options
-    previous = call_options.config_proto_serialized
-    config = config_pb2.ConfigProto()
-    config.ParseFromString(previous)
-    rewrite = config.graph_options.rewrite_options
-    for key, value in options.items():
-        field = rewriter_config_pb2.RewriterConfig.DESCRIPTOR.fields_by_name[key]
-        if field.enum_type is not None and isinstance(value, str):
-            value = field.enum_type.values_by_name[value].number
-        elif field.type == field.TYPE_BOOL:
-            value = str(value).lower() in ("1", "true")
-        setattr(rewrite, key, value)
-    call_options.config_proto_serialized = config
-    return previous
-
-
-def restore_rewrite_options(previous):
-    """Undoes ``set_rewrite_options`` (``previous``: what it returned)."""
-    from tensorflow.core.protobuf import config_pb2
-    from tensorflow.python.eager import context
-    config = config_pb2.ConfigProto()
-    config.ParseFromString(previous)
-    context.context().function_call_options.config_proto_serialized = config
-
-
 def _reference_module():
     """tools/tf1_reference_benchmark.py, loaded by path (works however this file was loaded)."""
     return cli.load_tool("tf1_reference_benchmark", "sagan_tf1_reference_benchmark")
@@ -385,7 +336,7 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
                   iterations=5, warmup=2, mode="train", sample_batch_size=100, flops=True,
                   seed=0, threads=0, strategy=None, compare_tf1_reference=False,
                   sn_gradient="release", peak=True, peak_problem=None,
-                  flops_per_iteration=None, rewrite_options=None):
+                  flops_per_iteration=None, graph_optimization="auto"):
     """Builds a Trainer for the configuration, times it, returns the result dict.
 
     Keys: the ``RESULT_KEYS`` (train figures when ``mode`` includes train,
@@ -417,8 +368,9 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
     added. ``flops_per_iteration``: use this count instead of counting the
     graph (e.g. the same configuration counted by an earlier run).
 
-    ``rewrite_options``: Grappler options every call of the step carries
-    (``set_rewrite_options``, e.g. ``CHEAP_GRAPPLER``); None: TensorFlow's.
+    ``graph_optimization``: ``TrainConfig.graph_optimization`` (``auto``,
+    ``full``: TensorFlow's Grappler, ``light``: ``sagan_tf.compilation``'s);
+    the result's ``graph_optimization`` is what ``auto`` resolved to.
     """
     import numpy as np
     import tensorflow as tf
@@ -441,19 +393,20 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
                   sn_gradient=sn_gradient, iterations=iterations, warmup=warmup,
                   threads=threads, mode=mode,
                   sample_batch_size=sample_batch_size, seed=seed,
-                  rewrite_options=rewrite_options,
+                  graph_optimization=graph_optimization,
                   devices=list(devices), tensorflow=tf.__version__)
     cfg = TrainConfig(batch_size=batch_size, image_size=image_size, z_dim=z_dim, gf_dim=gf_dim,
                       df_dim=df_dim, number_classes=number_classes, generator_type=arch,
                       discriminator_type=arch, seed=seed, xla=xla,
                       mixed_precision=mixed_precision, attention=attention,
                       attention_query_block_size=attention_query_block_size,
-                      sn_gradient=sn_gradient)
+                      sn_gradient=sn_gradient, graph_optimization=graph_optimization)
     machine = machine_info(devices)  # load average before this run adds to it
     strategy = strategy or tf.distribute.MirroredStrategy(list(devices))
     trainer = Trainer(cfg, strategy)
     G, D = trainer.generator, trainer.discriminator
     result = {"num_replicas": trainer.num_replicas,
+              "graph_optimization": trainer.graph_optimization,
               "global_batch_size": trainer.global_batch_size,
               "parameters_generator": count_parameters(G),
               "parameters_discriminator": count_parameters(D)}
@@ -468,12 +421,7 @@ def run_benchmark(arch="test", image_size=128, gf_dim=64, df_dim=64, z_dim=128,
 
         def iteration():
             # What the loop does per iteration, minus reading records.
-            previous = set_rewrite_options(rewrite_options) if rewrite_options else None
-            try:
-                out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels))
-            finally:
-                if previous is not None:
-                    restore_rewrite_options(previous)
+            out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels))
             return float(out["d_loss"])  # waits for the step
 
         reference = None
@@ -631,11 +579,11 @@ def define_flags(flag_values=None):
         "this process, float32 and the --mixed_precision compute dtype; a few seconds on CPU) "
         "and report achieved GFLOP/s and fraction of peak beside every time. --nopeak: skip.",
         flag_values=flag_values)
-    flags.DEFINE_boolean(
-        "cheap_grappler", False,
-        "Optimise the step with CHEAP_GRAPPLER (one Grappler round; memory, layout, loop and "
-        "implementation-selector passes off): a shorter first iteration on CPU "
-        "(docs/PERFORMANCE.md §6.1). Not for GPUs (the layout pass makes cuDNN's NCHW).",
+    flags.DEFINE_enum(
+        "graph_optimization", "auto", ["auto", "full", "light"],
+        "Grappler settings of the step, as train_imagenet.py's flag: light (one round; memory, "
+        "layout, loop and implementation-selector passes off: a shorter first iteration, "
+        "docs/PERFORMANCE.md §6.1), full (TensorFlow's default), auto (light on CPUs).",
         flag_values=flag_values)
     flags.DEFINE_float(
         "flops_per_iteration", None,
@@ -660,7 +608,7 @@ def main(argv):
         seed=FLAGS.seed, threads=FLAGS.threads,
         compare_tf1_reference=FLAGS.compare_tf1_reference, sn_gradient=FLAGS.sn_gradient,
         peak=FLAGS.peak, flops_per_iteration=FLAGS.flops_per_iteration,
-        rewrite_options=CHEAP_GRAPPLER if FLAGS.cheap_grappler else None)
+        graph_optimization=FLAGS.graph_optimization)
     print(json.dumps(result, sort_keys=True), flush=True)
     print(summary_line(result), file=sys.stderr, flush=True)
     return 0

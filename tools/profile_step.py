@@ -26,9 +26,10 @@ phases: tracing the Python step (``get_concrete_function``), the first call
 (graph optimisation by Grappler, kernel creation, execution), and a second
 call (steady state), with the number of ops in the traced graph. Run it
 once per variant, each in a new process; ``--grappler`` sets Grappler
-``RewriterConfig`` fields for every call (``set_rewrite_options``, e.g.
-``--grappler layout_optimizer=OFF``) to see what a pass costs, and the
-``_cheap`` variants use ``CHEAP_GRAPPLER`` (``tools/benchmark.py``).
+``RewriterConfig`` fields for every call (e.g. ``--grappler
+layout_optimizer=OFF``) to see what a pass costs. The plain variants run the
+trainer's default Grappler settings (``--graph_optimization auto``: light on
+a CPU, ``sagan_tf/compilation.py``); the ``_full`` variants TensorFlow's.
 
   python tools/profile_step.py --what ratios --variants fp32,bf16 --tf1_reference
   python tools/profile_step.py --what ops --variants fp32,bf16 --steps 3
@@ -59,8 +60,9 @@ FLAGS = flags.FLAGS
 #: is ``bf16`` with the batch norms traced on their float32 (unfused) path,
 #: as before the fused half-precision kernel (an A/B in one process).
 VARIANTS = {"fp32": "none", "bf16": "mixed_bfloat16", "bf16_unfused_bn": "mixed_bfloat16"}
-#: ``<variant>_cheap``: the same, its step optimised by Grappler under ``CHEAP_GRAPPLER``.
-VARIANTS.update({k + "_cheap": v for k, v in list(VARIANTS.items())})
+#: ``<variant>_full``: the same, its step optimised by TensorFlow's default
+#: Grappler (``graph_optimization="full"``) instead of the trainer's ``auto``.
+VARIANTS.update({k + "_full": v for k, v in list(VARIANTS.items())})
 
 
 def op_type_table(xplane_path, by_name=False):
@@ -114,15 +116,11 @@ def profile_ops(fn, steps, logdir=None, by_name=False):
 
 
 def _benchmark_module():
-    """tools/benchmark.py, loaded by path (its Grappler helpers are shared)."""
+    """tools/benchmark.py, loaded by path (its peak micro-benchmark is shared)."""
     return cli.load_tool("benchmark", "sagan_benchmark_tool")
 
 
 _bench = _benchmark_module()
-set_rewrite_options = _bench.set_rewrite_options
-restore_rewrite_options = _bench.restore_rewrite_options
-#: The cheaper Grappler configuration (variant suffix ``_cheap``).
-CHEAP_GRAPPLER = _bench.CHEAP_GRAPPLER
 
 
 def make_trainer(variant, size):
@@ -133,7 +131,8 @@ def make_trainer(variant, size):
     cfg = TrainConfig(batch_size=size["batch_size"], image_size=128, gf_dim=size["gf_dim"],
                       df_dim=size["df_dim"], number_classes=size["number_classes"],
                       generator_type="test", discriminator_type="test", seed=0,
-                      mixed_precision=VARIANTS[variant])
+                      mixed_precision=VARIANTS[variant],
+                      graph_optimization="full" if variant.endswith("_full") else "auto")
     trainer = Trainer(cfg, tf.distribute.MirroredStrategy(["/cpu:0"]))
     rs = np.random.default_rng(0)
     n = size["batch_size"]
@@ -151,17 +150,6 @@ def make_trainer(variant, size):
             iteration()  # traces now, with the patch
         finally:
             layers._uses_fused_kernel = fused
-    if variant.endswith("_cheap"):
-        # Every call carries the options: a call with another config would
-        # instantiate (and optimise) the function again.
-        plain = iteration
-
-        def iteration():
-            previous = set_rewrite_options(CHEAP_GRAPPLER)
-            try:
-                return plain()
-            finally:
-                restore_rewrite_options(previous)
     return trainer, iteration
 
 
@@ -278,10 +266,9 @@ def run_ops(variants, size, steps, warmup, top, with_flops=False):
         tables[v] = {"wall_ms_per_iteration": wall * 1e3, "ops": per_iter,
                      "op_ms_total": sum(x["ms"] for x in per_iter.values())}
         if with_flops and per_name is not None:
-            import tensorflow as tf  # noqa: F401
             executed = {k.rsplit(":", 1)[0] for k in per_name}
             # The step's one traced graph (op names as in the profile).
-            graph = trainer._compiled_step._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
+            graph = trainer._compiled_step.function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
             flops = conv_flops(graph, executed)
             rates = {}
             for graph_type, kernels in CONV_KERNELS.items():
@@ -333,9 +320,6 @@ def format_tables(tables, top=12):
 def run_first(variant, size):
     """Phases of the first iteration in this (fresh) process."""
     import tensorflow as tf
-    if variant.endswith("_cheap"):
-        set_rewrite_options(CHEAP_GRAPPLER)
-        variant = variant[:-len("_cheap")]
     t_start = time.perf_counter()
     trainer, _ = make_trainer(variant, size)
     import numpy as np
@@ -371,7 +355,9 @@ def run_first(variant, size):
 
 def define_flags():
     flags.DEFINE_enum("what", "ratios", ["ratios", "ops", "first"], "What to measure.")
-    flags.DEFINE_list("variants", ["fp32", "bf16"], "Variants, from: fp32, bf16.")
+    flags.DEFINE_list("variants", ["fp32", "bf16"],
+                      "Variants, from: fp32, bf16, bf16_unfused_bn, each also with the suffix "
+                      "_full (TensorFlow's default Grappler instead of the trainer's).")
     flags.DEFINE_integer("gf_dim", 16, "Generator base channels.")
     flags.DEFINE_integer("df_dim", 16, "Discriminator base channels.")
     flags.DEFINE_integer("number_classes", 10, "Classes.")
@@ -386,7 +372,7 @@ def define_flags():
                          "and fraction of the conv peak (measured after, in this process).")
     flags.DEFINE_boolean("tf1_reference", False, "ratios: also time the release's TF1 graph.")
     flags.DEFINE_list("grappler", [], "Grappler RewriterConfig fields for every variant "
-                      "(set_rewrite_options), e.g. meta_optimizer_iterations=ONE,"
+                      "(on top of --graph_optimization's), e.g. meta_optimizer_iterations=ONE,"
                       "memory_optimization=NO_MEM_OPT,layout_optimizer=OFF.")
 
 
@@ -401,7 +387,10 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     if FLAGS.grappler:
-        set_rewrite_options(dict(item.split("=", 1) for item in FLAGS.grappler))
+        from tensorflow.python.eager import context
+        from sagan_tf import compilation
+        context.context().function_call_options.config_proto_serialized = (
+            compilation.rewrite_options(dict(item.split("=", 1) for item in FLAGS.grappler)))
     result = {"machine": _machine(), "size": _size(), "what": FLAGS.what}
     if FLAGS.what == "ratios":
         result.update(run_ratios(FLAGS.variants, _size(), FLAGS.rounds, FLAGS.steps,
