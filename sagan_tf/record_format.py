@@ -11,8 +11,9 @@ Files are written atomically (a temporary file renamed to its final name when
 complete), so a file with the final name is always complete. A record of
 another image size or with a label outside ``[0, num_classes)`` fails to
 parse with a ``tf.errors.InvalidArgumentError`` naming the file
-(:func:`parse_example`). The ``tf.data`` input pipeline that reads these files
-is :mod:`sagan_tf.data`.
+(:func:`parse_examples` for a batch of records, :func:`parse_example` for
+one). The ``tf.data`` input pipeline that reads these files is
+:mod:`sagan_tf.data`.
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ __all__ = [
     "count_records",
     "count_complete_records",
     "peek_image_size",
+    "assert_lazily",
     "parse_example",
+    "parse_examples",
 ]
 
 FEATURE_KEYS = ("image_raw", "label", "height", "width", "depth")
@@ -313,9 +316,78 @@ _FEATURES = {
 }
 
 
+def assert_lazily(ok, make_message):
+    """An op that fails with ``InvalidArgumentError: make_message()`` when ``ok`` is false.
+
+    Unlike ``tf.debugging.Assert(ok, [message])``, whose data inputs are computed
+    even when it passes, the message (string formatting) is built only on the
+    failing branch of a ``tf.cond``. Returns ``ok`` (a bool scalar tensor) for
+    use in ``tf.control_dependencies``.
+    """
+    def fail():
+        with tf.control_dependencies([tf.debugging.Assert(ok, [make_message()])]):
+            return tf.identity(ok)
+    return tf.cond(ok, lambda: tf.identity(ok), fail)
+
+
+def parse_examples(serialized, image_size: int, num_classes: int | None = None,
+                   filenames=None):
+    """Decodes a vector of serialized records at once (graph-compatible).
+
+    Args:
+      serialized: string tensor ``[B]`` of `encode_example` records.
+      image_size: ``S``; every record must hold exactly ``S*S*3`` image bytes
+        (checked on the byte strings before they are decoded, so records of
+        mixed sizes get this message, not ``decode_raw``'s).
+      num_classes: when given, every label must lie in ``[0, num_classes)``.
+      filenames: string tensor ``[B]`` (or a scalar for all), the record's file
+        named in the error messages.
+
+    Returns:
+      ``(images, labels)``: float32 ``[B, S, S, 3]`` equal to ``uint8 * (2/255) - 1``,
+      and int32 ``[B]``.
+
+    Raises (when the dataset is iterated):
+      tf.errors.InvalidArgumentError naming the file of the first record in the
+      batch with a wrong image byte size or an out-of-range label.
+    """
+    serialized = tf.convert_to_tensor(serialized, tf.string)
+    filenames = tf.broadcast_to(tf.convert_to_tensor(
+        "<unknown file>" if filenames is None else filenames, tf.string), tf.shape(serialized))
+    size = int(image_size)
+    expected = size * size * 3
+    features = tf.io.parse_example(serialized, _FEATURES)
+    nbytes = tf.strings.length(features["image_raw"])
+    label64 = features["label"]
+    size_ok = tf.equal(nbytes, expected)
+    if num_classes is None:
+        label_ok = tf.ones_like(size_ok)
+    else:
+        num_classes = int(num_classes)
+        label_ok = tf.logical_and(label64 >= 0, label64 < num_classes)
+
+    def message():  # of the batch's first bad record (its size before its label)
+        i = tf.where(tf.logical_not(tf.logical_and(size_ok, label_ok)))[0, 0]
+        return tf.where(size_ok[i], tf.strings.join([
+            "label ", tf.strings.as_string(label64[i]), " in ", filenames[i],
+            f" outside [0, {num_classes}) (--number_classes)"]), tf.strings.join([
+                "record in ", filenames[i], " has ", tf.strings.as_string(nbytes[i]),
+                f" image bytes, expected {expected} for --image_size {size} "
+                "(records of another image size?)"]))
+
+    ok = assert_lazily(tf.reduce_all(tf.logical_and(size_ok, label_ok)), message)
+    with tf.control_dependencies([ok]):
+        raw = tf.io.decode_raw(features["image_raw"], tf.uint8)
+        labels = tf.cast(label64, tf.int32)
+    images = tf.reshape(raw, [-1, size, size, 3])
+    images.set_shape(serialized.shape.concatenate([size, size, 3]))
+    return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0, labels
+
+
 def parse_example(serialized, image_size: int, num_classes: int | None = None,
                   filename=None):
-    """Decodes one serialized record (graph-compatible).
+    """Decodes one serialized record (graph-compatible): :func:`parse_examples` of
+    a batch of one.
 
     Args:
       serialized: scalar string tensor, a `encode_example` record.
@@ -331,26 +403,7 @@ def parse_example(serialized, image_size: int, num_classes: int | None = None,
       tf.errors.InvalidArgumentError naming ``filename`` for a wrong image byte size
       or an out-of-range label.
     """
-    if filename is None:
-        filename = "<unknown file>"
-    filename = tf.convert_to_tensor(filename, tf.string)
-    features = tf.io.parse_single_example(serialized, _FEATURES)
-    raw = tf.io.decode_raw(features["image_raw"], tf.uint8)
-    expected = int(image_size) * int(image_size) * 3
-    nbytes = tf.size(raw)
-    size_ok = tf.debugging.Assert(tf.equal(nbytes, expected), [tf.strings.join([
-        "record in ", filename, " has ", tf.strings.as_string(nbytes),
-        f" image bytes, expected {expected} for --image_size {int(image_size)} "
-        "(records of another image size?)"])])
-    label64 = features["label"]
-    checks = [size_ok]
-    if num_classes is not None:
-        in_range = tf.logical_and(label64 >= 0, label64 < int(num_classes))
-        checks.append(tf.debugging.Assert(in_range, [tf.strings.join([
-            "label ", tf.strings.as_string(label64), " in ", filename,
-            f" outside [0, {int(num_classes)}) (--number_classes)"])]))
-    with tf.control_dependencies(checks):
-        image = tf.reshape(raw, [int(image_size), int(image_size), 3])
-        label = tf.cast(label64, tf.int32)
-    image = tf.cast(image, tf.float32) * (2.0 / 255.0) - 1.0
-    return image, label
+    images, labels = parse_examples(
+        tf.reshape(serialized, [1]), image_size, num_classes,
+        None if filename is None else tf.reshape(filename, [1]))
+    return images[0], labels[0]

@@ -245,3 +245,125 @@ def test_corrupt_file_named_or_skipped(tmp_path, damage):
     ds = data.make_dataset(str(tmp_path), S, 1, 100, shuffle=True, repeat=True,
                            skip_corrupt_records=True, shuffle_buffer_size=50)
     assert set(_labels(ds.take(40)).tolist()) == set(survivors)
+
+
+# --------------------------------------------------------------------------- batch decode
+def _reference_stream(directory):
+    """The unshuffled record stream decoded independently of tf.data:
+    pure-Python framing + protobuf + numpy, sorted files, record order."""
+    images, labels = [], []
+    for path in record_format.list_record_files(str(directory)):
+        for serialized in record_format.iter_serialized_records(path):
+            image, label = record_format.decode_example_numpy(serialized)
+            images.append(image)
+            labels.append(label)
+    return _oracle(np.stack(images)), np.array(labels, np.int32)
+
+
+def _assert_batches_equal(ds, images, labels, batch):
+    """``ds`` holds exactly the full batches of ``(images, labels)``, bit for bit."""
+    got = list(ds.as_numpy_iterator())
+    assert len(got) == len(labels) // batch
+    for k, (gi, gl) in enumerate(got):
+        assert gi.dtype == np.float32 and gl.dtype == np.int32 and gi.shape == (batch, S, S, 3)
+        np.testing.assert_array_equal(gi.view(np.uint32),
+                                      images[k * batch:(k + 1) * batch].view(np.uint32))
+        np.testing.assert_array_equal(gl, labels[k * batch:(k + 1) * batch])
+
+
+def test_batch_decoded_pipeline_equals_independent_reference(tmp_path):
+    # uneven files (one longer than data._CHUNK, one empty), batches across files,
+    # a remainder to drop; labels > 127 make the record sizes vary
+    rng = np.random.default_rng(1)
+    for k, n in enumerate((70, 0, 9, 5)):
+        record_format.write_records(str(tmp_path / f"f{k}.tfrecords"),
+                                    rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8),
+                                    rng.integers(0, 300, n))
+    images, labels = _reference_stream(tmp_path)
+    assert len(labels) == 84 and len(set(len(r) for r in record_format.iter_serialized_records(
+        str(tmp_path / "f0.tfrecords")))) > 1
+
+    def make(batch, **kw):
+        return data.make_dataset(str(tmp_path), S, batch, 300, shuffle=False, **kw)
+
+    _assert_batches_equal(make(5, repeat=False), images, labels, 5)  # 16 batches, 4 dropped
+    two_epochs = (np.concatenate([images, images]), np.concatenate([labels, labels]))
+    _assert_batches_equal(make(8).take(21), *two_epochs, 8)  # a batch spans the epochs
+    _assert_batches_equal(make(3, repeat=False, start_record=67), images[67:], labels[67:], 3)
+    for num, pid in ((2, 1), (8, 3)):  # sharded by file; by record
+        ctx = tf.distribute.InputContext(num, pid, num)
+        files = record_format.list_record_files(str(tmp_path))
+        if num <= len(files):
+            mine = [i for i, f in enumerate(np.repeat(files, [70, 0, 9, 5]))
+                    if files.index(f) % num == pid]
+        else:
+            mine = list(range(pid, len(labels), num))
+        _assert_batches_equal(make(2, repeat=False, input_context=ctx),
+                              images[mine], labels[mine], 2)
+
+
+def _serialized(sizes, labels):
+    """Records ``i`` of an ``s x s`` image of value ``i`` (protobuf by hand: encode_example
+    refuses negative labels)."""
+    def example(i, s, label):
+        return tf.train.Example(features=tf.train.Features(feature={
+            "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[np.full((s, s, 3), i, np.uint8).tobytes()])),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}))
+    return [example(i, s, label).SerializeToString()
+            for i, (s, label) in enumerate(zip(sizes, labels))]
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_parse_examples_checks_name_the_first_bad_record(graph):
+    names = tf.constant(["a.tfrecords", "b.tfrecords", "c.tfrecords", "d.tfrecords"])
+
+    def parse(serialized, num_classes=10):
+        fn = lambda s: record_format.parse_examples(s, S, num_classes, names)  # noqa: E731
+        return (tf.function(fn) if graph else fn)(tf.constant(serialized))
+
+    images, labels = parse(_serialized([S] * 4, [3, 0, 9, 1]))
+    assert images.shape == (4, S, S, 3) and labels.dtype == tf.int32
+    np.testing.assert_array_equal(images.numpy(), _oracle(
+        np.arange(4, dtype=np.uint8)[:, None, None, None] + np.zeros((S, S, 3), np.uint8)))
+    np.testing.assert_array_equal(labels.numpy(), [3, 0, 9, 1])
+    cases = [  # (sizes, labels, message): the first bad record is the one named
+        ([S, S, 16, S], [0, 1, 99, 2],  # mixed lengths: the size message, not decode_raw's
+         "record in c.tfrecords has 768 image bytes, expected 192 for --image_size 8"),
+        ([S, S, 16, S], [0, 10, 1, 2], "label 10 in b.tfrecords outside [0, 10)"),
+        ([4, S, S, S], [0, 1, 2, 3], "record in a.tfrecords has 48 image bytes"),
+        ([S, S, S, S], [0, 1, 2, -1], "label -1 in d.tfrecords outside [0, 10) (--number_classes)"),
+    ]
+    for sizes, labs, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError) as e:
+            parse(_serialized(sizes, labs))
+        assert message in str(e.value) and "DecodeRaw" not in str(e.value)
+    # without num_classes any label >= 0 passes
+    assert parse(_serialized([S] * 4, [0, 1, 2, 99]), None)[1].numpy()[3] == 99
+
+
+def test_checks_build_their_messages_only_when_they_fail():
+    graph = tf.function(lambda s, f: record_format.parse_examples(s, S, 10, f)) \
+        .get_concrete_function(tf.TensorSpec([4], tf.string), tf.TensorSpec([4], tf.string)).graph
+    types = {op.type for op in graph.get_operations()}
+    assert not types & {"StringJoin", "AsString", "Assert"}, types  # all in the cond's branch
+    assert types & {"If", "StatelessIf"}
+
+
+def test_single_record_parse_names_its_file():
+    (bad,) = _serialized([16], [0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="record in x.tfrecords has 768"):
+        record_format.parse_example(tf.constant(bad), S, 10, "x.tfrecords")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label 12 in <unknown file>"):
+        record_format.parse_example(_serialized([S], [12])[0], S, 10)
+
+
+def test_batch_of_mixed_image_sizes_names_the_culprit_file(tmp_path):
+    _write_dir(tmp_path, 1, 3)  # f0: 3 records of 8x8
+    record_format.write_records(str(tmp_path / "f1.tfrecords"),
+                                np.zeros((3, 16, 16, 3), np.uint8), [0, 1, 2])
+    ds = data.make_dataset(str(tmp_path), S, 4, 100, shuffle=False, repeat=False)
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:  # batch 1: 3 of f0, 1 of f1
+        _labels(ds)
+    assert f"record in {tmp_path / 'f1.tfrecords'} has 768 image bytes, expected 192" \
+        in str(e.value) and "DecodeRaw" not in str(e.value)
