@@ -27,7 +27,7 @@ from sagan_tf.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                              first_line)
 from sagan_tf.trainer import Trainer
 
-__all__ = ["train", "ConfigError", "TrainConfig", "Trainer", "TrainingError",
+__all__ = ["train", "open_loop", "ConfigError", "TrainConfig", "Trainer", "TrainingError",
            "TrainingDivergedError", "SUMMARY_SCALARS", "SKIPPED_RECORDS_SCALAR",
            "SUMMARY_IMAGES", "COLLAPSE_LOGIT_GAP"]
 
@@ -87,8 +87,28 @@ def train(config, strategy=None, log=print):
       in this run; also in the progress line and the
       ``skipped_corrupt_records`` summary).
     """
+    t_start = time.time()
+    with open_loop(config, strategy, log) as loop:
+        loop.run()
+        return loop.finish(t_start)
+
+
+@contextlib.contextmanager
+def open_loop(config, strategy=None, log=print):
+    """The loop of :func:`train`, opened but not run: the config checked, the
+    run directory taken (lock, ``config.json``), the newest checkpoint
+    restored, the input pipeline started. Yields the loop; ``loop.run(until=N)``
+    trains up to step N (default ``max_steps``), ``loop.finish(t_start)``
+    saves and returns :func:`train`'s dict. For tools that interleave the
+    loop with other work (``tools/benchmark_loop.py``). The lock is released
+    and the signal handlers restored on exit."""
     with StopSignals(log) as stop, contextlib.ExitStack() as cleanup:
-        return _train(config, strategy, log, stop, cleanup)
+        config.validate()
+        _check_data_dir(config)
+        check_logdir_writable(config.logdir)
+        config = rundir.resume_config(config)  # same architecture as the stored run; its seed
+        trainer = Trainer(config, strategy)
+        yield _Loop(trainer, *_open_run(trainer, log, cleanup), stop, log)
 
 
 
@@ -124,20 +144,6 @@ def _write_sample_grids(trainer, logdir, step, log):
         grid = trainer.sample_grid()
     write(standing_path, grid, standing_statistics.describe(num_batches, config.batch_size))
     return samples_path, standing_path
-
-def _train(config, strategy, log, stop, cleanup):
-    """:func:`train` with the signal flag ``stop``; ``cleanup`` (an ExitStack)
-    releases the run-directory lock when training ends, however it ends."""
-    t_start = time.time()
-    config.validate()
-    _check_data_dir(config)
-    check_logdir_writable(config.logdir)
-    config = rundir.resume_config(config)  # same architecture as the stored run; its seed
-    trainer = Trainer(config, strategy)
-    loop = _Loop(trainer, *_open_run(trainer, log, cleanup), stop, log)
-    loop.run()
-    return loop.finish(t_start)
-
 
 def _open_run(trainer, log, cleanup):
     """Takes the run directory (lock, config.json) and restores the newest complete
@@ -221,10 +227,12 @@ class _Loop:
         self.last_ckpt_time, self.last_ckpt_step = time.time(), self.step
         return path
 
-    def run(self):
-        """Iterates until ``max_steps`` or a stop signal (SIGTERM/SIGINT)."""
+    def run(self, until=None):
+        """Iterates until ``max_steps`` (or step ``until``, if smaller) or a
+        stop signal (SIGTERM/SIGINT)."""
         config = self.config
-        while self.step < config.max_steps:
+        end = config.max_steps if until is None else min(int(until), config.max_steps)
+        while self.step < end:
             if self.stop.signal:  # SIGTERM/SIGINT: checkpoint in finish(), then return
                 break
             outputs = self._iteration()
@@ -295,12 +303,15 @@ class _Loop:
         if summarise or show or step == config.max_steps:
             self.metrics = {k: float(v) for k, v in out.items()}  # waits for the step to finish
         now = time.time()
-        if first:
-            self.t_first = now
         if summarise:
             self._write_summaries(now, input_images, generated_images)
         if show:
             self._log_progress(now, first)
+        if first:
+            # The first summaries trace their ops too: one-time costs, kept
+            # out of the steady-state throughput.
+            self.t_first = time.time()
+            self.last_log = self.last_summary = (self.t_first, step)
         if ((config.save_checkpoint_secs
                 and now - self.last_ckpt_time >= config.save_checkpoint_secs)
                 or (config.save_checkpoint_steps

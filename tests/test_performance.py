@@ -412,3 +412,34 @@ def test_profile_step_reads_op_times_from_the_profiler_trace():
     assert not any("::" in k or k.startswith("Memory") for k in table)
     by_name = profile_step.profile_ops(lambda: f(x).numpy(), steps=2, by_name=True)
     assert any(k.endswith(":" + matmul[0]) for k in by_name), sorted(by_name)
+
+
+def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
+    """`tools/benchmark_loop.py` on tiny records: one JSON line per 10 block
+    pairs and a final one whose per-step times account for every timed step
+    and whose overhead is the ratio of the two totals."""
+    from sagan_tf import record_format
+    rs = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    record_format.write_records(str(data / "part-0.tfrecords"),
+                                rs.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+                                rs.integers(0, 3, 40))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "benchmark_loop.py"), "--data_dir",
+         str(data), "--number_classes", "3", "--gf_dim", "4", "--df_dim", "4",
+         "--batch_size", "2", "--steps", "21", "--block", "1", "--warmup", "2",
+         "--threads", "1"], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [x.get("steps") for x in lines[:-1]] == [10, 20, 21]
+    final = lines[-1]
+    assert final["config"]["steps"] == 21 and final["machine"]["cpu_model"]
+    assert final["overhead"] == pytest.approx(
+        final["loop_seconds_per_step"] / final["bare_seconds_per_step"] - 1.0, abs=1e-4)
+    low, high = final["block_overhead_quartiles"]
+    assert low <= final["block_overhead_median"] <= high
+    assert not list(scratch.glob("benchmark_loop_*"))  # its scratch run directory is gone

@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+import time
 import types
 
 import numpy as np
@@ -23,7 +24,7 @@ from sagan_tf.networks import Discriminator, Generator
 from sagan_tf.config import TrainConfig
 from sagan_tf.rundir import load_config
 from sagan_tf.trainer import Trainer
-from sagan_tf.training import SUMMARY_IMAGES, SUMMARY_SCALARS, train
+from sagan_tf.training import SUMMARY_IMAGES, SUMMARY_SCALARS, open_loop, train
 
 S, B, C = 32, 2, 4  # image size, per-replica batch, classes
 
@@ -375,7 +376,7 @@ def eager_functions():
 def test_resume_equals_uninterrupted_run(tmp_path, eager_functions):
     """N steps, stop, restart, M steps == N + M steps in one run (to 1e-6).
 
-    The three runs execute the step eagerly, which saves three ~10 s traces;
+    The runs execute the step eagerly, which saves four ~10 s traces;
     what resuming depends on (restored models, optimiser slots, step and
     random generator, the data position) is the same in both modes, and the
     compiled step is covered by the tests above.
@@ -392,9 +393,25 @@ def test_resume_equals_uninterrupted_run(tmp_path, eager_functions):
     assert rb1["step"] == 2 and rb2["step"] == 4 and rb2["steps_run"] == 2
     assert rb2["resumed_from"] == os.path.join(split.logdir, "ckpt-2")
     assert f"Resumed from {rb2['resumed_from']} at step 2" in lines
+    # The opened loop run in pieces (tools/benchmark_loop.py) is the same run.
+    with open_loop(dataclasses.replace(straight, checkpoint_dir=str(tmp_path / "c")),
+                   one_strategy, log=lambda s: None) as loop:
+        for until, reached in ((1, 1), (3, 3), (10, 4)):  # never past max_steps
+            loop.run(until=until)
+            assert loop.step == reached
+        rc = loop.finish(time.time())
+    assert rc["step"] == 4 and rc["steps_run"] == 4
 
     a = tf.train.load_checkpoint(ra["checkpoint"])
-    b = tf.train.load_checkpoint(rb2["checkpoint"])
+    for b in (tf.train.load_checkpoint(rb2["checkpoint"]),
+              tf.train.load_checkpoint(rc["checkpoint"])):
+        _assert_same_checkpoint(a, b)
+    assert ra["metrics"] == pytest.approx(rb2["metrics"], abs=1e-5)
+    assert ra["metrics"] == pytest.approx(rc["metrics"], abs=1e-5)
+
+
+def _assert_same_checkpoint(a, b):
+    """Checkpoint readers ``a`` and ``b`` hold the same complete training state (to 1e-6)."""
     keys = set(a.get_variable_to_shape_map())
     assert keys == set(b.get_variable_to_shape_map())
     keys = {k for k in keys if not k.startswith("save_counter") and k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
@@ -407,7 +424,6 @@ def test_resume_equals_uninterrupted_run(tmp_path, eager_functions):
                                               atol=1e-6, rtol=1e-6)]
     assert not bad, f"resumed run differs in {bad[:5]}"
     assert int(a.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 4
-    assert ra["metrics"] == pytest.approx(rb2["metrics"], abs=1e-5)
 
 
 # ----------------------------------------------------------------------------

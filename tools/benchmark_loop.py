@@ -1,19 +1,26 @@
 r"""Measures the training loop's overhead over the bare compiled step (issue #15).
 
-In one process, alternating for --rounds rounds:
+One run, one trainer, one process. The loop is opened as ``train()`` opens
+it (``sagan_tf.training.open_loop``: records from --data_dir, summaries and
+progress every 100 steps and a checkpoint every 500, as ``train_imagenet.py
+--demo`` does), then, alternately, --block steps of each:
 
-* **loop**: ``sagan_tf.training.train`` runs --steps more iterations of a run
-  in a scratch directory (records from --data_dir, summaries and progress
-  every 100 steps and a checkpoint every 500 as ``train_imagenet.py --demo``
-  does); its steady-state seconds per iteration (the first, traced,
-  iteration excluded) is the loop's figure;
+* **loop**: ``loop.run`` on to the next block's end (input batches, the
+  compiled iteration with its noise and non-finite check, summaries,
+  progress lines, checkpoints at their cadence);
 * **bare**: the same trainer's compiled ``train_step`` on one fixed batch and
-  fixed noise, --steps times, nothing else: the floor the loop is held to.
+  fixed noise, nothing else: the floor the loop is held to.
 
-Prints one JSON line per round and a final line with the medians, the
-overhead ``loop / bare - 1`` and the machine (CPU model, bf16 units).
+The host's speed drifts by several percent over tens of seconds on a shared
+machine; blocks of a few seconds that alternate (ABBA) see the same drift,
+so the ratio of the sums is what is reported (with the per-block ratios'
+median and quartiles). The first --warmup steps of each (tracing, the first
+summaries and checkpoint, filling the input pipeline) are not timed.
 
   python tools/benchmark_loop.py --data_dir data/demo --threads 2
+
+Prints one JSON line per 10 block pairs and a final line with the totals,
+the overhead ``loop / bare - 1`` and the machine (CPU model, bf16 units).
 """
 import json
 import os
@@ -34,15 +41,16 @@ flags.DEFINE_integer("number_classes", 10, "Classes of the records.")
 flags.DEFINE_integer("gf_dim", 8, "G width (the demo's).")
 flags.DEFINE_integer("df_dim", 8, "D width (the demo's).")
 flags.DEFINE_integer("batch_size", 32, "Batch size (the demo's).")
-flags.DEFINE_integer("steps", 300, "Iterations per measurement.", lower_bound=2)
-flags.DEFINE_integer("rounds", 3, "Alternating loop/bare rounds.", lower_bound=1)
+flags.DEFINE_integer("steps", 1500, "Timed loop steps (and as many bare steps).", lower_bound=2)
+flags.DEFINE_integer("block", 25, "Steps per alternating block.", lower_bound=1)
+flags.DEFINE_integer("warmup", 30, "Untimed steps of each first.", lower_bound=1)
 flags.DEFINE_integer("threads", 0, "Intra- and inter-op threads (0: TensorFlow's default).",
                      lower_bound=0)
 FLAGS = flags.FLAGS
 
 
-def bare_seconds_per_step(trainer, steps):
-    """Median-free mean time of ``steps`` compiled steps on fixed inputs."""
+def bare_step(trainer):
+    """A function running one compiled step on fixed inputs (and waiting for it)."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     cfg = trainer.config
     rng = np.random.default_rng(0)
@@ -50,12 +58,12 @@ def bare_seconds_per_step(trainer, steps):
     inputs = trainer.make_inputs_from_global(
         rng.uniform(-1, 1, (n, cfg.image_size, cfg.image_size, 3)).astype(np.float32),
         rng.integers(0, cfg.number_classes, n).astype(np.int32))
-    float(trainer.train_step(inputs)[0]["d_loss"])  # traced and warm
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        out = trainer.train_step(inputs)
-    float(out[0]["d_loss"])
-    return (time.perf_counter() - t0) / steps
+
+    def step(count):
+        for _ in range(count):
+            out = trainer.train_step(inputs)
+        float(out[0]["d_loss"])
+    return step
 
 
 def main(argv):
@@ -63,36 +71,57 @@ def main(argv):
     benchmark = cli.load_tool("benchmark", "sagan_benchmark_tool")  # devices, machine
     benchmark.setup_devices(1, FLAGS.threads)
     from sagan_tf.config import TrainConfig  # pylint: disable=import-outside-toplevel
-    from sagan_tf.training import train  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training import open_loop  # pylint: disable=import-outside-toplevel
     if not os.path.isdir(FLAGS.data_dir):
         raise FileNotFoundError(f"--data_dir {FLAGS.data_dir} does not exist (make it with "
                                 "tools/make_demo_data.py or train_imagenet.py --demo)")
-    rounds = []
+    machine = benchmark.machine_info()  # load average before this run adds to it
+    blocks = -(-FLAGS.steps // FLAGS.block)
     with tempfile.TemporaryDirectory(prefix="benchmark_loop_") as scratch:
-        for r in range(FLAGS.rounds):
-            config = TrainConfig(
-                data_dir=FLAGS.data_dir, checkpoint_dir=scratch, image_size=FLAGS.image_size,
-                number_classes=FLAGS.number_classes, gf_dim=FLAGS.gf_dim, df_dim=FLAGS.df_dim,
-                batch_size=FLAGS.batch_size, seed=0, max_steps=(r + 1) * FLAGS.steps,
-                save_summaries_steps=100, log_every_steps=100, save_checkpoint_steps=500,
-                save_checkpoint_secs=0, keep_checkpoint_max=2)
-            result = train(config, log=lambda *a: None)
-            loop = 1.0 / result["steps_per_second"]
-            bare = bare_seconds_per_step(result["trainer"], FLAGS.steps)
-            line = {"round": r, "loop_seconds_per_step": round(loop, 5),
-                    "bare_seconds_per_step": round(bare, 5),
-                    "overhead": round(loop / bare - 1.0, 4)}
-            rounds.append(line)
-            print(json.dumps(line), flush=True)
-    loop = statistics.median(x["loop_seconds_per_step"] for x in rounds)
-    bare = statistics.median(x["bare_seconds_per_step"] for x in rounds)
+        config = TrainConfig(
+            data_dir=FLAGS.data_dir, checkpoint_dir=scratch, image_size=FLAGS.image_size,
+            number_classes=FLAGS.number_classes, gf_dim=FLAGS.gf_dim, df_dim=FLAGS.df_dim,
+            batch_size=FLAGS.batch_size, seed=0,
+            max_steps=FLAGS.warmup + blocks * FLAGS.block,
+            save_summaries_steps=100, log_every_steps=100, save_checkpoint_steps=500,
+            save_checkpoint_secs=0, keep_checkpoint_max=2)
+        with open_loop(config, log=lambda *a: None) as loop:
+            bare = bare_step(loop.trainer)
+            loop.run(until=FLAGS.warmup)
+            bare(FLAGS.warmup)
+            totals, pairs = {"loop": 0.0, "bare": 0.0}, []
+            for b in range(blocks):
+                # ABBA: the order flips every block, so a drift hits both alike.
+                order = ("loop", "bare") if b % 2 == 0 else ("bare", "loop")
+                times = {}
+                for what in order:
+                    t0 = time.perf_counter()
+                    if what == "loop":
+                        loop.run(until=loop.step + FLAGS.block)
+                    else:
+                        bare(FLAGS.block)
+                    times[what] = time.perf_counter() - t0
+                    totals[what] += times[what]
+                pairs.append(times["loop"] / times["bare"] - 1.0)
+                if (b + 1) % 10 == 0 or b + 1 == blocks:
+                    steps = (b + 1) * FLAGS.block
+                    print(json.dumps({
+                        "steps": steps, "loop_seconds_per_step": round(totals["loop"] / steps, 5),
+                        "bare_seconds_per_step": round(totals["bare"] / steps, 5),
+                        "overhead": round(totals["loop"] / totals["bare"] - 1.0, 4)}),
+                        flush=True)
+    steps = blocks * FLAGS.block
+    quartiles = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else pairs * 3
     print(json.dumps({
-        "median_loop_seconds_per_step": loop, "median_bare_seconds_per_step": bare,
-        "median_overhead": round(statistics.median(x["overhead"] for x in rounds), 4),
-        "overhead_of_medians": round(loop / bare - 1.0, 4),
-        "load_average": os.getloadavg(), "machine": benchmark.machine_info(),
+        "loop_seconds_per_step": totals["loop"] / steps,
+        "bare_seconds_per_step": totals["bare"] / steps,
+        "overhead": round(totals["loop"] / totals["bare"] - 1.0, 4),
+        "block_overhead_median": round(statistics.median(pairs), 4),
+        "block_overhead_quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
+        "load_average_end": os.getloadavg(), "machine": machine,
         "config": {k: FLAGS[k].value for k in ("image_size", "number_classes", "gf_dim",
-                                               "df_dim", "batch_size", "steps", "threads")}}),
+                                               "df_dim", "batch_size", "steps", "block",
+                                               "warmup", "threads")}}),
         flush=True)
 
 

@@ -64,14 +64,16 @@ def make_inputs(config, iterations=4, seed=0):
     }
 
 
-def run_port(config, inputs, sn_gradient="release", weights=None, seed=1):
+def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
+             graph_optimization="auto"):
     """The port's iterations: ``(initial weights, result)`` in the layout of
     ``tf1_release_graph.run_iterations``.
 
     The first iteration's gradients come from the Trainer's own G and D
     passes (``_g_pass`` / ``_d_pass``, eagerly); the state is then restored
     from a checkpoint and every iteration runs through the compiled
-    ``Trainer.train_step``, as in training.
+    ``Trainer.train_step``, as in training, under ``graph_optimization``
+    (``TrainConfig.graph_optimization``).
     """
     import tensorflow as tf
     from sagan_tf.legacy import spec_variable_map
@@ -82,7 +84,8 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1):
         data_dir="unused", image_size=128, gf_dim=config["gf_dim"], df_dim=config["df_dim"],
         z_dim=config["z_dim"], number_classes=config["number_classes"],
         batch_size=config["batch_size"], generator_type=config["arch"],
-        discriminator_type=config["arch"], seed=seed, sn_gradient=sn_gradient)
+        discriminator_type=config["arch"], seed=seed, sn_gradient=sn_gradient,
+        graph_optimization=graph_optimization)
     trainer = Trainer(cfg, tf.distribute.get_strategy())
     G, D = trainer.generator, trainer.discriminator
     variables = spec_variable_map(G, D)
@@ -252,6 +255,8 @@ def main(argv=None):
     parser.add_argument("--arch", action="append", choices=["test", "baseline"])
     parser.add_argument("--sn_gradient", action="append", choices=["release", "exact"])
     parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--graph_optimization", default="auto", choices=["auto", "full", "light"],
+                        help="Grappler settings of the port's compiled iterations")
     parser.add_argument("--json", help="also write the full reports here")
     for key, value in DEFAULT_CASE.items():
         parser.add_argument(f"--{key}", type=int, default=value)
@@ -264,7 +269,8 @@ def main(argv=None):
         weights = None
         runs = None
         for mode in args.sn_gradient or ["release", "exact"]:
-            weights, port = run_port(config, inputs, mode, weights)
+            weights, port = run_port(config, inputs, mode, weights,
+                                     graph_optimization=args.graph_optimization)
             if runs is None:
                 runs = [Tf1Run(config, weights, inputs, onednn=True),
                         Tf1Run(config, weights, inputs, onednn=False)]
