@@ -1,8 +1,8 @@
 """How the training iteration is compiled: Grappler's settings and the first call.
 
-The iteration is one ``tf.function`` of ~12,800 ops at the test layout
+The iteration is one ``tf.function`` of ~11,700 ops at the test layout
 (~7,800 of them spectral-norm ops and their gradients). Its first call
-traces it in Python (op creation: ~2.7 s at the small configuration on the
+traces it in Python (op creation: ~2.5 s at the small configuration on the
 CI machine) and lets Grappler optimise it (TensorFlow's default: 21 passes,
 two meta-optimizer rounds). docs/PERFORMANCE.md §6.1 has the figures. Two
 things make that first call cheaper without changing what is computed:

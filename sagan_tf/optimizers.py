@@ -41,19 +41,42 @@ class ReleaseAdam(keras.optimizers.Adam):
                 and variable.dtype == tf.float32
                 and not isinstance(self._distribution_strategy, tf.distribute.TPUStrategy))
 
+    _step_scalars_cache = None  # {device: scalars} during one update
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # The update's scalars (beta powers, casts) are the same for every
+        # variable: built once per device, not ~10 ops for each of ~100
+        # variables (the same values; fewer ops to trace and optimise).
+        self._step_scalars_cache = {}
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._step_scalars_cache = None
+
+    def _step_scalars(self, learning_rate, device):
+        """``ResourceApplyAdam``'s scalar inputs for this update, on ``device``."""
+        cache = self._step_scalars_cache
+        if cache is not None and device in cache:
+            return cache[device]
+        local_step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1 = tf.cast(self.beta_1, tf.float32)
+        beta_2 = tf.cast(self.beta_2, tf.float32)
+        scalars = dict(beta1_power=tf.pow(beta_1, local_step),
+                       beta2_power=tf.pow(beta_2, local_step),
+                       lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
+                       epsilon=tf.cast(self.epsilon, tf.float32))
+        if cache is not None:
+            cache[device] = scalars
+        return scalars
+
     def update_step(self, gradient, variable, learning_rate):
         if not self._fused(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index].value, self._velocities[index].value
-        local_step = tf.cast(self.iterations + 1, tf.float32)
-        beta_1 = tf.cast(self.beta_1, tf.float32)
-        beta_2 = tf.cast(self.beta_2, tf.float32)
         # `.handle` of a mirrored slot is its component on the device being
         # updated (this runs inside `strategy.extended.update`).
         return tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=m.handle, v=v.handle,
-            beta1_power=tf.pow(beta_1, local_step), beta2_power=tf.pow(beta_2, local_step),
-            lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, tf.float32),
-            grad=tf.cast(gradient, tf.float32), use_locking=False)
+            grad=tf.cast(gradient, tf.float32), use_locking=False,
+            **self._step_scalars(learning_rate, variable.device))

@@ -61,27 +61,38 @@ def test_release_adam_matches_tf1_formula(rng, beta1):
 def test_release_adam_on_two_replicas_sums_gradients(strategy2, rng):
     """Mirrored variables and slots: each replica's copy gets the same update,
     from the sum of the replicas' gradients (what the trainer's 1/replicas
-    loss scaling turns into the average)."""
-    w0 = rng.standard_normal((5,)).astype(np.float32)
-    g_replica = rng.standard_normal((2, 5)).astype(np.float32)
+    loss scaling turns into the average). Three variables of other shapes:
+    the step's scalars (beta powers, casts) are built once per device and
+    update, not once per variable, and are right for every variable."""
+    shapes = [(5,), (2, 3), (4, 1, 2)]
+    w0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    g_replica = [rng.standard_normal((2,) + s).astype(np.float32) for s in shapes]
     with strategy2.scope():
-        var = tf.Variable(w0)
+        variables = [tf.Variable(w) for w in w0]
         opt = ReleaseAdam(LR, beta_1=B1, beta_2=B2, epsilon=EPS)
-        opt.build([var])
-    grads = strategy2.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(g_replica[ctx.replica_id_in_sync_group]))
+        opt.build(variables)
+    grads = [strategy2.experimental_distribute_values_from_function(
+        lambda ctx, g=g: tf.constant(g[ctx.replica_id_in_sync_group])) for g in g_replica]
 
     @tf.function(autograph=False)
-    def step(g):
-        strategy2.run(lambda g: opt.apply_gradients([(g, var)]), args=(g,))
+    def step(*g):
+        strategy2.run(lambda *g: opt.apply_gradients(zip(g, variables)), args=g)
 
-    step(grads)
-    step(grads)
-    want_w, _, want_v = numpy_adam(w0, [g_replica.sum(0)] * 2)
-    for component in strategy2.experimental_local_results(var):
-        np.testing.assert_allclose(component.numpy(), want_w, rtol=1e-5, atol=1e-6)
-    for component in strategy2.experimental_local_results(_slots(opt)[1]):
-        np.testing.assert_allclose(component.numpy(), want_v, rtol=2e-6, atol=1e-10)
+    step(*grads)
+    step(*grads)
+    graph = step.get_concrete_function(*grads).graph
+    nodes = list(graph.as_graph_def().node)
+    for f in graph.as_graph_def().library.function:
+        nodes += list(f.node_def)
+    assert sum(n.op == "ResourceApplyAdam" for n in nodes) == 3 * 2  # per variable and device
+    assert sum(n.op == "Pow" for n in nodes) == 2 * 2  # beta1^t, beta2^t per device
+    for k, w in enumerate(w0):
+        want_w, _, want_v = numpy_adam(w, [g_replica[k].sum(0)] * 2)
+        for component in strategy2.experimental_local_results(variables[k]):
+            np.testing.assert_allclose(component.numpy(), want_w, rtol=1e-5, atol=1e-6)
+        velocity = opt._velocities[opt._get_variable_index(variables[k])]
+        for component in strategy2.experimental_local_results(velocity):
+            np.testing.assert_allclose(component.numpy(), want_v, rtol=2e-6, atol=1e-10)
 
 
 def test_release_adam_falls_back_for_indexed_slices(rng):
