@@ -183,7 +183,8 @@ def _open_run(trainer, log, cleanup):
         log("Starting from scratch")
     log(f"Replicas: {trainer.num_replicas}; global batch = {config.batch_size} per replica "
         f"x {trainer.num_replicas} = {trainer.global_batch_size} "
-        f"(--num_towers={config.num_towers} is informational)")
+        f"(--num_towers={config.num_towers} is informational); graph optimisation: "
+        f"{trainer.graph_optimization} (--graph_optimization {config.graph_optimization})")
     return manager, ckpt_dir, chief, resumed_from
 
 

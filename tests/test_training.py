@@ -163,6 +163,8 @@ def test_end_to_end_two_replicas(run2):
     assert result["num_replicas"] == 2 and result["global_batch_size"] == 2 * B
     assert result["step"] == 3 and int(trainer.step.numpy()) == 3
     assert lines[0] == "Starting from scratch"
+    assert lines[1].startswith("Replicas: 2; global batch")
+    assert lines[1].endswith("graph optimisation: light (--graph_optimization auto)")
     assert any(line.startswith("step 3/3") for line in lines)
     assert set(result["metrics"]) == {"d_loss", "d_loss_real", "d_loss_fake", "g_loss",
                                       "logit_real", "logit_fake"}
