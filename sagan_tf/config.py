@@ -72,7 +72,7 @@ class TrainConfig:
     # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
-    graph_optimization: str = "auto"         # Grappler for the iteration: auto | full | light
+    graph_optimization: str = "auto"         # Grappler: auto | full | light (rounding only)
     attention: str = "release"               # release (NUMERICS §3) | slide (paper-slide variant)
     attention_query_block_size: int = 0      # >0: memory-efficient attention, queries in blocks
     # --- The paper's ablations (docs/REPRODUCING.md); the defaults are the release.
