@@ -94,13 +94,13 @@ def main(argv):
     if not FLAGS.checkpoint_dir and not FLAGS.checkpoint_path:
         raise app.UsageError("--checkpoint_dir or --checkpoint_path is required")
     cli.quiet_tensorflow()
-    from sagan_tf import evaluation
+    from sagan_tf import evaluation_loop
     logging.set_verbosity(logging.INFO)
     options = options_from_flags()
     if options.checkpoint_path:
-        evaluation.evaluate_checkpoint(options)
+        evaluation_loop.evaluate_checkpoint(options)
     else:
-        evaluation.evaluate_repeatedly(options)
+        evaluation_loop.evaluate_repeatedly(options)
 
 
 if __name__ == "__main__":

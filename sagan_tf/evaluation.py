@@ -37,15 +37,8 @@ G samples with its moving batch-norm statistics (the release), or with
 each restore over N batches of the training batch size; ``bn_statistics`` in
 the JSON line says which.
 
-:func:`evaluate_repeatedly` watches the checkpoint directory like the
-release's ``evaluate_repeatedly``: every checkpoint the trainer finishes is
-evaluated exactly once. A checkpoint counts as complete only once it is listed
-in the CheckpointManager's ``checkpoint`` state file (written atomically after
-the checkpoint files) *and* its ``.index`` reads back and all its data shards
-exist (:mod:`sagan_tf.checkpoints`), so a half-written one is never read; a
-listed checkpoint whose data does not read back (e.g. truncated) is skipped
-with a warning, and watching goes on through trainer kills and restarts. Evaluated checkpoints are recorded in ``<eval_dir>/evaluated.json``
-(with their results), so a restarted evaluator never redoes one.
+Which checkpoints are evaluated -- one, or each new one exactly once, as
+the trainer writes them -- is :mod:`sagan_tf.evaluation_loop`.
 """
 import dataclasses
 import json
@@ -60,19 +53,11 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import checkpoints, metrics, real_statistics, rundir, summaries
-from sagan_tf.fileio import atomic_write
 
-__all__ = [
-    "EvalOptions",
-    "Evaluator",
-    "EvaluatedRecord",
-    "evaluate_checkpoint",
-    "evaluate_repeatedly",
-]
+__all__ = ["EvalOptions", "Evaluator"]
 
 log = logging.getLogger(__name__)
 
-EVALUATED_NAME = "evaluated.json"
 GRID_SHAPE = (4, 4)
 
 
@@ -125,40 +110,6 @@ class EvalOptions:
         if self.checkpoint_dir:
             return os.path.join(self.checkpoint_dir, "eval")
         return os.path.join(os.path.dirname(self.logdir), "eval")
-
-
-class EvaluatedRecord:
-    """``<eval_dir>/evaluated.json``: the checkpoints already evaluated, with results.
-
-    Keyed by the checkpoint's absolute path. Rewritten atomically after every
-    evaluation, so a crash never loses or corrupts earlier entries.
-    """
-
-    def __init__(self, eval_dir):
-        """Loads the record of ``eval_dir`` (empty if there is none)."""
-        self.path = os.path.join(eval_dir, EVALUATED_NAME)
-        self.entries = []
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                try:
-                    self.entries = list(json.load(f)["evaluated"])
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f"{self.path} is not a valid evaluation record: {e}") from e
-
-    @staticmethod
-    def _key(path):
-        return os.path.abspath(path)
-
-    def __contains__(self, checkpoint_path):
-        key = self._key(checkpoint_path)
-        return any(e.get("checkpoint") == key for e in self.entries)
-
-    def add(self, checkpoint_path, result):
-        """Records ``checkpoint_path`` as evaluated with ``result`` (dict)."""
-        entry = dict(result)
-        entry["checkpoint"] = self._key(checkpoint_path)
-        self.entries.append(entry)
-        atomic_write(self.path, json.dumps({"evaluated": self.entries}, indent=1) + "\n")
 
 
 class Evaluator:
@@ -417,100 +368,3 @@ class Evaluator:
                  step, n, gen_seconds, n / max(gen_seconds, 1e-9))
         print(json.dumps(result), file=self.out, flush=True)
         return result
-
-
-def evaluate_checkpoint(options, checkpoint_path=None, evaluator=None):
-    """Evaluates one checkpoint (``checkpoint_path``, ``options.checkpoint_path``,
-    else the latest complete checkpoint of the logdir) and returns its result dict.
-
-    Raises:
-      FileNotFoundError: there is no checkpoint to evaluate.
-    """
-    evaluator = evaluator or Evaluator(options)
-    path = checkpoint_path or options.checkpoint_path
-    if path is None:
-        path = checkpoints.latest_complete_checkpoint(evaluator.logdir)
-        if path is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {evaluator.logdir} (expected a 'checkpoint' state file "
-                f"listing ckpt-N written by the trainer)")
-    result = evaluator.evaluate(path)
-    EvaluatedRecord(evaluator.eval_dir).add(path, result)
-    return result
-
-
-def _mtime(path):
-    try:
-        return tf.io.gfile.stat(path).mtime_nsec
-    except tf.errors.OpError:
-        return None
-
-
-def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep,
-                        clock=time.monotonic):
-    """Evaluates every new complete checkpoint of the logdir exactly once.
-
-    Like the release's ``evaluate_repeatedly`` / ``tf.train.checkpoints_iterator``:
-    polls every ``poll_secs`` (at most ``eval_interval_secs``) for checkpoints not
-    yet in ``<eval_dir>/evaluated.json``, evaluates them oldest first, and starts
-    evaluation rounds at least ``options.eval_interval_secs`` apart. Stops after
-    ``options.max_evals`` evaluations in this run, or when no new checkpoint
-    appeared for ``options.timeout`` seconds (None: run forever).
-
-    Returns:
-      The list of result dicts of this run.
-    """
-    evaluator = evaluator or Evaluator(options)
-    record = EvaluatedRecord(evaluator.eval_dir)
-    interval = max(float(options.eval_interval_secs or 0.0), 0.0)
-    poll = min(poll_secs, interval) if interval > 0 else poll_secs
-    results = []
-    unreadable = set()
-    last_new = clock()
-    next_round = clock()
-    while True:
-        now = clock()
-        if now < next_round:
-            wait = next_round - now
-            if options.timeout is not None:
-                wait = min(wait, max(last_new + options.timeout - now, 0.0))
-            if wait > 0:
-                sleep(wait)
-            if options.timeout is not None and clock() >= last_new + options.timeout:
-                next_round = clock()  # timed out: poll one last time, then stop
-            continue
-        round_start = clock()
-        pending = [p for p in checkpoints.list_complete_checkpoints(evaluator.logdir)
-                   if p not in record and (p, _mtime(p + ".index")) not in unreadable]
-        evaluated_any = False
-        for path in pending:
-            try:
-                result = evaluator.evaluate(path)
-            except (tf.errors.NotFoundError, FileNotFoundError) as e:
-                if tf.io.gfile.exists(path + ".index"):
-                    raise
-                log.warning("Checkpoint %s disappeared before it was evaluated: %s", path, e)
-                continue
-            except tf.errors.OpError as e:
-                # Listed and complete, but its data cannot be read (e.g. a
-                # truncated shard): skip it (once per version of its files)
-                # and keep watching, as the trainer does on resume.
-                key = (path, _mtime(path + ".index"))
-                if key not in unreadable:
-                    unreadable.add(key)
-                    log.warning("Skipping checkpoint %s: it cannot be read (%s: %s)", path,
-                                type(e).__name__, str(e).strip().splitlines()[0][:300])
-                continue
-            record.add(path, result)
-            results.append(result)
-            evaluated_any = True
-            if options.max_evals is not None and len(results) >= options.max_evals:
-                return results
-        if evaluated_any:
-            last_new = clock()
-            next_round = round_start + interval
-            continue
-        if options.timeout is not None and clock() - last_new >= options.timeout:
-            log.info("No new checkpoint for %ss; stopping", options.timeout)
-            return results
-        next_round = clock() + poll

@@ -19,7 +19,8 @@ import tensorflow as tf
 
 import numpy_reference as ref
 import sagan_tf
-from sagan_tf import attention_maps, evaluation, record_format, rundir, sampling
+from sagan_tf import (attention_maps, evaluation, evaluation_loop, record_format, rundir,
+                      sampling)
 from sagan_tf.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
 from sagan_tf.legacy import spec_variable_map
 from sagan_tf.layouts import network_options, parse_resolutions
@@ -460,7 +461,7 @@ def test_trains_evaluates_and_restores_from_config_json(tmp_path, flags, standin
         num_real_samples=8, eval_interval_secs=0, seed=1)
     ev = evaluation.Evaluator(options)
     assert [v.path for v in ev.generator.variables] == [v.path for v in loaded.generator.variables]
-    res = evaluation.evaluate_checkpoint(options, evaluator=ev)
+    res = evaluation_loop.evaluate_checkpoint(options, evaluator=ev)
     assert res["step"] == 2 and np.isfinite(res["fid"]) and res["inception_score"] >= 1.0
 
 

@@ -16,7 +16,8 @@ import tensorflow as tf
 
 import sagan_tf
 from sagan_tf import record_format
-from sagan_tf import checkpoints, evaluation, metrics, real_statistics, rundir
+from sagan_tf import (checkpoints, evaluation, evaluation_loop, metrics, real_statistics,
+                      rundir)
 from test_metrics import save_standin_classifier
 
 ARCH = dict(generator_type="test", image_size=32, z_dim=16, gf_dim=4, number_classes=10)
@@ -177,19 +178,19 @@ def test_restore_cache_reuse_and_invalidation(run, classifier, monkeypatch):
         return real_compute(*a, **k)
 
     monkeypatch.setattr(real_statistics, "compute_real_activations", counting)
-    evaluation.evaluate_checkpoint(run.options(), path, ev)
+    evaluation_loop.evaluate_checkpoint(run.options(), path, ev)
     assert len(calls) == 1
     computed = ev.real_statistics()["pool_3"]
     assert computed.shape == (48, 16)
     # Forget the in-memory statistics (as a restarted evaluator): read from disk.
     ev._real = None
-    evaluation.evaluate_checkpoint(run.options(), path, ev)
+    evaluation_loop.evaluate_checkpoint(run.options(), path, ev)
     assert len(calls) == 1
     np.testing.assert_array_equal(ev.real_statistics()["pool_3"], computed)
     # Changing the data files invalidates the cache.
     _write_data(run.data_dir, num_files=3, seed=7)
     ev._real = None
-    evaluation.evaluate_checkpoint(run.options(), path, ev)
+    evaluation_loop.evaluate_checkpoint(run.options(), path, ev)
     assert len(calls) == 2
     assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 2
 
@@ -199,7 +200,7 @@ def test_evaluate_repeatedly_each_checkpoint_once(run, classifier):
     also across restarts (evaluated.json), and max_evals stops the loop."""
     first = run.save(5)
     ev = evaluation.Evaluator(run.options(), classifier=classifier)
-    done = evaluation.evaluate_repeatedly(run.options(max_evals=1, timeout=0), ev)
+    done = evaluation_loop.evaluate_repeatedly(run.options(max_evals=1, timeout=0), ev)
     assert [r["step"] for r in done] == [5]
 
     steps = [10, 20, 30]
@@ -217,7 +218,7 @@ def test_evaluate_repeatedly_each_checkpoint_once(run, classifier):
     thread = threading.Thread(target=trainer)
     thread.start()
     try:
-        results = evaluation.evaluate_repeatedly(run.options(timeout=2.5), ev, poll_secs=0.1)
+        results = evaluation_loop.evaluate_repeatedly(run.options(timeout=2.5), ev, poll_secs=0.1)
     finally:
         thread.join()
     assert not errors
@@ -226,7 +227,7 @@ def test_evaluate_repeatedly_each_checkpoint_once(run, classifier):
     record = json.load(open(os.path.join(run.eval_dir, "evaluated.json")))["evaluated"]
     assert [e["checkpoint"] for e in record] == [os.path.abspath(first)] + written
     # Restart: nothing is evaluated twice.
-    assert evaluation.evaluate_repeatedly(run.options(timeout=0.2), ev, poll_secs=0.1) == []
+    assert evaluation_loop.evaluate_repeatedly(run.options(timeout=0.2), ev, poll_secs=0.1) == []
 
 
 def test_half_written_checkpoints_are_not_complete(run):
@@ -248,7 +249,7 @@ def test_half_written_checkpoints_are_not_complete(run):
 def test_no_checkpoint_is_a_clear_error(run, classifier):
     ev = evaluation.Evaluator(run.options(), classifier=classifier)
     with pytest.raises(FileNotFoundError, match="no checkpoint in .*imagenet_64"):
-        evaluation.evaluate_checkpoint(run.options(), evaluator=ev)
+        evaluation_loop.evaluate_checkpoint(run.options(), evaluator=ev)
     with pytest.raises(FileNotFoundError, match="ckpt-7 not found"):
         ev.restore(os.path.join(run.logdir, "ckpt-7"))
     with pytest.raises(FileNotFoundError, match="does not exist.*--batch_size 32"):
@@ -329,7 +330,7 @@ def test_intra_fid_class_accuracy_and_standing_stats_end_to_end(run, classifier,
     opts = run.options(intra_fid_samples_per_class=per_class, standing_stats_batches=2,
                        dcgan_generator_batch_size=40)  # 80 records: no partial batch dropped
     ev = evaluation.Evaluator(opts, classifier=classifier)
-    res = evaluation.evaluate_checkpoint(opts, path, ev)
+    res = evaluation_loop.evaluate_checkpoint(opts, path, ev)
 
     real = _real_features_by_class(run.data_dir, classifier)
     real_pool, real_labels, gen_pool, gen_labels, num_classes = captured["intra_fid"]
@@ -383,14 +384,14 @@ def test_per_class_cache_reuse_and_invalidation(run, classifier, classifier_path
         return real_compute(*a, **k)
 
     monkeypatch.setattr(real_statistics, "compute_real_class_activations", counting)
-    plain = evaluation.evaluate_checkpoint(run.options(), path,
+    plain = evaluation_loop.evaluate_checkpoint(run.options(), path,
                                            evaluation.Evaluator(run.options(),
                                                                 classifier=classifier))
     assert not calls and "intra_fid" not in plain
     assert plain["bn_statistics"] == "moving averages (the release)"
     opts = run.options(intra_fid_samples_per_class=3)
     ev = evaluation.Evaluator(opts, classifier=classifier)
-    first = evaluation.evaluate_checkpoint(opts, path, ev)
+    first = evaluation_loop.evaluate_checkpoint(opts, path, ev)
     assert np.isfinite(first["intra_fid"]) and len(calls) == 1
     computed = ev.real_class_statistics()
     assert np.bincount(computed["labels"], minlength=10).max() <= 3
@@ -418,6 +419,6 @@ def test_class_accuracy_only_when_classifier_classes_are_the_data_classes(run, t
     other = save_standin_classifier(tmp_path / "clf12", input_size=32, num_logits=12)
     ev = evaluation.Evaluator(run.options(inception_path=other))
     assert not ev.reports_class_accuracy
-    res = evaluation.evaluate_checkpoint(ev.options, path, ev)
+    res = evaluation_loop.evaluate_checkpoint(ev.options, path, ev)
     assert "class_accuracy" not in res and "eval/class_accuracy" not in _event_values(
         run.eval_dir)
