@@ -304,7 +304,6 @@ def test_sigkill_at_random_moments_resumes_from_newest_complete_checkpoint(recor
                      if f.startswith(os.path.basename(second) + ".data-")][0]
         with open(os.path.join(logdir, data_file), "r+b") as f:   # truncated
             f.truncate(16)
-        third_digest = _digest(logdir, os.path.basename(third))
         target = checkpoints.checkpoint_step(third) + 3
         rc, out = _finish(_start(_flags(records, ckpt, max_steps=target,
                                         save_checkpoint_steps=1, keep_checkpoint_max=3)))

@@ -6,7 +6,6 @@ The oracle records every batch norm's input for the same z/labels batches
 each layer's own moving-average convention).
 """
 import hashlib
-import os
 
 import numpy as np
 import pytest
