@@ -1,29 +1,23 @@
 """Conversion of ImageNet (or any class-per-folder image set, or prepared TFDS data)
 into the NUMERICS §7 records; the library behind ``tools/convert_imagenet_to_records.py``.
 
-Per image (as the improved-GAN converter the release trained on):
-  decode to RGB uint8 -> largest centred square crop -> bilinear resize to
-  ``image_size`` -> uint8 ``[S, S, 3]`` record with its label.
-
-Decoding uses PIL; every mode is converted to RGB (grayscale ``L``/``1``/``I;16``,
-``CMYK`` JPEGs, ``RGBA``/``LA`` (alpha dropped, as ``tf.io.decode_image(channels=3)``),
-palette ``P``), and the file content, not the extension, decides the format (ImageNet
-has PNG and CMYK files named ``.JPEG``). EXIF orientation is ignored, as TF decoders
-do. Files PIL cannot decode are skipped and listed in ``manifest.json``.
-
-Resize: `center_crop_resize` is a numpy re-implementation of TensorFlow 2's
-``tf.image.resize(crop, [S, S], method="bilinear", antialias=False)`` (the
-``ResizeBilinear`` kernel with ``half_pixel_centers=True``, float32 arithmetic),
-rounded to nearest (ties to even, as ``tf.round``) and cast to uint8. It is checked
-against ``tf.image.resize`` in the tests (equal up to +-1 of rounding). It is kept
-free of TensorFlow so that worker processes stay light.
+Per image, a pixel pipeline (:mod:`sagan_tf.pixel_pipelines`) makes the uint8
+``[S, S, 3]`` record: by default ``release``, the improved-GAN converter's steps
+that wrote the release's records (:mod:`sagan_tf.release_pixels`: scipy-imread
+modes, centred square crop, byte-scaling, Pillow's antialiased bilinear resize,
+truncation); ``tf_half_pixel_bilinear`` is this port's earlier converter. Files
+are decoded with PIL, the content and not the extension deciding the format
+(ImageNet has PNG and CMYK files named ``.JPEG``); TFDS images are decoded with
+PIL from their stored bytes in the same way. Files PIL cannot decode (or the
+pipeline cannot take) are skipped and listed in ``manifest.json``.
 
 Output: ``<output_dir>/train-00000-of-0NNNN.tfrecords`` ... Each shard is written to a
 temporary name and renamed when complete, so an existing shard is complete; a rerun
 skips finished shards (logged), checking from a small state file
 (``<output_dir>/.convert_state/<shard>.json``, written before the rename) that the
-finished shard was made from the same inputs and settings. ``manifest.json`` lists the
-synsets, images per class and skipped files.
+finished shard was made from the same inputs, settings and pixel pipeline.
+``manifest.json`` names the pixel pipeline and lists the synsets, images per class
+and skipped files.
 """
 from __future__ import annotations
 
@@ -36,13 +30,10 @@ import time
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image
+
+from sagan_tf import pixel_pipelines
 
 __all__ = [
-    "load_image_rgb",
-    "center_crop",
-    "resize_bilinear",
-    "center_crop_resize",
     "scan_image_folder",
     "shard_name",
     "write_shards",
@@ -56,92 +47,18 @@ STATE_DIR = ".convert_state"
 # ----------------------------------------------------------------------------------
 # Per image
 # ----------------------------------------------------------------------------------
-def load_image_rgb(path: str) -> np.ndarray:
-    """Decodes an image file of any format/mode PIL reads into RGB uint8 ``[H, W, 3]``."""
-    with Image.open(path) as img:
-        img.load()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            arr = np.asarray(img, dtype=np.float64)
-            scale = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-            arr = np.rint(np.clip(arr / scale, 0, 1) * 255).astype(np.uint8)
-            return np.repeat(arr[:, :, None], 3, axis=2)
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")
-        rgb = img.convert("RGB")
-        return np.asarray(rgb, dtype=np.uint8).copy()
-
-
-def center_crop(image: np.ndarray) -> np.ndarray:
-    """Largest centred square crop of ``[H, W, C]``: side ``min(H, W)``, offsets
-    ``(H - side) // 2`` and ``(W - side) // 2``."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return image[top:top + side, left:left + side]
-
-
-def _bilinear_axis(in_size: int, out_size: int):
-    """Indices and weights of TF's half-pixel-centre bilinear resize along one axis."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    pos = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-    floor = np.floor(pos)
-    lower = np.maximum(floor, 0).astype(np.int64)
-    upper = np.minimum(np.ceil(pos), in_size - 1).astype(np.int64)
-    return lower, upper, (pos - floor).astype(np.float32)
-
-
-def resize_bilinear(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """``tf.image.resize(image, size, "bilinear", antialias=False)`` in numpy.
-
-    Args:
-      image: ``[H, W, C]`` (any real dtype; computed in float32).
-      size: ``S`` or ``(out_h, out_w)``.
-
-    Returns:
-      float32 ``[out_h, out_w, C]``, not rounded.
-    """
-    out_h, out_w = (size, size) if np.isscalar(size) else size
-    img = np.asarray(image, dtype=np.float32)
-    y0, y1, wy = _bilinear_axis(img.shape[0], int(out_h))
-    x0, x1, wx = _bilinear_axis(img.shape[1], int(out_w))
-    wx = wx[None, :, None]
-    top_left, top_right = img[y0][:, x0], img[y0][:, x1]
-    bottom_left, bottom_right = img[y1][:, x0], img[y1][:, x1]
-    top = top_left + (top_right - top_left) * wx
-    bottom = bottom_left + (bottom_right - bottom_left) * wx
-    return top + (bottom - top) * wy[:, None, None]
-
-
-def center_crop_resize(image: np.ndarray, image_size: int) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` -> uint8 ``[S, S, 3]``: largest centred square crop,
-    bilinear resize (TF half-pixel centres, no antialias), rounded to nearest."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")
-    resized = resize_bilinear(center_crop(image), int(image_size))
-    return np.rint(np.clip(resized, 0.0, 255.0)).astype(np.uint8)
-
-
 def _process_task(task):
-    """Worker: ``(source, image_or_None, label, image_size)`` -> ``(label, uint8 [S,S,3]
-    or None, source, error or None)``; ``image_or_None`` None means decode ``source``."""
-    source, image, label, image_size = task
+    """Worker: ``(source, payload, label, image_size, pipeline)`` -> ``(label, uint8
+    [S,S,3] or None, source, error or None)``. ``payload``: None (decode the file
+    ``source``), the encoded file's bytes, or a decoded image array."""
+    source, payload, label, image_size, pipeline = task
     try:
-        if image is None:
-            image = load_image_rgb(source)
+        if payload is None or isinstance(payload, (bytes, bytearray)):
+            image = pixel_pipelines.pixels_from_file(source if payload is None else payload,
+                                                     pipeline, image_size)
         else:
-            image = np.asarray(image)
-            if image.ndim == 2:
-                image = image[:, :, None]
-            if image.shape[2] == 1:
-                image = np.repeat(image, 3, axis=2)
-            elif image.shape[2] == 4:
-                image = image[:, :, :3]
-            if image.dtype != np.uint8:
-                raise ValueError(f"image dtype {image.dtype}, expected uint8")
-        if min(image.shape[:2]) < 1:
-            raise ValueError(f"empty image of shape {image.shape}")
-        return label, center_crop_resize(image, image_size), source, None
+            image = pixel_pipelines.pixels_from_array(payload, pipeline, image_size)
+        return label, image, source, None
     except Exception as e:  # noqa: BLE001 -- any undecodable file is skipped and reported
         return label, None, source, f"{type(e).__name__}: {e}"
 
@@ -295,8 +212,15 @@ def _finished_shards(output_dir, num_shards, shard_fingerprints, settings, prefi
                     "written by this converter run: remove it or use another --output_dir")
             with open(state_path, encoding="utf-8") as f:
                 state = json.load(f)
-            if state.get("fingerprint") != shard_fingerprints[k] or \
-                    state.get("settings") != settings:
+            stored = _stored_settings(state)
+            if stored.get("pixel_pipeline") != settings.get("pixel_pipeline"):
+                raise FileExistsError(
+                    f"finished shard {path} was written by the pixel pipeline "
+                    f"{stored.get('pixel_pipeline')!r}, this run asks for "
+                    f"{settings.get('pixel_pipeline')!r}; records of two pipelines must not "
+                    f"mix: resume with --pixel_pipeline {stored.get('pixel_pipeline')}, or "
+                    "convert into an empty --output_dir")
+            if state.get("fingerprint") != shard_fingerprints[k] or stored != settings:
                 raise FileExistsError(
                     f"finished shard {path} was made from other inputs or settings "
                     f"(stored settings {state.get('settings')}, now {settings}); use an empty "
@@ -308,6 +232,14 @@ def _finished_shards(output_dir, num_shards, shard_fingerprints, settings, prefi
         else:
             pending.append(k)
     return stats, pending
+
+
+def _stored_settings(state: dict) -> dict:
+    """A shard state's settings; one written before pixel pipelines were named
+    came from ``tf_half_pixel_bilinear``."""
+    stored = dict(state.get("settings") or {})
+    stored.setdefault("pixel_pipeline", pixel_pipelines.TF_HALF_PIXEL_BILINEAR)
+    return stored
 
 
 def _write_shard(output_dir, name, results, fingerprint, settings, progress, log):
@@ -356,8 +288,8 @@ def _write_manifest(output_dir, stats, synsets, settings, source):
         "skipped": skipped,
         "shards": [s["shard"] for s in stats],
         "format": "NUMERICS §7: image_raw (S*S*3 uint8 HWC RGB), label, height, width, depth",
-        "resize": "largest centred square crop, tf.image.resize bilinear "
-                  "(half-pixel centres, no antialias), round to nearest",
+        "pixel_pipeline": settings["pixel_pipeline"],
+        "pixel_pipeline_description": pixel_pipelines.PIPELINES[settings["pixel_pipeline"]],
     }
     _atomic_write_json(os.path.join(output_dir, "manifest.json"), manifest)
     return manifest
@@ -366,15 +298,17 @@ def _write_manifest(output_dir, stats, synsets, settings, source):
 def convert_image_folder(imagenet_dir: str, output_dir: str, image_size: int = 128,
                          num_shards: int = 1024, num_workers: int = 1, shuffle: bool = True,
                          seed: int = 0, log: Callable[[str], None] | None = None,
-                         progress_interval: float = 10.0,
-                         start_method: str | None = None) -> dict:
+                         progress_interval: float = 10.0, start_method: str | None = None,
+                         pixel_pipeline: str = pixel_pipelines.RELEASE) -> dict:
     """Converts a class-per-folder image tree into ``num_shards`` record shards.
 
     Labels are the index of the synset folder in sorted order. With ``shuffle`` the
     images are spread over the shards in a seeded random order (so every shard mixes
-    all classes); otherwise in folder order. Returns the manifest (also written to
-    ``<output_dir>/manifest.json``).
+    all classes); otherwise in folder order. ``pixel_pipeline``: a key of
+    :data:`sagan_tf.pixel_pipelines.PIPELINES` (default: the release's). Returns the
+    manifest (also written to ``<output_dir>/manifest.json``).
     """
+    _check_pixel_pipeline(pixel_pipeline)
     synsets, items = scan_image_folder(imagenet_dir)
     if not 1 <= int(num_shards) <= len(items):
         raise ValueError(f"--num_shards must be in [1, {len(items)}] (the number of images), "
@@ -386,11 +320,12 @@ def convert_image_folder(imagenet_dir: str, output_dir: str, image_size: int = 1
         items = [items[i] for i in order]
     settings = {"image_size": int(image_size), "num_shards": int(num_shards),
                 "shuffle": bool(shuffle), "seed": int(seed), "num_images_found": len(items),
-                "num_classes": len(synsets)}
+                "num_classes": len(synsets), "pixel_pipeline": pixel_pipeline}
     bounds = _shard_bounds(len(items), int(num_shards))
 
     def tasks_of(lo, hi):
-        return lambda: [(path, None, label, int(image_size)) for path, label in items[lo:hi]]
+        return lambda: [(path, None, label, int(image_size), pixel_pipeline)
+                        for path, label in items[lo:hi]]
 
     fingerprints = [hashlib.sha1("\n".join(f"{os.path.relpath(p, imagenet_dir)}\t{l}"
                                            for p, l in items[lo:hi]).encode()).hexdigest()
@@ -411,19 +346,72 @@ def convert_tfds(name: str, output_dir: str, data_dir: str | None = None,
                  split: str = "train", image_size: int = 128, num_shards: int = 1024,
                  num_workers: int = 1, image_key: str = "image", label_key: str = "label",
                  log: Callable[[str], None] | None = None, progress_interval: float = 10.0,
-                 start_method: str | None = None) -> dict:
+                 start_method: str | None = None,
+                 pixel_pipeline: str = pixel_pipelines.RELEASE) -> dict:
     """Converts an already prepared TensorFlow Datasets split (e.g. ``imagenet2012``,
-    ``imagenet_resized/64x64``) into the same records (same crop and resize).
+    ``imagenet_resized/64x64``) into the same records (same pixel pipeline).
 
-    Reads with ``tfds.builder(name, data_dir=data_dir)`` and never downloads. Shard
-    ``k`` holds the contiguous slice ``split[lo:hi]`` in the stored order (TFDS
-    shuffles at preparation). Labels are TFDS' label ids (for ``imagenet2012`` the
-    index of the synset in sorted order, as the folder converter). Returns the
-    manifest.
+    Reads with ``tfds.builder(name, data_dir=data_dir)`` and never downloads. An
+    image feature (``tfds.features.Image``) is read undecoded and its stored bytes
+    are decoded with PIL in the workers, exactly as a file of the folder converter
+    (for ``imagenet2012`` these are ImageNet's own JPEGs, except the CMYK and PNG
+    files TFDS re-encoded as RGB JPEGs when it prepared the data); any other image
+    feature comes decoded as an array. Shard ``k`` holds the contiguous slice
+    ``split[lo:hi]`` in the stored order (TFDS shuffles at preparation). Labels are
+    TFDS' label ids (for ``imagenet2012`` the index of the synset in sorted order,
+    as the folder converter). Returns the manifest.
     """
     import tensorflow_datasets as tfds
 
+    _check_pixel_pipeline(pixel_pipeline)
     log = log or _stderr_log
+    builder, num_examples = _open_tfds_split(name, data_dir, split, image_key, label_key)
+    if not 1 <= int(num_shards) <= num_examples:
+        raise ValueError(f"--num_shards must be in [1, {num_examples}] (examples in {split}), "
+                         f"got {num_shards}")
+    label_feature = builder.info.features[label_key]
+    num_classes = getattr(label_feature, "num_classes", None)
+    names = getattr(label_feature, "names", None)
+    if not names:
+        names = [str(i) for i in range(num_classes or 0)]
+    settings = {"image_size": int(image_size), "num_shards": int(num_shards),
+                "tfds_name": name, "tfds_split": split, "num_images_found": num_examples,
+                "num_classes": len(names), "pixel_pipeline": pixel_pipeline}
+    bounds = _shard_bounds(num_examples, int(num_shards))
+    version = str(builder.info.version)
+    encoded = isinstance(builder.info.features[image_key], tfds.features.Image)
+    decoders = {image_key: tfds.decode.SkipDecoding()} if encoded else None
+
+    def tasks_of(lo, hi):
+        def generate():
+            ds = builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False,
+                                    decoders=decoders)
+            for i, ex in enumerate(tfds.as_numpy(ds)):
+                yield (f"{name}:{split}[{lo + i}]", ex[image_key], int(ex[label_key]),
+                       int(image_size), pixel_pipeline)
+        return generate
+
+    fingerprints = [f"{name}:{version}:{split}[{lo}:{hi}]" for lo, hi in bounds]
+    stats = write_shards(output_dir, [tasks_of(lo, hi) for lo, hi in bounds],
+                         [hi - lo for lo, hi in bounds], fingerprints, int(image_size),
+                         settings, num_workers=num_workers, log=log,
+                         progress_interval=progress_interval, start_method=start_method)
+    if not names:  # label ids without names: size from the data
+        top = max((int(l) for s in stats for l in s["images_per_label"]), default=-1)
+        names = [str(i) for i in range(top + 1)]
+    manifest = _write_manifest(output_dir, stats, names, settings,
+                               {"tfds_name": name, "tfds_data_dir": data_dir,
+                                "tfds_split": split, "tfds_version": version})
+    log(f"[convert] done: {manifest['num_images']} images in {num_shards} shards, "
+        f"{manifest['num_skipped']} skipped")
+    return manifest
+
+
+def _open_tfds_split(name, data_dir, split, image_key, label_key):
+    """``(builder, number of examples in split)`` of a prepared TFDS dataset, or an
+    error naming the flag to fix."""
+    import tensorflow_datasets as tfds
+
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # noqa: BLE001
@@ -441,43 +429,13 @@ def convert_tfds(name: str, output_dir: str, data_dir: str | None = None,
         if key not in features:
             raise ValueError(f"TFDS dataset {name!r} has features {sorted(features.keys())}, "
                              f"no {key!r}")
-    num_examples = builder.info.splits[split].num_examples
-    if not 1 <= int(num_shards) <= num_examples:
-        raise ValueError(f"--num_shards must be in [1, {num_examples}] (examples in {split}), "
-                         f"got {num_shards}")
-    label_feature = features[label_key]
-    num_classes = getattr(label_feature, "num_classes", None)
-    names = getattr(label_feature, "names", None)
-    if not names:
-        names = [str(i) for i in range(num_classes or 0)]
-    settings = {"image_size": int(image_size), "num_shards": int(num_shards),
-                "tfds_name": name, "tfds_split": split, "num_images_found": num_examples,
-                "num_classes": len(names)}
-    bounds = _shard_bounds(num_examples, int(num_shards))
-    version = str(builder.info.version)
+    return builder, builder.info.splits[split].num_examples
 
-    def tasks_of(lo, hi):
-        def generate():
-            ds = builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False)
-            for i, ex in enumerate(tfds.as_numpy(ds)):
-                yield (f"{name}:{split}[{lo + i}]", ex[image_key], int(ex[label_key]),
-                       int(image_size))
-        return generate
 
-    fingerprints = [f"{name}:{version}:{split}[{lo}:{hi}]" for lo, hi in bounds]
-    stats = write_shards(output_dir, [tasks_of(lo, hi) for lo, hi in bounds],
-                         [hi - lo for lo, hi in bounds], fingerprints, int(image_size),
-                         settings, num_workers=num_workers, log=log,
-                         progress_interval=progress_interval, start_method=start_method)
-    if not names:  # label ids without names: size from the data
-        top = max((int(l) for s in stats for l in s["images_per_label"]), default=-1)
-        names = [str(i) for i in range(top + 1)]
-    manifest = _write_manifest(output_dir, stats, names, settings,
-                               {"tfds_name": name, "tfds_data_dir": data_dir,
-                                "tfds_split": split, "tfds_version": version})
-    log(f"[convert] done: {manifest['num_images']} images in {num_shards} shards, "
-        f"{manifest['num_skipped']} skipped")
-    return manifest
+def _check_pixel_pipeline(pixel_pipeline: str) -> None:
+    if pixel_pipeline not in pixel_pipelines.PIPELINES:
+        raise ValueError(f"--pixel_pipeline must be one of {sorted(pixel_pipelines.PIPELINES)}, "
+                         f"got {pixel_pipeline!r}")
 
 
 def tf_io_exists(path: str) -> bool:

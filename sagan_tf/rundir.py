@@ -146,16 +146,18 @@ def find_checkpoint(logdir, checkpoint_path=None):
 # ----------------------------------------------------------------------------
 # config.json.
 
-def save_config(config, logdir):
-    """Writes ``<logdir>/config.json`` (a :class:`~sagan_tf.config.TrainConfig`)
-    atomically (temp file + rename).
+def save_config(config, logdir, extra=None):
+    """Writes ``<logdir>/config.json`` (a :class:`~sagan_tf.config.TrainConfig`,
+    plus the ``extra`` keys: facts of the run that are not flags, such as the
+    trainer's ``records_pixel_pipeline``; reading ignores them) atomically (temp
+    file + rename).
 
     Atomic so that an evaluation job polling the directory never reads half a
     file.
     """
     tf.io.gfile.makedirs(logdir)
     path = os.path.join(logdir, CONFIG_FILENAME)
-    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps({**(extra or {}), **config.to_dict()}, indent=2, sort_keys=True) + "\n"
     if "://" in logdir:  # gs:// etc.: no local rename; gfile writes whole objects.
         with tf.io.gfile.GFile(path, "w") as f:
             f.write(text)

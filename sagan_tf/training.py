@@ -20,7 +20,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import checkpoints, rundir, rundir_lock, summaries
+from sagan_tf import checkpoints, pixel_pipelines, record_format, rundir, rundir_lock, summaries
 from sagan_tf.config import ConfigError, TrainConfig
 from sagan_tf.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                              TrainingDivergedError, TrainingError, check_logdir_writable,
@@ -104,12 +104,13 @@ def open_loop(config, strategy=None, log=print):
     and the signal handlers restored on exit."""
     with StopSignals(log) as stop, contextlib.ExitStack() as cleanup:
         config.validate()
-        _check_data_dir(config)
+        records = _check_data_dir(config)
         check_logdir_writable(config.logdir)
         config = rundir.resume_config(config)  # same architecture as the stored run; its seed
         trainer = Trainer(config, strategy)
-        yield _Loop(trainer, *_open_run(trainer, log, cleanup), stop, log)
-
+        opened = _open_run(trainer, log, cleanup, records_pipeline=records[0])
+        pixel_pipelines.log_records(config.data_dir, *records, log=log)  # warns if not the release's
+        yield _Loop(trainer, *opened, stop, log)
 
 
 def _write_sample_grids(trainer, logdir, step, log):
@@ -145,7 +146,7 @@ def _write_sample_grids(trainer, logdir, step, log):
     write(standing_path, grid, standing_statistics.describe(num_batches, config.batch_size))
     return samples_path, standing_path
 
-def _open_run(trainer, log, cleanup):
+def _open_run(trainer, log, cleanup, records_pipeline=None):
     """Takes the run directory (lock, config.json) and restores the newest complete
     checkpoint. Returns ``(manager, ckpt_dir, chief, resumed_from)``."""
     config, strategy = trainer.config, trainer.strategy
@@ -163,7 +164,7 @@ def _open_run(trainer, log, cleanup):
     ckpt_dir = logdir if chief else os.path.join(
         logdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
     if chief:
-        rundir.save_config(config, logdir)
+        rundir.save_config(config, logdir, extra={"records_pixel_pipeline": records_pipeline})
     manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir,
                                          max_to_keep=config.keep_checkpoint_max)
     # The newest complete checkpoint whose data reads back; each variable's
@@ -485,8 +486,7 @@ def _distributed_iterator(config, strategy, start_step, skipped_counter=None):
 
 
 def _check_data_dir(config):
-    """Fails early, naming the flag, when ``--data_dir`` cannot feed this config."""
-    from sagan_tf import record_format  # pylint: disable=import-outside-toplevel
+    """Fails early, naming the flag, if ``--data_dir`` cannot feed this config; else its pipeline."""
     if not config.data_dir:
         raise ConfigError("--data_dir is required (a directory of *.tfrecords files)")
     try:
@@ -497,3 +497,4 @@ def _check_data_dir(config):
     if stored != config.image_size:
         raise ConfigError(f"--image_size is {config.image_size} but the records in --data_dir "
                          f"{config.data_dir!r} hold {stored}x{stored} images")
+    return pixel_pipelines.records_pixel_pipeline(config.data_dir)

@@ -1,10 +1,19 @@
 r"""Converts ImageNet into the TFRecord format SAGAN trains on (NUMERICS §7).
 
-Every image: decoded to RGB (grayscale, CMYK, RGBA/palette and PNG-named-.JPEG files
-handled), largest centred square crop, bilinear resize to --image_size (TF2's
-tf.image.resize 'bilinear': half-pixel centres, no antialias), uint8. Each record is a
-tf.train.Example with image_raw (S*S*3 bytes, HWC RGB), label (int64), height, width,
-depth. Labels are the index of the synset folder in sorted order.
+Every image goes through a pixel pipeline (--pixel_pipeline) to S x S x 3 uint8:
+  release (default)       the release's records, as the improved-GAN converter
+                          wrote them: decoded as scipy's imread did (grayscale,
+                          CMYK, RGBA, palette and PNG-named-.JPEG files as it took
+                          them), largest centred square crop (Python 2 rounded
+                          offsets), contrast stretch of the crop to 0..255
+                          (bytescale), Pillow's bilinear resize (antialiased when
+                          shrinking), truncation to uint8 (NUMERICS §7.1).
+  tf_half_pixel_bilinear  NOT the release's pixels: RGB, centred square crop,
+                          TF2's tf.image.resize 'bilinear' (half-pixel centres, no
+                          antialias), rounded; this port's earlier converter.
+Each record is a tf.train.Example with image_raw (S*S*3 bytes, HWC RGB), label
+(int64), height, width, depth. Labels are the index of the synset folder in sorted
+order.
 
 Sources (exactly one):
   --imagenet_dir   the ImageNet train folder, one subfolder of images per synset
@@ -13,9 +22,10 @@ Sources (exactly one):
                    or imagenet_resized/64x64, in --tfds_data_dir (never downloads),
                    split --tfds_split.
 
-Output: --output_dir/train-00000-of-0NNNN.tfrecords ... and manifest.json (images per
-class, synsets, skipped unreadable files). Shards are written atomically; rerunning the
-same command skips the finished shards (resume after an interruption).
+Output: --output_dir/train-00000-of-0NNNN.tfrecords ... and manifest.json (the pixel
+pipeline, images per class, synsets, skipped unreadable files). Shards are written
+atomically; rerunning the same command skips the finished shards (resume after an
+interruption); resuming with another --pixel_pipeline is refused.
 
 Example:
   python tools/convert_imagenet_to_records.py --imagenet_dir /data/imagenet/train \
@@ -51,6 +61,11 @@ flags.DEFINE_boolean("shuffle", True,
                      "(each shard mixes all classes); false keeps folder order.")
 flags.DEFINE_integer("seed", 0, "Seed of the --shuffle order.")
 flags.DEFINE_float("progress_interval", 10.0, "Seconds between progress lines on stderr.")
+flags.DEFINE_enum("pixel_pipeline", "release", ["release", "tf_half_pixel_bilinear"],
+                  "release: the release's records (the improved-GAN converter's crop, "
+                  "contrast stretch, antialiased Pillow bilinear resize and truncation); "
+                  "tf_half_pixel_bilinear: TF2 half-pixel bilinear resize without "
+                  "antialiasing, not the release's pixels.")
 
 
 def main(argv):
@@ -63,7 +78,8 @@ def main(argv):
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
     common = dict(image_size=FLAGS.image_size, num_shards=FLAGS.num_shards,
-                  num_workers=FLAGS.num_workers, progress_interval=FLAGS.progress_interval)
+                  num_workers=FLAGS.num_workers, progress_interval=FLAGS.progress_interval,
+                  pixel_pipeline=FLAGS.pixel_pipeline)
     if FLAGS.imagenet_dir:
         imagenet_records.convert_image_folder(FLAGS.imagenet_dir, FLAGS.output_dir,
                                               shuffle=FLAGS.shuffle, seed=FLAGS.seed, **common)
