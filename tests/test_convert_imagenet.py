@@ -1,5 +1,7 @@
 """ImageNet -> records converter: sagan_tf/imagenet_records.py and
-tools/convert_imagenet_to_records.py."""
+tools/convert_imagenet_to_records.py (the default pixel pipeline, the release's, is
+checked against tests/improved_gan_reference.py; the pixels themselves on real photos
+in tests/test_release_pixels.py)."""
 import json
 import os
 import subprocess
@@ -10,8 +12,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import improved_gan_reference as ref
 from sagan_tf import data, record_format
 from sagan_tf import imagenet_records as ir
+from sagan_tf import pixel_pipelines as pp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "convert_imagenet_to_records.py")
@@ -19,7 +23,7 @@ S = 24  # upsamples the 20-pixel crop, downsamples the others
 
 
 def _oracle(rgb, size=S):
-    """Independent crop + resize: numpy centred crop, then tf.image.resize bilinear."""
+    """tf_half_pixel_bilinear, independently: numpy centred crop, tf.image.resize bilinear."""
     h, w = rgb.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -123,16 +127,16 @@ def _read_records(directory):
                                         ((128, 128, 3), 128), ((300, 200, 3), 64)])
 def test_resize_matches_tf_bilinear(shape, size):
     image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    crop = ir.center_crop(image)
+    crop = pp.center_crop(image)
     want = tf.image.resize(crop[None].astype(np.float32), [size, size], "bilinear").numpy()[0]
-    np.testing.assert_allclose(ir.resize_bilinear(crop, size), want, atol=1e-3)
-    _assert_close(ir.center_crop_resize(image, size), _oracle(image, size))
+    np.testing.assert_allclose(pp.resize_bilinear(crop, size), want, atol=1e-3)
+    _assert_close(pp.center_crop_resize(image, size), _oracle(image, size))
 
 
 def test_center_crop_is_largest_centred_square():
     image = np.arange(5 * 8 * 3).reshape(5, 8, 3)
-    np.testing.assert_array_equal(ir.center_crop(image), image[:, 1:6])
-    np.testing.assert_array_equal(ir.center_crop(image.transpose(1, 0, 2)),
+    np.testing.assert_array_equal(pp.center_crop(image), image[:, 1:6])
+    np.testing.assert_array_equal(pp.center_crop(image.transpose(1, 0, 2)),
                                   image.transpose(1, 0, 2)[1:6])
 
 
@@ -141,9 +145,9 @@ def test_load_image_rgb_handles_modes(image_tree):
     for path, want in expected.items():
         if want is None:
             with pytest.raises(Exception):
-                ir.load_image_rgb(path)
+                pp.load_image_rgb(path)
             continue
-        got = ir.load_image_rgb(path)
+        got = pp.load_image_rgb(path)
         assert got.dtype == np.uint8 and got.ndim == 3 and got.shape[2] == 3, path
         np.testing.assert_array_equal(got, want, err_msg=path)
 
@@ -161,9 +165,11 @@ def test_convert_image_folder_records_manifest_and_resume(image_tree, tmp_path):
     assert len(records) == len(good) == 7
     for (image, label), (path, want_label) in zip(records, good):
         assert label == want_label, path
-        _assert_close(image, _oracle(expected[path]))
+        np.testing.assert_array_equal(image, ref.record_from_file(path, S), err_msg=path)
 
     assert manifest == json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["pixel_pipeline"] == "release"
+    assert pp.records_pixel_pipeline(out)[0] == "release"
     assert manifest["synsets"] == ["n01000000", "n02000000", "n03000000"]
     assert manifest["images_per_class"] == {"n01000000": 2, "n02000000": 3, "n03000000": 2}
     assert manifest["num_images"] == 7 and manifest["num_skipped"] == 1
@@ -195,10 +201,69 @@ def test_convert_image_folder_records_manifest_and_resume(image_tree, tmp_path):
     assert os.stat(paths[0]).st_mtime_ns == before[paths[0]][0]
     assert open(paths[1], "rb").read() == before[paths[1]][1]
 
-    # other settings into the same directory: refused, nothing mixed
+    # other settings or another pixel pipeline into the same directory: refused
     with pytest.raises(FileExistsError, match="other inputs or settings"):
         ir.convert_image_folder(root, out, image_size=S + 8, num_shards=3, shuffle=False,
                                 log=logs.append)
+    with pytest.raises(FileExistsError, match="pixel pipeline 'release'.*asks for "
+                                              "'tf_half_pixel_bilinear'"):
+        ir.convert_image_folder(root, out, image_size=S, num_shards=3, shuffle=False,
+                                log=logs.append, pixel_pipeline="tf_half_pixel_bilinear")
+
+
+def test_tf_half_pixel_pipeline_and_conversions_from_before_it_was_named(image_tree, tmp_path):
+    root, expected, order = image_tree
+    out = str(tmp_path / "old")
+    manifest = ir.convert_image_folder(root, out, image_size=S, num_shards=2, shuffle=False,
+                                       log=lambda m: None,
+                                       pixel_pipeline="tf_half_pixel_bilinear")
+    good = [p for p, _ in order if expected[p] is not None]
+    for (image, _), path in zip(_read_records(out), good):
+        _assert_close(image, _oracle(expected[path]))
+    assert manifest["pixel_pipeline"] == "tf_half_pixel_bilinear"
+    assert pp.records_pixel_pipeline(out)[0] == "tf_half_pixel_bilinear"
+
+    # A conversion written before pipelines were named: no pixel_pipeline anywhere.
+    state_dir = os.path.join(out, ir.STATE_DIR)
+    for name in os.listdir(state_dir):
+        state = json.load(open(os.path.join(state_dir, name)))
+        del state["settings"]["pixel_pipeline"]
+        json.dump(state, open(os.path.join(state_dir, name), "w"))
+    legacy = {k: v for k, v in manifest.items() if not k.startswith("pixel_pipeline")}
+    legacy["resize"] = ("largest centred square crop, tf.image.resize bilinear (half-pixel "
+                        "centres, no antialias), round to nearest")
+    json.dump(legacy, open(os.path.join(out, "manifest.json"), "w"))
+    assert pp.records_pixel_pipeline(out)[0] == "tf_half_pixel_bilinear"
+    with pytest.raises(FileExistsError, match="'tf_half_pixel_bilinear', this run asks for "
+                                              "'release'.*--pixel_pipeline tf_half_pixel"):
+        ir.convert_image_folder(root, out, image_size=S, num_shards=2, shuffle=False,
+                                log=lambda m: None)
+    logs = []
+    ir.convert_image_folder(root, out, image_size=S, num_shards=2, shuffle=False,
+                            log=logs.append, pixel_pipeline="tf_half_pixel_bilinear")
+    assert sum("already finished" in line for line in logs) == 2
+    with pytest.raises(ValueError, match="--pixel_pipeline must be one of"):
+        ir.convert_image_folder(root, str(tmp_path / "x"), pixel_pipeline="bicubic")
+
+
+def test_records_pixel_pipeline_reads_the_manifest(tmp_path):
+    assert pp.records_pixel_pipeline(str(tmp_path)) == (
+        None, "no manifest.json beside the records")
+    (tmp_path / "manifest.json").write_text(json.dumps({"dataset": "sagan_tf demo (x)"}))
+    assert pp.records_pixel_pipeline(str(tmp_path))[0] == "demo"
+    (tmp_path / "manifest.json").write_text(json.dumps({"pixel_pipeline": "lanczos"}))
+    assert pp.records_pixel_pipeline(str(tmp_path))[0] is None
+    (tmp_path / "manifest.json").write_text("{not json")
+    name, how = pp.records_pixel_pipeline(str(tmp_path))
+    assert name is None and "unreadable" in how
+    lines = []
+    pp.log_records("/r", "release", "/r/manifest.json", log=lines.append)
+    pp.log_records("/r", "tf_half_pixel_bilinear", "/r/manifest.json", log=lines.append)
+    pp.log_records("/r", None, "no manifest.json beside the records", log=lines.append)
+    assert lines[0] == "Records: /r written by pixel pipeline 'release' (/r/manifest.json)"
+    assert lines[2].startswith("WARNING: these are not the release's pixels")
+    assert lines[3] == "Records: /r: pixel pipeline unknown (no manifest.json beside the records)"
+    assert len(lines) == 4
 
 
 def test_shuffled_conversion_spreads_the_same_records(image_tree, tmp_path):
@@ -239,7 +304,8 @@ def test_tool_cli_resumes_and_reports_progress(image_tree, tmp_path):
                               text=True, timeout=60)
     assert help_run.returncode in (0, 1), help_run.stderr  # absl's --help exits 1
     for text in ("--imagenet_dir", "--tfds_name", "--num_shards", "--num_workers",
-                 "centred square crop", "skips the finished shards"):
+                 "centred square crop", "skips the finished shards", "--pixel_pipeline",
+                 "tf_half_pixel_bilinear", "bytescale"):
         assert text in help_run.stdout, text
 
     args = ["--imagenet_dir", root, "--output_dir", str(out), "--image_size", str(S),
@@ -257,6 +323,7 @@ def test_tool_cli_resumes_and_reports_progress(image_tree, tmp_path):
     assert "images/s" in run.stderr and "ETA" in run.stderr
     assert os.stat(first).st_mtime_ns == mtime
     assert json.load(open(out / "manifest.json"))["num_images"] == 7
+    assert json.load(open(out / "manifest.json"))["pixel_pipeline"] == "release"
 
 
 # --------------------------------------------------------------------------- TFDS
@@ -289,6 +356,17 @@ def _tfds_source():
     return images, [i % 3 for i in range(len(shapes))]
 
 
+def _match_records(records, images, labels, same):
+    """Each record matches (``same(image, record)``) exactly one distinct source image."""
+    assert len(records) == len(images)
+    unused = set(range(len(images)))
+    for image, label in records:
+        match = [i for i in unused if labels[i] == label and same(images[i], image)]
+        assert len(match) == 1
+        unused.discard(match[0])
+    assert not unused
+
+
 def test_convert_tfds(tmp_path):
     import tensorflow_datasets as tfds
 
@@ -302,17 +380,17 @@ def test_convert_tfds(tmp_path):
                                image_size=S, num_shards=2, num_workers=1, log=logs.append)
     assert manifest["synsets"] == ["n01", "n02", "n03"]
     assert manifest["images_per_class"] == {"n01": 3, "n02": 2, "n03": 2}
-    records = _read_records(out)
-    assert len(records) == 7
-    # match every record to a distinct source image through the oracle
+    assert manifest["pixel_pipeline"] == "release"
     images, labels = _tfds_source()
-    unused = set(range(7))
-    for image, label in records:
-        match = [i for i in unused if labels[i] == label and
-                 np.abs(_oracle(images[i]).astype(int) - image.astype(int)).max() <= 1]
-        assert len(match) == 1
-        unused.discard(match[0])
-    assert not unused
+    # every record is the release's record of a distinct source image (stored as PNG
+    # by TFDS, decoded with PIL from those bytes: the source pixels exactly)
+    _match_records(_read_records(out), images, labels,
+                   lambda image, rec: np.array_equal(ref.record_from_array(image, S), rec))
+    old_out = str(tmp_path / "old")
+    ir.convert_tfds("sagan_tf_test_tiny_imagenet", old_out, data_dir=tfds_dir, image_size=S,
+                    num_shards=1, log=lambda m: None, pixel_pipeline="tf_half_pixel_bilinear")
+    _match_records(_read_records(old_out), images, labels, lambda image, rec: np.abs(
+        _oracle(image).astype(int) - rec.astype(int)).max() <= 1)
 
     logs.clear()
     ir.convert_tfds("sagan_tf_test_tiny_imagenet", out, data_dir=tfds_dir, image_size=S,

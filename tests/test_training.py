@@ -384,6 +384,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, eager_functions):
     compiled step is covered by the tests above.
     """
     data_dir = _write_records(tmp_path / "data")
+    with open(os.path.join(data_dir, "manifest.json"), "w") as f:  # as the converter writes it
+        json.dump({"pixel_pipeline": "tf_half_pixel_bilinear"}, f)
     one_strategy = tf.distribute.get_strategy()
     straight = _tiny_config(data_dir=data_dir, checkpoint_dir=str(tmp_path / "a"), max_steps=4)
     split = dataclasses.replace(straight, checkpoint_dir=str(tmp_path / "b"), max_steps=2)
@@ -395,6 +397,15 @@ def test_resume_equals_uninterrupted_run(tmp_path, eager_functions):
     assert rb1["step"] == 2 and rb2["step"] == 4 and rb2["steps_run"] == 2
     assert rb2["resumed_from"] == os.path.join(split.logdir, "ckpt-2")
     assert f"Resumed from {rb2['resumed_from']} at step 2" in lines
+    # The records' pixel pipeline: named after the start lines, warned about, in config.json.
+    manifest = os.path.join(data_dir, "manifest.json")
+    assert lines.count(f"Records: {data_dir} written by pixel pipeline "
+                       f"'tf_half_pixel_bilinear' ({manifest})") == 2
+    assert sum(line.startswith("WARNING: these are not the release's pixels")
+               for line in lines) == 2
+    with open(os.path.join(split.logdir, "config.json")) as f:
+        assert json.load(f)["records_pixel_pipeline"] == "tf_half_pixel_bilinear"
+    assert load_config(split.logdir) == dataclasses.replace(split, max_steps=4)
     # The opened loop run in pieces (tools/benchmark_loop.py) is the same run.
     with open_loop(dataclasses.replace(straight, checkpoint_dir=str(tmp_path / "c")),
                    one_strategy, log=lambda s: None) as loop:
