@@ -3,6 +3,8 @@ pixel pipeline) against tests/improved_gan_reference.py, a reference written fro
 the improved-GAN converter and scipy 0.18's pilutil, on two real photographs in
 the modes ImageNet files come in (tests/data/README.md)."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -199,3 +201,22 @@ def test_images_the_release_could_not_take_are_refused():
         release_pixels.release_pixels(np.zeros((0, 30, 3), np.uint8), 8)
     with pytest.raises(ValueError, match="unknown pixel pipeline"):
         pixel_pipelines.pixels_from_array(np.zeros((9, 9, 3), np.uint8), "bicubic", 8)
+
+
+def test_compare_tool_reports_against_golden_records(tmp_path):
+    """tools/compare_pixel_pipelines.py: release vs a golden .npz (here the reference's
+    records, as tools/release_pixels_py27.py writes them) and vs the old pipeline."""
+    paths = [os.path.join(DATA, name) for name in sorted(PHOTOS.values())]
+    golden = str(tmp_path / "golden.npz")
+    np.savez(golden, **{os.path.basename(p): ref.record_from_file(p, 64) for p in paths})
+    tool = os.path.join(os.path.dirname(os.path.dirname(DATA)), "tools",
+                        "compare_pixel_pipelines.py")
+    run = subprocess.run([sys.executable, tool, "--image_size", "64", "--golden", golden]
+                         + paths, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert "release vs golden: mean  0.000, >2   0.00%, max   0" in line, line
+        old_mean = float(line.split("tf_half_pixel_bilinear vs release: mean")[1].split(",")[0])
+        assert old_mean > 4, line
