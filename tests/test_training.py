@@ -395,7 +395,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, eager_functions):
     assert rb1["step"] == 2 and rb2["step"] == 4 and rb2["steps_run"] == 2
     assert rb2["resumed_from"] == os.path.join(split.logdir, "ckpt-2")
     assert f"Resumed from {rb2['resumed_from']} at step 2" in lines
-    # The opened loop run in pieces (tools/benchmark_loop.py) is the same run.
+    # The opened loop run in pieces (tools/perf/benchmark_loop.py) is the same run.
     with open_loop(dataclasses.replace(straight, checkpoint_dir=str(tmp_path / "c")),
                    one_strategy, log=lambda s: None) as loop:
         for until, reached in ((1, 1), (3, 3), (10, 4)):  # never past max_steps
