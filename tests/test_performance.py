@@ -327,6 +327,24 @@ def _gpu_tool(*args, **kw):
                           env=TOOL_ENV, **kw)
 
 
+def test_benchmark_flags_are_the_options():
+    """tools/perf/benchmark.py's flags give BenchmarkOptions field by field: the
+    defaults are the dataclass's, and a parsed command line sets each field."""
+    from absl import flags as absl_flags
+    fv = absl_flags.FlagValues()
+    benchmark.define_flags(fv)
+    fv(["benchmark.py"])
+    assert BenchmarkOptions.from_flags(fv) == BenchmarkOptions()
+    fv = absl_flags.FlagValues()
+    benchmark.define_flags(fv)
+    fv(["benchmark.py", "--arch", "baseline", "--mixed_precision", "mixed_bfloat16",
+        "--nopeak", "--mode", "both", "--flops_per_iteration", "3e9", "--num_replicas", "2"])
+    options = BenchmarkOptions.from_flags(fv)
+    assert (options.arch, options.mixed_precision, options.peak, options.mode,
+            options.flops_per_iteration) == ("baseline", "mixed_bfloat16", False, "both", 3e9)
+    assert fv.num_replicas == 2  # the devices, not an option
+
+
 def test_gpu_benchmark_dry_run_commands_are_valid_benchmark_commands():
     """The four GPU commands parse with tools/perf/benchmark.py's own flags (with the
     FLOP count the script appends) and ask for the paper configuration."""

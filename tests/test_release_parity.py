@@ -8,9 +8,16 @@ same inputs at every step; 128x128, small widths, 4 iterations
 (``sagan_tf.parity.comparison``). ``tools/parity/release_parity.py`` prints
 the figures; docs/NUMERICS.md §1.2 has them.
 """
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from sagan_tf.parity import comparison
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module", params=["test", "baseline"])
@@ -50,3 +57,17 @@ def test_exact_gradient_is_not_the_release(reports):
                 if name.endswith("snconv3/w"))
     assert worst > 20
     assert report["apart"]["port"] > reports["release"]["apart"]["port"]
+
+
+def test_reference_imports_none_of_the_port():
+    """The reference is independent of what it checks: importing the TF1 graph
+    and its session (as the reference process does) loads no other sagan_tf
+    module."""
+    code = ("import json, sys; import sagan_tf.parity.tf1_release_session; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sagan_tf'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == [
+        "sagan_tf", "sagan_tf.parity", "sagan_tf.parity.tf1_release_graph",
+        "sagan_tf.parity.tf1_release_session"]
