@@ -158,19 +158,6 @@ def start(argv):
     return tf
 
 
-def load_tool(name, module_name):
-    """``tools/<name>.py`` of this checkout as a module named ``module_name``,
-    loaded by path (the tools are scripts, not a package, so this works
-    however the caller itself was loaded)."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        module_name, os.path.join(root, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def int_list(values, flag):
     """A list flag's values as ints (None when empty); a usage error naming ``flag``."""
     from absl import app  # pylint: disable=import-outside-toplevel

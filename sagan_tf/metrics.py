@@ -16,7 +16,7 @@ Default: the TF-GAN Inception on TF-Hub, :data:`INCEPTION_TFHUB` (outputs
 ``tensorflow_hub.load``. ``path`` may instead name a local copy: a TF2
 SavedModel or a TF-Hub module directory (for clusters without internet), or
 any stand-in with the same interface (e.g. the demo classifier written by
-``tools/train_demo_classifier.py``):
+:mod:`sagan_tf.demo_classifier`):
 
 * either the loaded object is callable on one float32 image batch
   ``[B, H, W, 3]`` in [-1, 1], or it has a signature (``serving_default``

@@ -100,7 +100,7 @@ def open_loop(config, strategy=None, log=print):
     restored, the input pipeline started. Yields the loop; ``loop.run(until=N)``
     trains up to step N (default ``max_steps``), ``loop.finish(t_start)``
     saves and returns :func:`train`'s dict. For tools that interleave the
-    loop with other work (``tools/benchmark_loop.py``). The lock is released
+    loop with other work (``tools/perf/benchmark_loop.py``). The lock is released
     and the signal handlers restored on exit."""
     with StopSignals(log) as stop, contextlib.ExitStack() as cleanup:
         config.validate()

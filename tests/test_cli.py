@@ -1,4 +1,4 @@
-"""Issue #13: first contact without tracebacks or TensorFlow start-up noise.
+"""First contact without tracebacks or TensorFlow start-up noise.
 
 Every entry point and tool runs through sagan_tf.cli: an expected error is one
 line ``<program>: error: <culprit and fix>`` with exit status 2, and unless the
@@ -78,7 +78,7 @@ def test_expected_errors_are_one_line_without_tensorflow_noise(run_root, tmp_pat
     export_dir.mkdir()
     (export_dir / "keep.txt").write_text("x")
     res = _run_parallel({
-        # The issue's case: the demo ran at batch 32, the evaluator is asked for 64.
+        # A first user's case: the demo ran at batch 32, the evaluator is asked for 64.
         "eval_batch": ["eval_imagenet.py", f"--checkpoint_dir={run_root}", "--batch_size=64"],
         # Without --batch_size the only run is used; the classifier is the culprit.
         "eval_classifier": ["eval_imagenet.py", f"--checkpoint_dir={run_root}",

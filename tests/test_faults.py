@@ -1,4 +1,4 @@
-"""Issue #6: training and evaluation survive faults and bad input, losing nothing.
+"""Training and evaluation survive faults and bad input, losing nothing.
 
 One test per fault class, each driving the real entry points
 (``train_imagenet.py``, ``eval_imagenet.py``) in subprocesses on a tiny
@@ -497,7 +497,7 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
     assert rc == 0, out
     assert f"TFRecord file {bad_file} is truncated or corrupt" in out
     assert "skipped the rest of this file" in out and "Done: step 20" in out
-    # Counted (issue #13): the truncated file's cut-off last record, once per pass
+    # Counted: the truncated file's cut-off last record, once per pass
     # over it, in the progress lines, the end line and a TensorBoard scalar.
     counts = [int(l.split("  skipped ")[1].split()[0]) for l in out.splitlines()
               if l.startswith("step ") and "  skipped " in l]
@@ -558,7 +558,7 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# 5. Two trainers on one run directory (issue #13): one writer only.
+# 5. Two trainers on one run directory: one writer only.
 
 def test_two_trainers_racing_on_one_run_directory(records, tmp_path):
     import socket

@@ -296,16 +296,11 @@ def test_class_accuracy_is_argmax_agreement(rng):
 
 
 # ---------------------------------------------------------------------------
-# tools/train_demo_classifier.py
+# sagan_tf/demo_classifier.py (tools/train_demo_classifier.py)
 # ---------------------------------------------------------------------------
 
 def test_demo_classifier_tool_trains_and_exports(tmp_path):
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-    try:
-        import train_demo_classifier as tool
-    finally:
-        sys.path.pop(0)
+    from sagan_tf import demo_classifier as tool
     from sagan_tf import record_format
     rng = np.random.default_rng(0)
     # Two easily separable classes: dark and bright images.

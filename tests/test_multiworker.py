@@ -1,4 +1,4 @@
-"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 (issue #5).
+"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1.
 
 Each worker runs `sagan_tf.training.train` with `strategy="multiworker"` (the
 cluster from TF_CONFIG) on demo records, then saves its final G/D variables

@@ -1,8 +1,7 @@
-"""Performance options (issue #5): XLA, mixed precision, the benchmark tool.
+"""Performance options: XLA, mixed precision; the speed measurement (sagan_tf.perf) and its tools.
 
 All on the session's 2-replica MirroredStrategy over logical CPUs (conftest).
 """
-import importlib.util
 import json
 import os
 import shlex
@@ -17,25 +16,19 @@ import tensorflow as tf
 
 from sagan_tf import layers
 from sagan_tf.config import ConfigError, TrainConfig
+from sagan_tf.perf import benchmark, machine, op_profile, peaks
+from sagan_tf.perf.benchmark import BenchmarkOptions
+from sagan_tf.perf.flops import count_graph_flops
+from sagan_tf.perf.summary import summary_line
 from sagan_tf.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(image_size=32, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=2,
             seed=7)
-#: Micro-benchmark sizes small enough for a test (tools/benchmark.py PEAK_PROBLEMS).
+#: Micro-benchmark sizes small enough for a test (sagan_tf.perf.peaks.PEAK_PROBLEMS).
 TINY_PEAK = dict(matmul_n=32, conv_shape=(2, 6, 6, 4), chain=3, repeats=1)
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f"sagan_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _load_benchmark():
-    return _load_tool("benchmark")
+#: The environment of a tool run in a subprocess: this checkout's sagan_tf.
+TOOL_ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def _fixed_inputs(trainer, seed=0):
@@ -151,14 +144,13 @@ def test_mixed_precision_dtypes_and_finite_steps(strategy2, policy):
 
 
 def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
-    bench = _load_benchmark()
-    result = bench.run_benchmark(arch="test", image_size=32, gf_dim=8, df_dim=8, z_dim=16,
-                                 number_classes=5, batch_size=2, iterations=1, warmup=1,
-                                 mode="both", sample_batch_size=2, strategy=strategy2,
-                                 peak_problem=TINY_PEAK)
+    options = BenchmarkOptions(arch="test", image_size=32, gf_dim=8, df_dim=8, z_dim=16,
+                               number_classes=5, batch_size=2, iterations=1, warmup=1,
+                               mode="both", sample_batch_size=2)
+    result = benchmark.run_benchmark(options, strategy=strategy2, peak_problem=TINY_PEAK)
     line = json.dumps(result, sort_keys=True)
     parsed = json.loads(line)
-    for key in bench.RESULT_KEYS + bench.PEAK_KEYS:
+    for key in benchmark.RESULT_KEYS + benchmark.PEAK_KEYS:
         assert key in parsed, key
     assert parsed["peak_device_memory_bytes"] is None  # CPU
     assert parsed["num_replicas"] == 2 and parsed["global_batch_size"] == 4
@@ -188,7 +180,7 @@ def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
             fig["achieved_gflops"] / peak["conv"])
     assert parsed["machine"]["logical_cpus"] == os.cpu_count()
     assert parsed["machine"]["gpus"] == []
-    summary = bench.summary_line(parsed)
+    summary = summary_line(parsed)
     assert f"{parsed['achieved_gflops']:.1f} GFLOP/s" in summary and "% of peak" in summary
 
 
@@ -200,7 +192,8 @@ def test_tf1_reference_builds_the_ports_model(arch):
     mode stays on in this process."""
     from sagan_tf.legacy import spec_variable_map
     from sagan_tf.networks import Discriminator, Generator, count_parameters
-    reference = _load_tool("tf1_reference_benchmark").ReleaseGraphSession(
+    from sagan_tf.parity.tf1_release_session import ReleaseGraphSession
+    reference = ReleaseGraphSession(
         batch_size=2, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, arch=arch)
     try:
         assert tf.executing_eagerly()
@@ -219,14 +212,13 @@ def test_tf1_reference_builds_the_ports_model(arch):
 
 def test_benchmark_compares_with_tf1_reference():
     """--compare_tf1_reference: both timed in one process, same parameters."""
-    bench = _load_benchmark()
     one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
     kw = dict(arch="test", gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=2,
-              iterations=2, warmup=1, flops=False, strategy=one_device,
-              compare_tf1_reference=True, peak=False)
+              iterations=2, warmup=1, flops=False, compare_tf1_reference=True, peak=False)
     with pytest.raises(ValueError, match="compare_tf1_reference needs"):
-        bench.run_benchmark(image_size=32, **kw)
-    result = json.loads(json.dumps(bench.run_benchmark(image_size=128, **kw)))
+        benchmark.run_benchmark(BenchmarkOptions(image_size=32, **kw), strategy=one_device)
+    result = json.loads(json.dumps(benchmark.run_benchmark(
+        BenchmarkOptions(image_size=128, **kw), strategy=one_device)))
     reference = result["tf1_reference"]
     assert reference["parameters"] == result["parameters"]
     assert 0 < reference["min_seconds_per_iteration"] <= reference["median_seconds_per_iteration"]
@@ -251,12 +243,11 @@ def test_peak_microbenchmark_counts_flops_and_computes_the_chain():
     """The micro-benchmark's analytic FLOPs equal the TF profiler's count of
     its own graph (the count the iteration's FLOPs come from), GFLOP/s =
     FLOPs / best time, and the chained ops really run (numpy oracle)."""
-    bench = _load_benchmark()
-    peak, details = bench.measure_peak_gflops("float32", "/cpu:0", return_details=True,
+    peak, details = peaks.measure_peak_gflops("float32", "/cpu:0", return_details=True,
                                               **TINY_PEAK)
     for name in ("matmul", "conv"):
         d = details[name]
-        assert d["flops_per_call"] == bench.count_graph_flops(
+        assert d["flops_per_call"] == count_graph_flops(
             d["function"].get_concrete_function(*d["args"])), name
         assert peak[name] == pytest.approx(d["flops_per_call"] / d["best_seconds"] / 1e9)
     assert details["matmul"]["flops_per_call"] == 3 * 2 * 32 ** 3
@@ -270,8 +261,7 @@ def test_peak_microbenchmark_counts_flops_and_computes_the_chain():
 
 
 def test_peak_in_mixed_bfloat16_measures_both_dtypes():
-    bench = _load_benchmark()
-    peak, by_dtype = bench.measure_peaks(["/cpu:0"], "mixed_bfloat16", TINY_PEAK)
+    peak, by_dtype = peaks.measure_peaks(["/cpu:0"], "mixed_bfloat16", TINY_PEAK)
     assert set(by_dtype["per_device"]) == {"float32", "bfloat16"}
     assert peak["dtype"] == "bfloat16"
     assert {k: peak[k] for k in ("matmul", "conv")} == by_dtype["per_device"]["bfloat16"]
@@ -301,7 +291,7 @@ flags\t\t: avx2 avx512f avx512bw avx512_vnni
 
 
 def test_parse_cpuinfo_reads_model_and_half_precision_units():
-    parse = _load_benchmark().parse_cpuinfo
+    parse = machine.parse_cpuinfo
     amd = parse(AMD_ZEN5)  # only the first processor's entry counts
     assert amd["cpu_model"] == "AMD EPYC" and amd["cpu_family"] == "26"
     assert amd["cpu_model_number"] == "2"
@@ -319,7 +309,7 @@ def test_parse_cpuinfo_reads_model_and_half_precision_units():
 @pytest.mark.skipif(not shutil.which("lscpu") or not os.path.exists("/proc/cpuinfo"),
                     reason="needs lscpu and /proc/cpuinfo")
 def test_machine_info_agrees_with_lscpu():
-    info = _load_benchmark().machine_info(["/cpu:0"])
+    info = machine.machine_info(["/cpu:0"])
     out = subprocess.run(["lscpu"], capture_output=True, text=True,
                          env=dict(os.environ, LC_ALL="C")).stdout
     fields = {k.strip(): v.strip() for k, _, v in
@@ -334,23 +324,40 @@ def test_machine_info_agrees_with_lscpu():
 def _gpu_tool(*args, **kw):
     return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_benchmark.py"),
                            *args], capture_output=True, text=True, timeout=kw.pop("timeout", 60),
-                          **kw)
+                          env=TOOL_ENV, **kw)
+
+
+def test_benchmark_flags_are_the_options():
+    """tools/perf/benchmark.py's flags give BenchmarkOptions field by field: the
+    defaults are the dataclass's, and a parsed command line sets each field."""
+    from absl import flags as absl_flags
+    fv = absl_flags.FlagValues()
+    benchmark.define_flags(fv)
+    fv(["benchmark.py"])
+    assert BenchmarkOptions.from_flags(fv) == BenchmarkOptions()
+    fv = absl_flags.FlagValues()
+    benchmark.define_flags(fv)
+    fv(["benchmark.py", "--arch", "baseline", "--mixed_precision", "mixed_bfloat16",
+        "--nopeak", "--mode", "both", "--flops_per_iteration", "3e9", "--num_replicas", "2"])
+    options = BenchmarkOptions.from_flags(fv)
+    assert (options.arch, options.mixed_precision, options.peak, options.mode,
+            options.flops_per_iteration) == ("baseline", "mixed_bfloat16", False, "both", 3e9)
+    assert fv.num_replicas == 2  # the devices, not an option
 
 
 def test_gpu_benchmark_dry_run_commands_are_valid_benchmark_commands():
-    """The four GPU commands parse with tools/benchmark.py's own flags (with the
+    """The four GPU commands parse with tools/perf/benchmark.py's own flags (with the
     FLOP count the script appends) and ask for the paper configuration."""
     from absl import flags as absl_flags
-    bench = _load_benchmark()
     proc = _gpu_tool("--dry_run")
     assert proc.returncode == 0, proc.stderr
     commands = [shlex.split(line) for line in proc.stdout.splitlines()]
     assert len(commands) == 4
     seen = {}
     for argv in commands:
-        assert argv[1] == os.path.join(ROOT, "tools", "benchmark.py")
+        assert argv[1] == os.path.join(ROOT, "tools", "perf", "benchmark.py")
         fv = absl_flags.FlagValues()
-        bench.define_flags(fv)
+        benchmark.define_flags(fv)
         fv(["benchmark.py", *argv[2:], "--flops_per_iteration", "1.0e13"])
         assert (fv.image_size, fv.gf_dim, fv.df_dim, fv.number_classes, fv.batch_size,
                 fv.num_replicas, fv.arch) == (128, 64, 64, 1000, 64, 1, "test")
@@ -374,7 +381,6 @@ def test_gpu_benchmark_without_gpu_exits_cleanly(tmp_path):
 def test_gpu_benchmark_cpu_smoke_writes_json_lines(tmp_path):
     """--cpu_smoke runs the GPU commands at a tiny size: one JSON line per run,
     a summary row, and an existing output is never overwritten."""
-    bench = _load_benchmark()
     out = tmp_path / "out"
     proc = _gpu_tool("--cpu_smoke", "--variants", "fp32", "--out_dir", str(out), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -382,7 +388,7 @@ def test_gpu_benchmark_cpu_smoke_writes_json_lines(tmp_path):
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert result["variant"] == "fp32"
-    for key in bench.RESULT_KEYS + bench.PEAK_KEYS:
+    for key in benchmark.RESULT_KEYS + benchmark.PEAK_KEYS:
         assert key in result, key
     assert result["config"]["gf_dim"] == 8 and result["config"]["iterations"] == 1
     assert result["flops_per_iteration"] > 0 and result["finite_loss"]
@@ -394,28 +400,28 @@ def test_gpu_benchmark_cpu_smoke_writes_json_lines(tmp_path):
 
 
 def test_profile_step_reads_op_times_from_the_profiler_trace():
-    """`tools/profile_step.py`'s profile: each op of a tiny function is found
-    in the .xplane.pb with its type and the right count per call, and its
-    time is positive; executor bookkeeping events are not ops."""
-    profile_step = _load_tool("profile_step")
+    """The op profile of tools/perf/profile_step.py (sagan_tf.perf.op_profile):
+    each op of a tiny function is found in the .xplane.pb with its type and
+    the right count per call, and its time is positive; executor bookkeeping
+    events are not ops."""
 
     @tf.function(autograph=False)
     def f(x):
         return tf.reduce_sum(tf.nn.relu(tf.matmul(x, x)))
     x = tf.random.normal([64, 64])
     f(x)
-    table = profile_step.profile_ops(lambda: f(x).numpy(), steps=3)
+    table = op_profile.profile_ops(lambda: f(x).numpy(), steps=3)
     matmul = [k for k in table if "MatMul" in k]
     assert matmul, sorted(table)
     assert sum(table[k]["count"] for k in matmul) == 3
     assert all(table[k]["us"] > 0 for k in matmul)
     assert not any("::" in k or k.startswith("Memory") for k in table)
-    by_name = profile_step.profile_ops(lambda: f(x).numpy(), steps=2, by_name=True)
+    by_name = op_profile.profile_ops(lambda: f(x).numpy(), steps=2, by_name=True)
     assert any(k.endswith(":" + matmul[0]) for k in by_name), sorted(by_name)
 
 
 def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
-    """`tools/benchmark_loop.py` on tiny records: one JSON line per 10 block
+    """`tools/perf/benchmark_loop.py` on tiny records: one JSON line per 10 block
     pairs and a final one whose per-step times account for every timed step
     and whose overhead is the ratio of the two totals."""
     from sagan_tf import record_format
@@ -428,11 +434,11 @@ def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
                                 rs.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
                                 rs.integers(0, 3, 40))
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "benchmark_loop.py"), "--data_dir",
+        [sys.executable, os.path.join(ROOT, "tools", "perf", "benchmark_loop.py"), "--data_dir",
          str(data), "--number_classes", "3", "--gf_dim", "4", "--df_dim", "4",
          "--batch_size", "2", "--steps", "21", "--block", "1", "--warmup", "2",
          "--threads", "1"], capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch)))
+        env=dict(TOOL_ENV, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [x.get("steps") for x in lines[:-1]] == [10, 20, 21]
@@ -443,3 +449,20 @@ def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
     low, high = final["block_overhead_quartiles"]
     assert low <= final["block_overhead_median"] <= high
     assert not list(scratch.glob("benchmark_loop_*"))  # its scratch run directory is gone
+
+
+@pytest.mark.parametrize("tool, flag", [
+    ("perf/benchmark.py", "compare_tf1_reference"), ("perf/benchmark_loop.py", "--block"),
+    ("perf/benchmark_resume.py", "--max_naive_step"), ("perf/profile_step.py", "--variants"),
+    ("perf/tf1_reference_benchmark.py", "--trace_file"),
+    ("parity/release_parity.py", "--sn_gradient")])
+def test_measuring_tools_start_from_another_directory(tool, flag, tmp_path):
+    """Each measuring tool imports the library normally (no path edits, no
+    loading by file path): its --help works from any working directory and
+    lists the tool's own flags."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), "--help"],
+                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+                          env=TOOL_ENV)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # absl's --help exits 1
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert flag in proc.stdout, proc.stdout[-3000:]

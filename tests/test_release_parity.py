@@ -1,68 +1,73 @@
 """The port's training iteration against the release's, as TF1 ran it.
 
 Reference: the release's algorithm as a ``tf.compat.v1`` graph on ref
-variables (``tools/tf1_release_graph.py``), in a process of its own. Noise
-floor: the same graph with oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0``), in
-another. Same initial weights (the port's, copied by the release's names),
-same inputs at every step; 128x128, small widths, 4 iterations.
-``tools/release_parity.py`` prints the figures; docs/NUMERICS.md §1.2 has
-them.
+variables (``sagan_tf/parity/tf1_release_graph.py``), in a process of its
+own. Noise floor: the same graph with oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0``),
+in another. Same initial weights (the port's, copied by the release's names),
+same inputs at every step; 128x128, small widths, 4 iterations
+(``sagan_tf.parity.comparison``). ``tools/parity/release_parity.py`` prints
+the figures; docs/NUMERICS.md §1.2 has them.
 """
-import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-_TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+from sagan_tf.parity import comparison
 
-
-def _parity_tool():
-    spec = importlib.util.spec_from_file_location(
-        "release_parity", os.path.join(_TOOLS, "release_parity.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def parity():
-    return _parity_tool()
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module", params=["test", "baseline"])
-def reports(request, parity):
+def reports(request):
     """``{"release": report, "exact": report}`` for one architecture."""
-    config = dict(parity.DEFAULT_CASE, arch=request.param)
-    inputs = parity.make_inputs(config, iterations=4)
-    weights, port_release = parity.run_port(config, inputs, "release")
+    config = dict(comparison.DEFAULT_CASE, arch=request.param)
+    inputs = comparison.make_inputs(config, iterations=4)
+    weights, port_release = comparison.run_port(config, inputs, "release")
     # The two TF1 processes run while the port's exact mode is computed here.
-    runs = [parity.Tf1Run(config, weights, inputs, onednn=True),
-            parity.Tf1Run(config, weights, inputs, onednn=False)]
-    _, port_exact = parity.run_port(config, inputs, "exact", weights)
+    runs = [comparison.Tf1Run(config, weights, inputs, onednn=True),
+            comparison.Tf1Run(config, weights, inputs, onednn=False)]
+    _, port_exact = comparison.run_port(config, inputs, "exact", weights)
     ref, noise = (run.result() for run in runs)
-    return {"release": parity.compare(port_release, ref, noise),
-            "exact": parity.compare(port_exact, ref, noise),
+    return {"release": comparison.compare(port_release, ref, noise),
+            "exact": comparison.compare(port_exact, ref, noise),
             "arch": request.param}
 
 
-def test_default_iteration_is_within_the_releases_noise_floor(reports, parity):
+def test_default_iteration_is_within_the_releases_noise_floor(reports):
     """Default (--sn_gradient release): every first-iteration gradient of G
     and D, the weights after 4 iterations and the per-step losses are as
     close to the TF1 ref-variable graph as that graph is to itself with other
     kernels."""
     report = reports["release"]
     assert len(report["gradients"]) == {"test": 103, "baseline": 93}[reports["arch"]]
-    assert parity.within_noise(report) == []
+    assert comparison.within_noise(report) == []
 
 
-def test_exact_gradient_is_not_the_release(reports, parity):
+def test_exact_gradient_is_not_the_release(reports):
     """--sn_gradient exact (the exact gradient of W / sigma(W), what resource
     variables give) fails the same criterion: it is not what the release ran.
     The residual-stream convolutions are far outside the noise floor."""
     report = reports["exact"]
-    failures = parity.within_noise(report)
+    failures = comparison.within_noise(report)
     assert failures
     worst = max(r["port"] / max(r["noise"], 1e-12) for name, r in report["gradients"].items()
                 if name.endswith("snconv3/w"))
     assert worst > 20
     assert report["apart"]["port"] > reports["release"]["apart"]["port"]
+
+
+def test_reference_imports_none_of_the_port():
+    """The reference is independent of what it checks: importing the TF1 graph
+    and its session (as the reference process does) loads no other sagan_tf
+    module."""
+    code = ("import json, sys; import sagan_tf.parity.tf1_release_session; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sagan_tf'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == [
+        "sagan_tf", "sagan_tf.parity", "sagan_tf.parity.tf1_release_graph",
+        "sagan_tf.parity.tf1_release_session"]

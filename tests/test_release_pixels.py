@@ -204,8 +204,8 @@ def test_images_the_release_could_not_take_are_refused():
 
 
 def test_compare_tool_reports_against_golden_records(tmp_path):
-    """tools/compare_pixel_pipelines.py: release vs a golden .npz (here the reference's
-    records, as tools/release_pixels_py27.py writes them) and vs the old pipeline."""
+    """tools/parity/compare_pixel_pipelines.py: release vs a golden .npz (here the reference's
+    records, as tools/parity/release_pixels_py27.py writes them) and vs the old pipeline."""
     paths = [os.path.join(DATA, name) for name in sorted(PHOTOS.values())]
     golden = str(tmp_path / "golden.npz")
     np.savez(golden, **{os.path.basename(p): ref.record_from_file(p, 64) for p in paths})

@@ -1,4 +1,4 @@
-"""Issue #13: an unshuffled run resumes at any step in time independent of the step.
+"""An unshuffled run resumes at any step in time independent of the step.
 
 Reference: the pipeline read from its beginning and advanced with
 ``Dataset.skip`` (what resuming did before), on files of uneven record counts

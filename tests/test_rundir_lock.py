@@ -1,7 +1,8 @@
-"""Issue #13: one writer per run directory (sagan_tf/rundir_lock.py).
+"""One writer per run directory (sagan_tf/rundir_lock.py).
 
-The racing test starts several processes that load only rundir_lock.py (no
-TensorFlow, so they start in milliseconds and really race) and release them
+The racing test starts several processes that import only
+sagan_tf.rundir_lock (the package ``__init__`` is lazy: no TensorFlow, so they
+start in milliseconds and really race) and release them
 at the same moment; exactly one may win. The end-to-end race of two
 ``train_imagenet.py`` processes is in tests/test_faults.py.
 """
@@ -17,15 +18,16 @@ import pytest
 from sagan_tf import rundir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCK_MODULE = os.path.join(REPO, "sagan_tf", "rundir_lock.py")
+#: The children import this checkout's sagan_tf.
+CHILD_ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
-# A child: loads rundir_lock.py by path, waits for the start file, tries the
-# lock; the winner holds it until the release file appears.
+# A child: imports the lock module, waits for the start file, tries the lock;
+# the winner holds it until the release file appears.
 _CHILD = r"""
-import importlib.util, os, sys, time
-spec = importlib.util.spec_from_file_location("rundir_lock", sys.argv[1])
-lock_module = importlib.util.module_from_spec(spec); spec.loader.exec_module(lock_module)
-logdir, start, release = sys.argv[2:5]
+import os, sys, time
+from sagan_tf import rundir_lock as lock_module
+assert "tensorflow" not in sys.modules
+logdir, start, release = sys.argv[1:4]
 while not os.path.exists(start):
     time.sleep(0.001)
 try:
@@ -64,8 +66,9 @@ def test_racing_processes_exactly_one_wins(tmp_path):
     _write_lock(logdir, socket.gethostname(), stale_pid)
     start, release = str(tmp_path / "start"), str(tmp_path / "release")
     n = 6
-    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, LOCK_MODULE, logdir, start, release],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, logdir, start, release],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=CHILD_ENV)
              for _ in range(n)]
     try:
         time.sleep(1.0)  # let them all reach the start line

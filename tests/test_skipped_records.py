@@ -1,4 +1,4 @@
-"""Issue #13: records dropped by skip_corrupt_records are counted.
+"""Records dropped by skip_corrupt_records are counted.
 
 Oracle: the files are written here, so which records the reader must drop is
 known: a record whose data fails its checksum ends the file's reading (all

@@ -19,6 +19,7 @@ from PIL import Image
 
 import sagan_tf
 from sagan_tf import attention_maps, export, losses, rundir, sampling
+from sagan_tf.demo_data import make_demo_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, Z_DIM, CLASSES, WIDTH = 32, 16, 4, 8
@@ -28,14 +29,8 @@ CONFIG = {"generator_type": "test", "discriminator_type": "test", "image_size": 
 
 
 def _real_batches(n, seed=0):
-    try:
-        from sagan_tf.demo_data import make_demo_images
-        images, labels = make_demo_images(n, SIZE, CLASSES, seed=seed)
-        images = images.astype(np.float32) * (2.0 / 255.0) - 1.0
-    except ImportError:  # demo data module not there yet
-        rng = np.random.default_rng(seed)
-        images = rng.uniform(-1, 1, (n, SIZE, SIZE, 3)).astype(np.float32)
-        labels = rng.integers(0, CLASSES, n)
+    images, labels = make_demo_images(n, SIZE, CLASSES, seed=seed)
+    images = images.astype(np.float32) * (2.0 / 255.0) - 1.0
     return images, labels.astype(np.int32)
 
 
@@ -428,7 +423,8 @@ def test_help_explains_flags():
                 "export_generator.py": ("--export_dir", "overwrite")}
     for tool, flags in expected.items():
         result = subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), "--help"],
-                                capture_output=True, text=True, timeout=60, cwd=REPO)
+                                capture_output=True, text=True, timeout=60, cwd=REPO,
+                                env=dict(os.environ, PYTHONPATH=REPO))
         assert result.returncode in (0, 1), result.stderr[-2000:]  # absl --help exits 1
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
         for flag in ("--checkpoint_dir", "--checkpoint_path", "--attention_query_block_size",

@@ -406,7 +406,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, eager_functions):
     with open(os.path.join(split.logdir, "config.json")) as f:
         assert json.load(f)["records_pixel_pipeline"] == "tf_half_pixel_bilinear"
     assert load_config(split.logdir) == dataclasses.replace(split, max_steps=4)
-    # The opened loop run in pieces (tools/benchmark_loop.py) is the same run.
+    # The opened loop run in pieces (tools/perf/benchmark_loop.py) is the same run.
     with open_loop(dataclasses.replace(straight, checkpoint_dir=str(tmp_path / "c")),
                    one_strategy, log=lambda s: None) as loop:
         for until, reached in ((1, 1), (3, 3), (10, 4)):  # never past max_steps

@@ -32,13 +32,10 @@ Example:
       --output_dir /data/imagenet_128 --image_size 128 --num_shards 1024 --num_workers 16
 """
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("imagenet_dir", None,

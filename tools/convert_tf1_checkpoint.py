@@ -10,14 +10,9 @@ tools like a training directory. The architecture flags must describe the
 network the checkpoint was trained with; any missing, unexpected or
 mis-shaped variable is reported, and nothing is written.
 """
-import os
-import sys
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 flags.DEFINE_string("tf1_checkpoint", None,
                     "Checkpoint prefix (e.g. .../model.ckpt-1000000) or a directory with a "

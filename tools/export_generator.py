@@ -13,14 +13,9 @@ TensorFlow to load, not this package:
   m.z_dim.numpy(), m.image_size.numpy(), m.num_classes.numpy()
 The run's config.json is copied to <export_dir>/assets.extra/sagan_config.json.
 """
-import os
-import sys
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 cli.define_checkpoint_flags()
 flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel to.")

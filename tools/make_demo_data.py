@@ -8,15 +8,12 @@ byte-identical files.
   python tools/make_demo_data.py --output_dir data/demo --num_images 4000 \
       --image_size 32 --num_classes 10 --seed 0 --num_shards 4
 """
-import os
 import sys
 import time
 
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "data/demo", "Directory for the shards and manifest.json.")

@@ -9,14 +9,9 @@ Example (the README's demo learning curve):
 evaluator's JSON lines. One panel per metric present: class accuracy, Inception score,
 FID, intra-FID. Drawn with Pillow (no plotting library needed).
 """
-import os
-import sys
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 flags.DEFINE_string("results", None, "Eval directory, evaluated.json, or a JSON-lines file.")
 flags.DEFINE_string("output", None, "Output PNG.")

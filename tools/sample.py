@@ -22,14 +22,9 @@ the newest checkpoint is used unless --checkpoint_path names one. The generator 
 mode without spectral-norm updates, so nothing is modified. All randomness comes from --seed:
 the same command writes byte-identical files.
 """
-import os
-import sys
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 cli.define_checkpoint_flags()
 flags.DEFINE_enum("mode", "grid", ["grid", "interpolate_z", "interpolate_class", "npz"],

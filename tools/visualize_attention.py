@@ -20,14 +20,9 @@ attends over the 2x2-max-pooled (H/2 x W/2) key grid, the slide variant over the
 each map sums to 1 over the image before colouring. Works with --attention_query_block_size
 (memory-efficient path; identical maps).
 """
-import os
-import sys
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 cli.define_checkpoint_flags()
 flags.DEFINE_string("output", None, "Output PNG.")

@@ -1,45 +1,34 @@
-r"""Measures how far the port's training iteration is from the release's, against the release's own noise.
+"""How far the port's training iteration is from the release's, against the release's own noise.
 
 The reference is the release's algorithm as TF1 executed it
-(``tools/tf1_release_graph.py``: a ``tf.compat.v1`` graph on ref variables).
-Its *noise floor* is the same graph run again with oneDNN off
+(``tf1_release_graph``: a ``tf.compat.v1`` graph on ref variables). Its
+*noise floor* is the same graph run again with oneDNN off
 (``TF_ENABLE_ONEDNN_OPTS=0``: other CPU kernels, other rounding). Both run
-in processes of their own (the setting is read once per process); the port
-runs in this one. All three start from the same weights (the port's initial
-weights, copied by the release's variable names, attention ``sigma_ratio``
-set non-zero so that attention takes part) and get the same z, fake labels,
-real images and labels at every step.
+in processes of their own (``Tf1Run``; the setting is read once per
+process); the port runs in the calling one (``run_port``). All three start
+from the same weights (the port's initial weights, copied by the release's
+variable names, attention ``sigma_ratio`` set non-zero so that attention
+takes part) and get the same z, fake labels, real images and labels at
+every step (``make_inputs``).
 
-Reported per architecture and ``--sn_gradient`` mode:
-
-- first-iteration gradients of G (G step) and D (D step), per variable:
-  ``max|port - ref| / max|ref|`` beside the noise floor's
-  ``max|noise - ref| / max|ref|``;
-- after ``--iterations`` G-then-D iterations: the fraction of trainable
-  weights more than ``0.1 * lr`` away from the reference, for the port and
-  for the noise floor;
-- the per-step losses' largest relative difference, for both.
-
-Example (the figures of docs/NUMERICS.md)::
-
-    python tools/release_parity.py --arch test --arch baseline \
-        --sn_gradient release --sn_gradient exact
-
-``tests/test_release_parity.py`` runs the same comparison with bounds.
+``compare`` measures, per case: the first-iteration gradients of G (G step)
+and D (D step), per variable, ``max|port - ref| / max|ref|`` beside the
+noise floor's ``max|noise - ref| / max|ref|``; after the iterations, the
+fraction of trainable weights more than ``0.1 * lr`` away from the
+reference; the per-step losses' largest relative difference.
+``within_noise`` is the parity criterion on that report.
+``tools/parity/release_parity.py`` prints the figures;
+``tests/test_release_parity.py`` asserts the criterion.
 """
-import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import tf1_release_graph  # noqa: E402
+# The TF1 modules import TensorFlow: they are imported where they are used,
+# so that a tool's --help does not start TensorFlow.
 
 #: What is compared: small widths, the release's 128x128 layout.
 DEFAULT_CASE = dict(gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=4)
@@ -67,7 +56,7 @@ def make_inputs(config, iterations=4, seed=0):
 def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
              graph_optimization="auto"):
     """The port's iterations: ``(initial weights, result)`` in the layout of
-    ``tf1_release_graph.run_iterations``.
+    ``tf1_release_session.run_iterations``.
 
     The first iteration's gradients come from the Trainer's own G and D
     passes (``_g_pass`` / ``_d_pass``, eagerly); the state is then restored
@@ -122,37 +111,46 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     return weights, result
 
 
-class Tf1Run:
-    """The release graph run in a fresh process (``tf1_release_graph.py``), in the background.
+def _child_env(onednn):
+    """The environment of a reference process: oneDNN on or off, quiet, CPU
+    only, and this ``sagan_tf`` first on the path (the child runs the same
+    copy of the reference as this process imported)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0",
+                TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=path)
 
-    ``result()`` waits for it and returns what ``tf1_release_graph.run_iterations``
-    returned there.
+
+class Tf1Run:
+    """The release graph run in a fresh process (``python -m
+    sagan_tf.parity.tf1_release_session``), in the background.
+
+    ``result()`` waits for it and returns what
+    ``tf1_release_session.run_iterations`` returned there.
     """
 
     def __init__(self, config, weights, inputs, onednn=True, resource_variables=False):
+        from sagan_tf.parity import tf1_release_session  # pylint: disable=import-outside-toplevel
         self._tmp = tempfile.TemporaryDirectory()
         src = os.path.join(self._tmp.name, "in.npz")
         self._dst = os.path.join(self._tmp.name, "out.npz")
-        arrays = {f"config:{k}": np.array(v) for k, v in config.items()}
-        arrays.update({f"weights:{k}": v for k, v in weights.items()})
-        arrays.update({f"inputs:{k}": v for k, v in inputs.items()})
-        np.savez(src, **arrays)
-        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0",
-                   TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-        self._cmd = [sys.executable, tf1_release_graph.__file__, "--parity_input", src,
-                     "--parity_output", self._dst]
+        tf1_release_session.write_parity_input(src, config, weights, inputs)
+        self._cmd = [sys.executable, "-m", "sagan_tf.parity.tf1_release_session",
+                     "--parity_input", src, "--parity_output", self._dst]
         if resource_variables:
             self._cmd.append("--resource_variables")
-        self._proc = subprocess.Popen(self._cmd, env=env, stdout=subprocess.DEVNULL,
+        self._proc = subprocess.Popen(self._cmd, env=_child_env(onednn), stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True)
 
     def result(self, timeout=900):
+        """Waits for the process (at most ``timeout`` seconds); its result, or a
+        RuntimeError with the end of its stderr."""
         try:
             _, stderr = self._proc.communicate(timeout=timeout)
             if self._proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(self._cmd)} failed:\n{stderr[-3000:]}")
-            with np.load(self._dst) as data:
-                return tf1_release_graph.unflatten({k: data[k] for k in data.files})
+            from sagan_tf.parity import tf1_release_session  # pylint: disable=import-outside-toplevel
+            return tf1_release_session.read_parity_output(self._dst)
         finally:
             if self._proc.poll() is None:
                 self._proc.kill()
@@ -205,6 +203,7 @@ def compare(port, ref, noise):
     Returns ``{"gradients": {name: {"port", "noise", "scale"}}, "apart":
     {"port", "noise"}, "loss": {"port", "noise"}}``.
     """
+    from sagan_tf.parity import tf1_release_graph  # pylint: disable=import-outside-toplevel
     report = {"gradients": {}}
     for part in ("g_grads", "d_grads"):
         for name, r in ref[part].items():
@@ -248,54 +247,3 @@ def summarize(report):
         c["noise"] = max(c["noise"], r["noise"])
         c["count"] += 1
     return classes
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", action="append", choices=["test", "baseline"])
-    parser.add_argument("--sn_gradient", action="append", choices=["release", "exact"])
-    parser.add_argument("--iterations", type=int, default=4)
-    parser.add_argument("--graph_optimization", default="auto", choices=["auto", "full", "light"],
-                        help="Grappler settings of the port's compiled iterations")
-    parser.add_argument("--json", help="also write the full reports here")
-    for key, value in DEFAULT_CASE.items():
-        parser.add_argument(f"--{key}", type=int, default=value)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    reports = {}
-    for arch in args.arch or ["test", "baseline"]:
-        config = dict({k: getattr(args, k) for k in DEFAULT_CASE}, arch=arch)
-        inputs = make_inputs(config, args.iterations)
-        weights = None
-        runs = None
-        for mode in args.sn_gradient or ["release", "exact"]:
-            weights, port = run_port(config, inputs, mode, weights,
-                                     graph_optimization=args.graph_optimization)
-            if runs is None:
-                runs = [Tf1Run(config, weights, inputs, onednn=True),
-                        Tf1Run(config, weights, inputs, onednn=False)]
-                ref, noise = (run.result() for run in runs)
-            report = compare(port, ref, noise)
-            reports[f"{arch}/{mode}"] = report
-            print(f"== {arch}, --sn_gradient {mode}: first-iteration gradients, "
-                  "max|x - tf1| / max|tf1| (largest per class)")
-            for cls, c in sorted(summarize(report).items()):
-                print(f"  {cls:28s} n={c['count']:2d}  port {c['port']:.2e}  "
-                      f"tf1 oneDNN off {c['noise']:.2e}")
-            print(f"  after {args.iterations} iterations, weights > {APART_FRACTION_OF_LR}*lr "
-                  f"apart: port {report['apart']['port']:.1%}, "
-                  f"tf1 oneDNN off {report['apart']['noise']:.1%}")
-            print(f"  losses, largest relative difference: port {report['loss']['port']:.2e}, "
-                  f"tf1 oneDNN off {report['loss']['noise']:.2e}")
-            failures = within_noise(report)
-            print("  within the release's noise floor" if not failures else
-                  f"  NOT within the noise floor ({len(failures)}): " + "; ".join(failures[:5]),
-                  flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(reports, f, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,25 +1,25 @@
 r"""Where the training iteration's time goes: op-level profile, A/B ratios, first-iteration phases.
 
-Three measurements of ``Trainer.train_step`` (issue #15), all in ONE process
-so that variants see the same machine state (on a shared machine, runs
-minutes apart differ by more than the variants do):
+Three measurements of ``Trainer.train_step``, all in ONE process so that
+variants see the same machine state (on a shared machine, runs minutes apart
+differ by more than the variants do):
 
 ``--what ratios``: builds one trainer per ``--variants`` entry (``fp32``,
 ``bf16``) and, with ``--tf1_reference``, the release's TF1 graph
-(``tools/tf1_release_graph.py``); after warm-up, times ``--rounds`` rounds,
+(``sagan_tf/parity/tf1_release_graph.py``); after warm-up, times ``--rounds`` rounds,
 each running every variant ``--steps`` times, the order reversed every other
 round (ABBA); prints each variant's median and minimum seconds per
 iteration and the ratios of medians and of minima to the first variant and
 to the TF1 reference.
 
 ``--what ops``: the same variants, each profiled over ``--steps`` iterations
-with ``tf.profiler.experimental`` (after warm-up); the trace's ``.xplane.pb``
-is read (``op_type_table``) and the time of every TensorFlow op is summed
-per op type (the host-side duration of the op's kernel, as the TF profiler's
-"TensorFlow Op" stats show it; ops on the two inter-op threads can overlap,
-so the column sums to more than the wall time on a busy graph). Prints the
-top ``--top`` op types per variant in ms per iteration, with counts, and a
-breakdown by op type and dtype.
+with ``tf.profiler.experimental`` (after warm-up, ``sagan_tf.perf.op_profile``):
+the time of every TensorFlow op is summed per op type (the host-side
+duration of the op's kernel, as the TF profiler's "TensorFlow Op" stats show
+it; ops on the two inter-op threads can overlap, so the column sums to more
+than the wall time on a busy graph). Prints the top ``--top`` op types per
+variant in ms per iteration, with counts; ``--flops`` adds the
+convolutions' achieved GFLOP/s beside the measured conv peak.
 
 ``--what first``: the first iteration of a fresh process split into its
 phases: tracing the Python step (``get_concrete_function``), the first call
@@ -31,29 +31,27 @@ layout_optimizer=OFF``) to see what a pass costs. The plain variants run the
 trainer's default Grappler settings (``--graph_optimization auto``: light on
 a CPU, ``sagan_tf/compilation.py``); the ``_full`` variants TensorFlow's.
 
-  python tools/profile_step.py --what ratios --variants fp32,bf16 --tf1_reference
-  python tools/profile_step.py --what ops --variants fp32,bf16 --steps 3
-  python tools/profile_step.py --what first --variants fp32
+  python tools/perf/profile_step.py --what ratios --variants fp32,bf16 --tf1_reference
+  python tools/perf/profile_step.py --what ops --variants fp32,bf16 --steps 3
+  python tools/perf/profile_step.py --what first --variants fp32
 
 Sizes default to the small reference configuration (gf=df=16, batch 8, 10
 classes, 128x128, 2 threads); ``--gf_dim 64 --df_dim 64 --number_classes
 1000`` is the paper width. Prints one JSON line on stdout, tables on stderr.
 """
 import collections
-import glob
 import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
+from sagan_tf.perf import op_profile, peaks
+from sagan_tf.perf.flops import CONV_KERNELS, conv_flops
+from sagan_tf.perf.machine import machine_info, setup_devices
 
 FLAGS = flags.FLAGS
 #: ``--variants`` names -> ``TrainConfig.mixed_precision``. ``bf16_unfused_bn``
@@ -63,64 +61,6 @@ VARIANTS = {"fp32": "none", "bf16": "mixed_bfloat16", "bf16_unfused_bn": "mixed_
 #: ``<variant>_full``: the same, its step optimised by TensorFlow's default
 #: Grappler (``graph_optimization="full"``) instead of the trainer's ``auto``.
 VARIANTS.update({k + "_full": v for k, v in list(VARIANTS.items())})
-
-
-def op_type_table(xplane_path, by_name=False):
-    """``{op_type: {"us": total microseconds, "count": n}}`` from a profiler ``.xplane.pb``.
-
-    ``by_name``: keyed by ``"<op name>:<op type>"`` instead (one row per graph op).
-
-    TensorFlow op events on the host plane are named ``"<op name>:<op type>"``
-    with the op type as display name; executor bookkeeping events
-    (``ExecutorState::Process``, ``ThreadpoolListener::...``, memory events)
-    have no ``:<type>`` and are skipped. Durations are each event's own span.
-    """
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-    space = xplane_pb2.XSpace()
-    with open(xplane_path, "rb") as f:
-        space.ParseFromString(f.read())
-    table = collections.defaultdict(lambda: {"us": 0.0, "count": 0})
-    for plane in space.planes:
-        if not plane.name.startswith("/host:"):
-            continue
-        for line in plane.lines:
-            for event in line.events:
-                meta = plane.event_metadata[event.metadata_id]
-                name = meta.name
-                if "::" in name or ":" not in name or not meta.display_name:
-                    continue
-                op_type = meta.display_name
-                if name.rsplit(":", 1)[1] != op_type:
-                    continue
-                key = name if by_name else op_type
-                table[key]["us"] += event.duration_ps / 1e6
-                table[key]["count"] += 1
-    return dict(table)
-
-
-def profile_ops(fn, steps, logdir=None, by_name=False):
-    """Runs ``fn()`` ``steps`` times under the TF profiler; returns ``op_type_table`` of the trace."""
-    import tensorflow as tf
-    with tempfile.TemporaryDirectory() as tmp:
-        logdir = logdir or tmp
-        tf.profiler.experimental.start(logdir)
-        try:
-            for _ in range(steps):
-                fn()
-        finally:
-            tf.profiler.experimental.stop()
-        paths = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))
-        if not paths:
-            raise RuntimeError(f"the profiler wrote no .xplane.pb under {logdir}")
-        return op_type_table(paths[-1], by_name)
-
-
-def _benchmark_module():
-    """tools/benchmark.py, loaded by path (its peak micro-benchmark is shared)."""
-    return cli.load_tool("benchmark", "sagan_benchmark_tool")
-
-
-_bench = _benchmark_module()
 
 
 def make_trainer(variant, size):
@@ -158,24 +98,13 @@ def _size():
                 batch_size=FLAGS.batch_size)
 
 
-def _machine():
-    import platform
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
-                         platform.processor())
-    except OSError:
-        model = platform.processor()
-    return {"cpu_model": model, "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
-
-
 def run_ratios(variants, size, rounds, steps, warmup, tf1_reference):
     """ABBA-alternated timing of the variants (and the TF1 release graph)."""
     runners = {}
     for v in variants:
         runners[v] = make_trainer(v, size)[1]
     if tf1_reference:
-        from tf1_release_graph import ReleaseGraphSession
+        from sagan_tf.parity.tf1_release_session import ReleaseGraphSession
         ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"], 128,
                                   size["number_classes"], "test", FLAGS.threads)
         runners["tf1_release_fp32"] = ref.iteration
@@ -205,116 +134,69 @@ def run_ratios(variants, size, rounds, steps, warmup, tf1_reference):
     return {"ratios": out, "load_1min_during": load}
 
 
-#: Graph op type -> the kernel types it runs as after Grappler's remapper.
-CONV_KERNELS = {
-    "Conv2D": ("_MklNativeFusedConv2D", "_MklNativeConv2D"),
-    "Conv2DBackpropInput": ("_MklNativeConv2DBackpropInput",),
-    "Conv2DBackpropFilter": ("_MklNativeConv2DBackpropFilterWithBias",
-                             "_MklNativeConv2DBackpropFilter"),
-}
+def _conv_rates(trainer, per_name, per_iter):
+    """``{graph op type: {"gflop", "ms", "gflops_per_s"}}`` of the step's
+    convolutions that ran (``per_name``: the profile by op name)."""
+    executed = {k.rsplit(":", 1)[0] for k in per_name}
+    # The step's one traced graph (op names as in the profile).
+    graph = trainer._compiled_step.function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
+    flops = conv_flops(graph, executed)
+    rates = {}
+    for graph_type, kernels in CONV_KERNELS.items():
+        ms = sum(per_iter.get(k, {"ms": 0.0})["ms"] for k in kernels)
+        if flops.get(graph_type) and ms:
+            rates[graph_type] = {"gflop": flops[graph_type] / 1e9, "ms": ms,
+                                 "gflops_per_s": flops[graph_type] / 1e9 / (ms / 1e3)}
+    return rates
 
 
-def conv_flops(graph, executed_names):
-    """FLOPs per iteration of the graph's convolutions that ran, by graph op type.
+def profile_variant(variant, size, steps, warmup, by_name=False, with_flops=False):
+    """One variant's op table: ``{"wall_ms_per_iteration", "ops": {op: {"ms",
+    "count"}} per iteration, "op_ms_total"}``, and ``conv_rates`` with ``with_flops``."""
+    trainer, fn = make_trainer(variant, size)
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    wall = (time.perf_counter() - t0) / steps
+    table = op_profile.profile_ops(fn, steps, by_name=by_name or with_flops)
+    per_name = None
+    if with_flops and not by_name:
+        per_name, table = table, op_profile.by_op_type(table)
+    per_iter = {k: {"ms": x["us"] / 1e3 / steps, "count": x["count"] / steps}
+                for k, x in table.items()}
+    out = {"wall_ms_per_iteration": wall * 1e3, "ops": per_iter,
+           "op_ms_total": sum(x["ms"] for x in per_iter.values())}
+    if per_name is not None:
+        out["conv_rates"] = _conv_rates(trainer, per_name, per_iter)
+    return out
 
-    ``2 * output * kh * kw * in`` for a forward convolution, and the same
-    product for its two gradients (``2 * |grad out| * kh * kw * in``).
-    Forward convolutions always run; a gradient counts only if its op name
-    is in ``executed_names`` (Grappler prunes the gradients nobody uses, e.g.
-    D's weight gradients in the G step).
-    """
-    import numpy as np
-    flops = collections.Counter()
-    for op in graph.get_operations():
-        if op.type not in CONV_KERNELS:
-            continue
-        if op.type != "Conv2D" and op.name not in executed_names:
-            continue
-        if op.type == "Conv2D":
-            out, kernel = op.outputs[0].shape, op.inputs[1].shape
-        elif op.type == "Conv2DBackpropInput":
-            out, kernel = op.inputs[2].shape, op.inputs[1].shape
-        else:
-            out, kernel = op.inputs[2].shape, op.outputs[0].shape
-        if not (out.is_fully_defined() and kernel.is_fully_defined()):
-            continue
-        kh, kw, cin, _ = kernel.as_list()
-        flops[op.type] += 2 * int(np.prod(out.as_list())) * kh * kw * cin
-    return dict(flops)
+
+def add_conv_peak_fractions(tables):
+    """Measures the CPU's float32 and bfloat16 conv peaks (``sagan_tf.perf.peaks``)
+    and adds each conv rate's ``fraction_of_conv_peak``; returns the peaks."""
+    measured = {dtype: peaks.measure_peak_gflops(dtype, "/cpu:0", **peaks.PEAK_PROBLEMS["cpu"])
+                for dtype in ("float32", "bfloat16")}
+    for v, t in tables.items():
+        dtype = "float32" if VARIANTS[v] == "none" else "bfloat16"
+        for graph_type, r in t.get("conv_rates", {}).items():
+            r["fraction_of_conv_peak"] = r["gflops_per_s"] / measured[dtype]["conv"]
+            print(f"{v}: {graph_type} {r['gflop']:.1f} GFLOP in {r['ms']:.1f} ms = "
+                  f"{r['gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_conv_peak']:.0f}% "
+                  f"of the {dtype} conv peak ({measured[dtype]['conv']:.0f})", file=sys.stderr)
+    return measured
 
 
 def run_ops(variants, size, steps, warmup, top, with_flops=False):
-    tables = {}
-    for v in variants:
-        trainer, fn = make_trainer(v, size)
-        for _ in range(warmup):
-            fn()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        wall = (time.perf_counter() - t0) / steps
-        table = profile_ops(fn, steps, by_name=FLAGS.by_name or with_flops)
-        if FLAGS.by_name or not with_flops:
-            per_name = None
-        else:
-            per_name, table = table, collections.defaultdict(lambda: {"us": 0.0, "count": 0})
-            for key, x in per_name.items():
-                table[key.rsplit(":", 1)[1]]["us"] += x["us"]
-                table[key.rsplit(":", 1)[1]]["count"] += x["count"]
-        per_iter = {k: {"ms": v_["us"] / 1e3 / steps, "count": v_["count"] / steps}
-                    for k, v_ in table.items()}
-        tables[v] = {"wall_ms_per_iteration": wall * 1e3, "ops": per_iter,
-                     "op_ms_total": sum(x["ms"] for x in per_iter.values())}
-        if with_flops and per_name is not None:
-            executed = {k.rsplit(":", 1)[0] for k in per_name}
-            # The step's one traced graph (op names as in the profile).
-            graph = trainer._compiled_step.function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
-            flops = conv_flops(graph, executed)
-            rates = {}
-            for graph_type, kernels in CONV_KERNELS.items():
-                ms = sum(per_iter.get(k, {"ms": 0.0})["ms"] for k in kernels)
-                if flops.get(graph_type) and ms:
-                    rates[graph_type] = {"gflop": flops[graph_type] / 1e9, "ms": ms,
-                                         "gflops_per_s": flops[graph_type] / 1e9 / (ms / 1e3)}
-            tables[v]["conv_rates"] = rates
-        del trainer
-    print(format_tables(tables, top), file=sys.stderr)
+    """Op tables of the variants (printed as one markdown table), and with
+    ``with_flops`` the convolutions' fractions of the conv peak."""
+    tables = {v: profile_variant(v, size, steps, warmup, FLAGS.by_name, with_flops)
+              for v in variants}
+    print(op_profile.format_op_tables(tables, top), file=sys.stderr)
     if with_flops:
-        peaks = {}
-        for dtype in ("float32", "bfloat16"):
-            peaks[dtype] = _bench.measure_peak_gflops(dtype, "/cpu:0", **_bench.PEAK_PROBLEMS["cpu"])
-        for v, t in tables.items():
-            dtype = "float32" if VARIANTS[v] == "none" else "bfloat16"
-            for graph_type, r in t.get("conv_rates", {}).items():
-                r["fraction_of_conv_peak"] = r["gflops_per_s"] / peaks[dtype]["conv"]
-                print(f"{v}: {graph_type} {r['gflop']:.1f} GFLOP in {r['ms']:.1f} ms = "
-                      f"{r['gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_conv_peak']:.0f}% "
-                      f"of the {dtype} conv peak ({peaks[dtype]['conv']:.0f})", file=sys.stderr)
-        return {"op_tables": tables, "peak_gflops": peaks}
+        return {"op_tables": tables, "peak_gflops": add_conv_peak_fractions(tables)}
     return {"op_tables": tables}
-
-
-def format_tables(tables, top=12):
-    """A markdown table: the `top` op types by time (over all variants), ms per iteration."""
-    variants = list(tables)
-    totals = collections.Counter()
-    for t in tables.values():
-        for k, x in t["ops"].items():
-            totals[k] += x["ms"]
-    rows = [k for k, _ in totals.most_common(top)]
-    head = "| op type | " + " | ".join(f"{v} ms (n)" for v in variants) + " |"
-    lines = [head, "| --- |" + " --- |" * len(variants)]
-    for k in rows:
-        cells = []
-        for v in variants:
-            x = tables[v]["ops"].get(k)
-            cells.append("-" if x is None else f"{x['ms']:.1f} ({x['count']:.0f})")
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines.append("| all ops (sum) | " + " | ".join(
-        f"{tables[v]['op_ms_total']:.1f}" for v in variants) + " |")
-    lines.append("| wall time per iteration | " + " | ".join(
-        f"{tables[v]['wall_ms_per_iteration']:.1f}" for v in variants) + " |")
-    return "\n".join(lines)
 
 
 def run_first(variant, size):
@@ -380,18 +262,16 @@ def main(argv):
     cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    import tensorflow as tf
     for v in FLAGS.variants:
         if v not in VARIANTS:
             raise app.UsageError(f"unknown variant {v!r}; expected one of {sorted(VARIANTS)}")
-    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    setup_devices(1, FLAGS.threads)
     if FLAGS.grappler:
         from tensorflow.python.eager import context
         from sagan_tf import compilation
         context.context().function_call_options.config_proto_serialized = (
             compilation.rewrite_options(dict(item.split("=", 1) for item in FLAGS.grappler)))
-    result = {"machine": _machine(), "size": _size(), "what": FLAGS.what}
+    result = {"machine": machine_info(), "size": _size(), "what": FLAGS.what}
     if FLAGS.what == "ratios":
         result.update(run_ratios(FLAGS.variants, _size(), FLAGS.rounds, FLAGS.steps,
                                  FLAGS.warmup, FLAGS.tf1_reference))

@@ -1,78 +1,63 @@
 r"""Times the 2018 release's training iteration as a TF1 graph (the speed baseline).
 
-The graph is ``tools/tf1_release_graph.py``: the release's model and
-iteration rebuilt with ``tf.compat.v1`` on TF1 ref variables, as TF 1.5 ran
-it (the same graph the parity tests compare the port with). This tool times
-what TF-GAN's sequential train hooks ran per iteration:
+The graph is ``sagan_tf/parity/tf1_release_graph.py``: the release's model
+and iteration rebuilt with ``tf.compat.v1`` on TF1 ref variables, as TF 1.5
+ran it (the same graph the parity tests compare the port with). This tool
+times what TF-GAN's sequential train hooks ran per iteration:
 ``sess.run(g_train_op)`` then ``sess.run(d_train_op)``, with z and the fake
 labels drawn in the graph and fixed random real images (no input pipeline,
-like ``tools/benchmark.py``). It prints one JSON line with the same timing
-keys as ``tools/benchmark.py``, so both can be run back to back on one
-machine:
+like ``tools/perf/benchmark.py``). It prints one JSON line with the same
+timing keys as ``tools/perf/benchmark.py``, so both can be run back to back
+on one machine:
 
-  python tools/tf1_reference_benchmark.py --gf_dim 16 --df_dim 16 \
+  python tools/perf/tf1_reference_benchmark.py --gf_dim 16 --df_dim 16 \
       --number_classes 10 --batch_size 8 --threads 2
-  python tools/benchmark.py --gf_dim 16 --df_dim 16 --number_classes 10 \
+  python tools/perf/benchmark.py --gf_dim 16 --df_dim 16 --number_classes 10 \
       --batch_size 8 --threads 2
 
 ``--trace_file`` writes the per-op timings of one iteration (Chrome trace
 format, from ``RunMetadata.step_stats``) for op-by-op comparisons.
 
 Only the 128x128 ``test``/``baseline`` layout is built (the release
-hard-wires 128x128). This is a timing baseline, not part of the library:
-nothing in ``sagan_tf`` imports it.
+hard-wires 128x128). ``tools/perf/benchmark.py --compare_tf1_reference``
+times the same graph alternating with the port, in one process.
 """
 import json
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
-
-# The graph itself lives in tools/tf1_release_graph.py (shared with the parity tests).
-from tf1_release_graph import ReleaseGraphSession, build_release_graph  # noqa: E402,F401
+from sagan_tf import cli
+from sagan_tf.perf.timing import timed, timing_figures
 
 FLAGS = flags.FLAGS
-
-
-def _benchmark_module():
-    """tools/benchmark.py, loaded by path (its timing summary is shared)."""
-    return cli.load_tool("benchmark", "sagan_benchmark_tool")
 
 
 def run_reference(batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=10,
                   arch="test", threads=0, iterations=5, warmup=2, trace_file=None):
     """Builds the graph in a fresh v1 session, times it, returns the result dict.
 
-    Keys: the timing keys of ``tools/benchmark.py``, ``first_iteration_seconds``,
+    Keys: the timing keys of ``sagan_tf.perf.timing``, ``first_iteration_seconds``,
     ``finite_loss``, ``parameters``, ``model_variables`` (``{release name:
     shape}``, NUMERICS §10) and ``config``.
     """
     import numpy as np
     import tensorflow as tf
+    from sagan_tf.parity.tf1_release_session import ReleaseGraphSession
     ref = ReleaseGraphSession(batch_size, gf_dim, df_dim, z_dim, number_classes, arch, threads)
     result = {"model_variables": ref.model_variables, "parameters": ref.parameters}
+    first, times = [], []
     try:
-        t0 = time.perf_counter()
-        loss = ref.iteration()
-        result["first_iteration_seconds"] = time.perf_counter() - t0
+        loss = timed(ref.iteration, first)
+        result["first_iteration_seconds"] = first[0]
         for _ in range(warmup - 1):
             ref.iteration()
-        times = []
         for _ in range(iterations):
-            t0 = time.perf_counter()
-            loss = ref.iteration()
-            times.append(time.perf_counter() - t0)
+            loss = timed(ref.iteration, times)
         if trace_file:
             ref.write_trace(trace_file)
     finally:
         ref.close()
-    result.update(_benchmark_module()._timings(times, batch_size))
+    result.update(timing_figures(times, batch_size))
     result.update({
         "finite_loss": bool(np.isfinite(loss)),
         "config": dict(arch=arch, batch_size=batch_size, gf_dim=gf_dim, df_dim=df_dim,
@@ -99,7 +84,6 @@ def main(argv):
     cli.quiet_tensorflow()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run_reference(FLAGS.batch_size, FLAGS.gf_dim, FLAGS.df_dim, FLAGS.z_dim,
                            FLAGS.number_classes, FLAGS.arch, FLAGS.threads, FLAGS.iterations,
                            FLAGS.warmup, FLAGS.trace_file)

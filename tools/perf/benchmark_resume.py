@@ -6,19 +6,15 @@ batch, and, up to --max_naive_step, the same with the old way (the pipeline
 read from its start and advanced with Dataset.skip). Prints one JSON line per
 measurement.
 
-  python tools/benchmark_resume.py --data_dir data/demo --image_size 32 \
+  python tools/perf/benchmark_resume.py --data_dir data/demo --image_size 32 \
       --number_classes 10 --batch_size 32 --steps 0,1000,1000000
 """
 import json
-import os
-import sys
 import time
 
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
 
 flags.DEFINE_string("data_dir", None, "Directory of *.tfrecords.")
 flags.DEFINE_integer("image_size", 32, "Stored image size.")

@@ -7,11 +7,11 @@ environment. It makes, per file, the calls of the improved-GAN ImageNet converte
 2 rounded offsets, scipy.misc.imresize(..., [S, S]), / 127.5 - 1, gray to three
 channels / fourth channel dropped, + 1, * 255 / 2, astype('uint8'). The .npz it
 writes (one uint8 [S, S, 3] array per file, keyed by file name) is what
-tools/compare_pixel_pipelines.py --golden compares the port's records with
+tools/parity/compare_pixel_pipelines.py --golden compares the port's records with
 (docs/DEVIATIONS.md §17 was measured this way).
 
 Usage (a Python 2.7 with numpy 1.11.3, scipy 0.18.1 and a Pillow 3.x on its path):
-  python2.7 tools/release_pixels_py27.py OUT.npz SIZE FILE...
+  python2.7 tools/parity/release_pixels_py27.py OUT.npz SIZE FILE...
 """
 from __future__ import print_function
 

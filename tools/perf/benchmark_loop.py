@@ -1,4 +1,4 @@
-r"""Measures the training loop's overhead over the bare compiled step (issue #15).
+r"""Measures the training loop's overhead over the bare compiled step.
 
 One run, one trainer, one process. The loop is opened as ``train()`` opens
 it (``sagan_tf.training.open_loop``: records from --data_dir, summaries and
@@ -17,7 +17,7 @@ so the ratio of the sums is what is reported (with the per-block ratios'
 median and quartiles). The first --warmup steps of each (tracing, the first
 summaries and checkpoint, filling the input pipeline) are not timed.
 
-  python tools/benchmark_loop.py --data_dir data/demo --threads 2
+  python tools/perf/benchmark_loop.py --data_dir data/demo --threads 2
 
 Prints one JSON line per 10 block pairs and a final line with the totals,
 the overhead ``loop / bare - 1`` and the machine (CPU model, bf16 units).
@@ -25,15 +25,13 @@ the overhead ``loop / bare - 1`` and the machine (CPU model, bf16 units).
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from sagan_tf import cli  # noqa: E402
+from sagan_tf import cli
+from sagan_tf.perf.machine import machine_info, setup_devices
 
 flags.DEFINE_string("data_dir", "data/demo", "Records to train on (e.g. the demo data).")
 flags.DEFINE_integer("image_size", 32, "Image size of the records and networks.")
@@ -68,14 +66,13 @@ def bare_step(trainer):
 
 def main(argv):
     cli.start(argv)
-    benchmark = cli.load_tool("benchmark", "sagan_benchmark_tool")  # devices, machine
-    benchmark.setup_devices(1, FLAGS.threads)
+    setup_devices(1, FLAGS.threads)
     from sagan_tf.config import TrainConfig  # pylint: disable=import-outside-toplevel
     from sagan_tf.training import open_loop  # pylint: disable=import-outside-toplevel
     if not os.path.isdir(FLAGS.data_dir):
         raise FileNotFoundError(f"--data_dir {FLAGS.data_dir} does not exist (make it with "
                                 "tools/make_demo_data.py or train_imagenet.py --demo)")
-    machine = benchmark.machine_info()  # load average before this run adds to it
+    machine = machine_info()  # load average before this run adds to it
     blocks = -(-FLAGS.steps // FLAGS.block)
     with tempfile.TemporaryDirectory(prefix="benchmark_loop_") as scratch:
         config = TrainConfig(

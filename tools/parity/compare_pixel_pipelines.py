@@ -2,28 +2,25 @@ r"""Compares the converter's pixel pipelines on image files (docs/NUMERICS.md §
 
 For every file and --image_size: the release pipeline's record (the converter's
 default) against the tf_half_pixel_bilinear one (this port's earlier converter),
-and, with --golden, against records that tools/release_pixels_py27.py made with
+and, with --golden, against records that tools/parity/release_pixels_py27.py made with
 the libraries of 2016. Prints, per pair, the mean absolute difference in grey
 levels, the share of values more than 2 levels apart and the largest difference.
 
 Example:
-  python tools/compare_pixel_pipelines.py --image_size 128 --golden gold_128.npz \
+  python tools/parity/compare_pixel_pipelines.py --image_size 128 --golden gold_128.npz \
       tests/data/photo_china_231x300.jpg tests/data/photo_flower_300x203.jpg
 """
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sagan_tf import pixel_pipelines  # noqa: E402
+from sagan_tf import pixel_pipelines
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("image_size", 128, "Side S of the records compared.", lower_bound=1)
 flags.DEFINE_string("golden", None,
-                    "An .npz of tools/release_pixels_py27.py (records keyed by file name) "
+                    "An .npz of tools/parity/release_pixels_py27.py (records keyed by file name) "
                     "made with the same --image_size.")
 
 
