@@ -209,10 +209,11 @@ def test_compare_tool_reports_against_golden_records(tmp_path):
     paths = [os.path.join(DATA, name) for name in sorted(PHOTOS.values())]
     golden = str(tmp_path / "golden.npz")
     np.savez(golden, **{os.path.basename(p): ref.record_from_file(p, 64) for p in paths})
-    tool = os.path.join(os.path.dirname(os.path.dirname(DATA)), "tools",
-                        "compare_pixel_pipelines.py")
+    repo = os.path.dirname(os.path.dirname(DATA))
+    tool = os.path.join(repo, "tools", "parity", "compare_pixel_pipelines.py")
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run([sys.executable, tool, "--image_size", "64", "--golden", golden]
-                         + paths, capture_output=True, text=True, timeout=120)
+                         + paths, capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     assert len(lines) == 2
