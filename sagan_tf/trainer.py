@@ -35,7 +35,7 @@ import tensorflow as tf
 from sagan_tf import compilation, ema, layers, losses
 from sagan_tf.distribute import make_strategy
 from sagan_tf.networks import Discriminator, Generator
-from sagan_tf.optimizers import ReleaseAdam
+from sagan_tf.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
 
 __all__ = ["Trainer"]
 
@@ -168,11 +168,11 @@ class Trainer:
             config.discriminator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
             epsilon=1e-8, name="d_optimizer")
         if config.mixed_precision == "mixed_float16":
-            # Dynamic loss scaling; apply_gradients unscales and skips
-            # non-finite steps.
-            g_optimizer = keras.optimizers.LossScaleOptimizer(
+            # Dynamic loss scaling; apply_gradients unscales and skips a step
+            # whose gradients are non-finite on any replica.
+            g_optimizer = ReplicaSafeLossScaleOptimizer(
                 g_optimizer, name="g_loss_scale_optimizer")
-            d_optimizer = keras.optimizers.LossScaleOptimizer(
+            d_optimizer = ReplicaSafeLossScaleOptimizer(
                 d_optimizer, name="d_loss_scale_optimizer")
         # Slots exist before the first step, so a restore fills them
         # directly and the compiled step never creates variables.

@@ -150,6 +150,42 @@ def test_mixed_precision_dtypes_and_finite_steps(strategy2, policy):
         assert all(np.all(np.isfinite(np.asarray(v))) for v in model.variables)
 
 
+def test_mixed_float16_overflow_in_one_replica_skips_the_d_step_everywhere(strategy2):
+    """The trainer's mixed_float16 iteration on 2 replicas with replica 1's
+    real batch overflowing float16 (1e5 -> inf): its D gradients are
+    non-finite, replica 0's are not. The D step is skipped on every replica --
+    D's weights, Adam slots and iterations unchanged on both copies -- and D's
+    loss scale halves; the G step before it (no real batch) is applied.
+    Both loss scales start at 4 (not Keras' 2^15, with which these tiny
+    networks' float16 gradients overflow on every replica at the first step)."""
+    trainer = Trainer(TrainConfig(**TINY, mixed_precision="mixed_float16"), strategy2)
+    for optimizer in (trainer.g_optimizer, trainer.d_optimizer):
+        optimizer.dynamic_scale.assign(4.0)
+    images, labels, noise = _fixed_inputs(trainer)
+    images[TINY["batch_size"]:] = 1e5  # replica 1's rows of the global batch
+    local = strategy2.experimental_local_results
+
+    def copies(variables):
+        return [[c.numpy() for c in local(v)] for v in variables]
+    D, G = trainer.discriminator, trainer.generator
+    d_opt, g_opt = trainer.d_optimizer, trainer.g_optimizer
+    d_before = copies(D.trainable_variables + d_opt.inner_optimizer.variables)
+    g_before = copies(G.trainable_variables)
+    d_scale, g_scale = float(d_opt.dynamic_scale.numpy()), float(g_opt.dynamic_scale.numpy())
+    trainer.train_step(trainer.make_inputs_from_global(images, labels, noise))
+    for before, after in zip(d_before, copies(D.trainable_variables +
+                                              d_opt.inner_optimizer.variables)):
+        for b, a in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+    assert float(d_opt.dynamic_scale.numpy()) == d_scale / 2
+    assert int(d_opt.iterations.numpy()) == 0 and int(g_opt.iterations.numpy()) == 1
+    assert float(g_opt.dynamic_scale.numpy()) == g_scale
+    g_after = copies(G.trainable_variables)
+    assert any(not np.array_equal(b[0], a[0]) for b, a in zip(g_before, g_after))
+    assert all(np.all(np.isfinite(c)) for v in g_after for c in v)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in D.variables)
+
+
 def test_benchmark_tiny_config_prints_valid_json(strategy2, capsys):
     bench = _load_benchmark()
     result = bench.run_benchmark(arch="test", image_size=32, gf_dim=8, df_dim=8, z_dim=16,
