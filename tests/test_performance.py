@@ -150,6 +150,42 @@ def test_mixed_precision_dtypes_and_finite_steps(strategy2, policy):
         assert all(np.all(np.isfinite(np.asarray(v))) for v in model.variables)
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_discriminator_head_computes_in_float32_under_mixed_precision(policy):
+    """On D's traced graph under a mixed policy: the blocks compute in the low
+    precision (their last residual add), and the head -- relu, the pooled sum
+    over H x W, the linear layer, the class embedding, the projection's product
+    and sum and the final add -- in float32, from one cast of the features."""
+    from sagan_tf.networks import Discriminator
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        D = Discriminator("test", 32, df_dim=4, num_classes=5).ensure_built()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    fn = tf.function(lambda x, y: D(x, y, update_sn=False), autograph=False)
+    graph = fn.get_concrete_function(tf.TensorSpec([2, 32, 32, 3]),
+                                     tf.TensorSpec([2], tf.int32)).graph
+    low = policy.split("_")[1]
+    ops = [op for op in graph.get_operations() if op.name.startswith("discriminator")]
+    last_block_add = [op for op in ops if op.name.split("/")[1].startswith("d_block4")
+                      and op.type == "AddV2"][-1]
+    assert last_block_add.outputs[0].dtype.name == low
+    head = [op for op in ops if op.name.count("/") == 1 and op.type in ("Relu", "Sum", "Mul",
+                                                                         "AddV2", "Cast")]
+    head += [op for op in ops if op.name.split("/")[1].startswith(("d_sn_linear",
+                                                                    "d_embedding"))
+             and op.type in ("MatMul", "GatherV2", "AddV2", "Sum")]
+    assert {op.type for op in head} >= {"Relu", "Sum", "Mul", "AddV2", "Cast", "MatMul",
+                                        "GatherV2"}
+    for op in head:
+        assert all(t.dtype == tf.float32 for t in op.outputs), (op.name, op.outputs)
+    pooled = [op for op in head if op.type == "Sum" and op.name.count("/") == 1][0]
+    assert pooled.inputs[0].op.type == "Relu"
+    assert pooled.inputs[0].op.inputs[0].op.type == "Cast"  # the low-precision features
+    assert pooled.inputs[0].op.inputs[0].op.inputs[0].dtype.name == low
+
+
 def test_mixed_float16_overflow_in_one_replica_skips_the_d_step_everywhere(strategy2):
     """The trainer's mixed_float16 iteration on 2 replicas with replica 1's
     real batch overflowing float16 (1e5 -> inf): its D gradients are
