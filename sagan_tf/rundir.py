@@ -146,16 +146,21 @@ def find_checkpoint(logdir, checkpoint_path=None):
 # ----------------------------------------------------------------------------
 # config.json.
 
-def save_config(config, logdir):
+def save_config(config, logdir, devices=None):
     """Writes ``<logdir>/config.json`` (a :class:`~sagan_tf.config.TrainConfig`)
-    atomically (temp file + rename).
+    atomically (temp file + rename). ``devices``: what the trainer ran on
+    (:func:`sagan_tf.devices.run_record`), stored under the key ``"devices"``
+    (not a flag: :func:`load_config` ignores it).
 
     Atomic so that an evaluation job polling the directory never reads half a
     file.
     """
     tf.io.gfile.makedirs(logdir)
     path = os.path.join(logdir, CONFIG_FILENAME)
-    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    record = config.to_dict()
+    if devices is not None:
+        record["devices"] = devices
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if "://" in logdir:  # gs:// etc.: no local rename; gfile writes whole objects.
         with tf.io.gfile.GFile(path, "w") as f:
             f.write(text)
