@@ -5,7 +5,6 @@ All on the session's 2-replica MirroredStrategy over logical CPUs (conftest).
 import importlib.util
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -401,68 +400,6 @@ def test_machine_info_agrees_with_lscpu():
     assert info["avx512_bf16"] == ("avx512_bf16" in lscpu_flags)
     assert info["amx"] == ("amx_tile" in lscpu_flags)
     assert info["cpus_available"] <= info["logical_cpus"]
-
-
-def _gpu_tool(*args, **kw):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_benchmark.py"),
-                           *args], capture_output=True, text=True, timeout=kw.pop("timeout", 60),
-                          **kw)
-
-
-def test_gpu_benchmark_dry_run_commands_are_valid_benchmark_commands():
-    """The four GPU commands parse with tools/benchmark.py's own flags (with the
-    FLOP count the script appends) and ask for the paper configuration."""
-    from absl import flags as absl_flags
-    bench = _load_benchmark()
-    proc = _gpu_tool("--dry_run")
-    assert proc.returncode == 0, proc.stderr
-    commands = [shlex.split(line) for line in proc.stdout.splitlines()]
-    assert len(commands) == 4
-    seen = {}
-    for argv in commands:
-        assert argv[1] == os.path.join(ROOT, "tools", "benchmark.py")
-        fv = absl_flags.FlagValues()
-        bench.define_flags(fv)
-        fv(["benchmark.py", *argv[2:], "--flops_per_iteration", "1.0e13"])
-        assert (fv.image_size, fv.gf_dim, fv.df_dim, fv.number_classes, fv.batch_size,
-                fv.num_replicas, fv.arch) == (128, 64, 64, 1000, 64, 1, "test")
-        assert fv.peak and fv.iterations >= 5
-        seen[(fv.mixed_precision, fv.xla)] = True
-    assert set(seen) == {("none", False), ("mixed_bfloat16", False),
-                         ("mixed_float16", False), ("none", True)}
-    bad = _gpu_tool("--dry_run", "--variants", "fp32,fp8")
-    assert bad.returncode != 0 and "unknown variant(s) fp8" in bad.stderr
-
-
-@pytest.mark.skipif(bool(shutil.which("nvidia-smi")), reason="this machine has a GPU")
-def test_gpu_benchmark_without_gpu_exits_cleanly(tmp_path):
-    proc = _gpu_tool("--out_dir", str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr
-    assert "no GPU visible" in proc.stdout and "Traceback" not in proc.stderr
-    assert "no GPU visible" in (tmp_path / "out" / "summary.md").read_text()
-    assert not (tmp_path / "out" / "benchmark.jsonl").exists()
-
-
-def test_gpu_benchmark_cpu_smoke_writes_json_lines(tmp_path):
-    """--cpu_smoke runs the GPU commands at a tiny size: one JSON line per run,
-    a summary row, and an existing output is never overwritten."""
-    bench = _load_benchmark()
-    out = tmp_path / "out"
-    proc = _gpu_tool("--cpu_smoke", "--variants", "fp32", "--out_dir", str(out), timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = (out / "benchmark.jsonl").read_text().splitlines()
-    assert len(lines) == 1
-    result = json.loads(lines[0])
-    assert result["variant"] == "fp32"
-    for key in bench.RESULT_KEYS + bench.PEAK_KEYS:
-        assert key in result, key
-    assert result["config"]["gf_dim"] == 8 and result["config"]["iterations"] == 1
-    assert result["flops_per_iteration"] > 0 and result["finite_loss"]
-    assert "| fp32 | ok |" in (out / "summary.md").read_text()
-    assert json.loads((out / "summary.json").read_text())["runs"][0]["status"] == "ok"
-    again = _gpu_tool("--cpu_smoke", "--variants", "fp32", "--out_dir", str(out))
-    assert again.returncode != 0 and "benchmark.jsonl exists" in again.stderr
-    assert (out / "benchmark.jsonl").read_text().splitlines() == lines
 
 
 def test_profile_step_reads_op_times_from_the_profiler_trace():
