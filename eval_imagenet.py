@@ -102,14 +102,15 @@ def main(argv):
         raise app.UsageError("--checkpoint_dir or --checkpoint_path is required")
     cli.quiet_tensorflow()
     device = cli.configure_device(FLAGS)  # before anything runs: one device, memory growth
-    from sagan_tf import evaluation_loop
+    from sagan_tf import evaluation, evaluation_loop
     logging.set_verbosity(logging.INFO)
-    logging.info("Evaluating on %s; TF32 %s", device, "on" if FLAGS.allow_tf32 else "off")
     options = options_from_flags()
+    evaluator = evaluation.Evaluator(options)  # a bad flag or directory fails here, quietly
+    logging.info("Evaluating on %s; TF32 %s", device, "on" if FLAGS.allow_tf32 else "off")
     if options.checkpoint_path:
-        evaluation_loop.evaluate_checkpoint(options)
+        evaluation_loop.evaluate_checkpoint(options, evaluator=evaluator)
     else:
-        evaluation_loop.evaluate_repeatedly(options)
+        evaluation_loop.evaluate_repeatedly(options, evaluator=evaluator)
 
 
 if __name__ == "__main__":

@@ -206,3 +206,20 @@ def test_evaluation_and_tools_with_a_driver_but_no_visible_gpu(driver_env, tmp_p
             "driver"), err
     for rc, _, err in results[2:]:
         assert rc == 2 and "does not exist" in err and "NVIDIA driver" not in err, err
+
+
+def test_gpu_install_is_the_one_the_errors_name():
+    """setup.py's `gpu` extra is TensorFlow's CUDA build of the same version
+    range; the README installs it, and the driver errors name it."""
+    import ast
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        call = next(node for node in ast.walk(ast.parse(f.read()))
+                    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords
+                if k.arg in ("install_requires", "extras_require")}
+    [plain] = [r for r in keywords["install_requires"] if r.startswith("tensorflow>=")]
+    assert keywords["extras_require"]["gpu"] == [plain.replace("tensorflow", "tensorflow[and-cuda]")]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert 'python3 -m pip install -e ".[gpu,test]"' in readme
+    assert "pip install -e '.[gpu]'" in devices.GPU_INSTALL_FIX

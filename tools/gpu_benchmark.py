@@ -22,7 +22,7 @@ side is ``sagan_tf/gpu_check.py``):
             be filled (memory growth).
 
 Everything is held to --budget_s of wall time (default 450 s, inside 8
-minutes with start-up); a phase that would start with under 20 s left is
+minutes with start-up; 1800 s with --dry_run); a phase that would start with under 20 s left is
 skipped. Writes into --out_dir (default: $OUT): ``gpu_check.jsonl`` (one JSON
 line per phase: name, status, seconds, result), ``<phase>.log`` (its
 stderr), ``summary.md`` and ``summary.json``; prints the summary. Exit status
@@ -72,7 +72,8 @@ def define_flags():
                          "--dry_run).", lower_bound=2)
     flags.DEFINE_integer("eval_samples", None, "Generated samples of the evaluation (default "
                          "2000; 64 with --dry_run).", lower_bound=16)
-    flags.DEFINE_integer("budget_s", 450, "Wall-clock budget of the whole check.", lower_bound=30)
+    flags.DEFINE_integer("budget_s", None, "Wall-clock budget of the whole check (default 450; "
+                         "1800 with --dry_run).", lower_bound=30)
     flags.DEFINE_boolean("dry_run", False, "Run every phase on the CPU at tiny sizes.")
     flags.DEFINE_string("work_dir", None, "Records, checkpoints and the classifier (default: a "
                         "temporary directory, removed at the end).")
@@ -334,7 +335,8 @@ def main(argv):
                              "figures are not overwritten)")
     os.makedirs(out_dir, exist_ok=True)
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="gpu_check_")
-    check = Check(out_dir, work_dir, FLAGS.budget_s, FLAGS.dry_run)
+    budget_s = FLAGS.budget_s or (1800 if FLAGS.dry_run else 450)
+    check = Check(out_dir, work_dir, budget_s, FLAGS.dry_run)
     try:
         completed = run_check(check, FLAGS.iterations or (4 if FLAGS.dry_run else 20),
                               FLAGS.eval_samples or (64 if FLAGS.dry_run else 2000),
@@ -346,7 +348,7 @@ def main(argv):
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(text)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump({"dry_run": FLAGS.dry_run, "budget_s": FLAGS.budget_s, "runs": check.runs},
+        json.dump({"dry_run": FLAGS.dry_run, "budget_s": budget_s, "runs": check.runs},
                   f, indent=1, sort_keys=True)
     print(text, end="")
     return 0 if completed and all(r["status"] == "ok" for r in check.runs) else 1
