@@ -11,9 +11,15 @@ every new checkpoint once (the release's ``evaluate_repeatedly``);
 prints one JSON line and writes TensorBoard summaries under ``--eval_dir``
 (default ``<checkpoint_dir>/eval``).
 
+It runs on one device (``--device``; default: the last visible GPU, the
+spare one when the trainer has the first four), with memory growth, and
+leaves the other GPUs untouched.
+
 Examples::
 
     python eval_imagenet.py --checkpoint_dir checkpoint --data_dir /data/imagenet128
+    python eval_imagenet.py --checkpoint_dir checkpoint --data_dir /data/imagenet128 \\
+        --device gpu:4
     python eval_imagenet.py --checkpoint_dir runs/demo --data_dir data/demo \\
         --inception_path data/demo_classifier --eval_sample_size 2000 --max_evals 1
 """
@@ -66,6 +72,7 @@ flags.DEFINE_integer("standing_stats_batch_size", None,
                      "batch_size of config.json).", lower_bound=1)
 
 cli.define_generator_weights_flag()
+cli.define_device_flags()
 
 
 def options_from_flags():
@@ -94,13 +101,16 @@ def main(argv):
     if not FLAGS.checkpoint_dir and not FLAGS.checkpoint_path:
         raise app.UsageError("--checkpoint_dir or --checkpoint_path is required")
     cli.quiet_tensorflow()
-    from sagan_tf import evaluation_loop
+    device = cli.configure_device(FLAGS)  # before anything runs: one device, memory growth
+    from sagan_tf import evaluation, evaluation_loop
     logging.set_verbosity(logging.INFO)
     options = options_from_flags()
+    evaluator = evaluation.Evaluator(options)  # a bad flag or directory fails here, quietly
+    logging.info("Evaluating on %s; TF32 %s", device, "on" if FLAGS.allow_tf32 else "off")
     if options.checkpoint_path:
-        evaluation_loop.evaluate_checkpoint(options)
+        evaluation_loop.evaluate_checkpoint(options, evaluator=evaluator)
     else:
-        evaluation_loop.evaluate_repeatedly(options)
+        evaluation_loop.evaluate_repeatedly(options, evaluator=evaluator)
 
 
 if __name__ == "__main__":

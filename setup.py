@@ -22,5 +22,10 @@ setup(
         "pillow",
         "scipy",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # Linux with NVIDIA GPUs: TensorFlow with its CUDA and cuDNN libraries
+        # (plain "tensorflow" on Linux brings none and sees no GPU).
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
 )

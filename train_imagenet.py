@@ -12,7 +12,8 @@ Examples:
   # any flag given overrides them:
   python train_imagenet.py --demo
 
-  # The release's ImageNet run (4 GPUs x 64 images, 128x128):
+  # The release's ImageNet run (the first 4 GPUs x 64 images, 128x128; with a
+  # fifth GPU, eval_imagenet.py runs on it):
   python train_imagenet.py --data_dir /data/imagenet_128 --checkpoint_dir checkpoint
 
 Checkpoints, config.json and TensorBoard events go to
@@ -38,9 +39,11 @@ flags.DEFINE_string("checkpoint_dir", "checkpoint",
 flags.DEFINE_integer("batch_size", 64, "Images per replica (the release: per GPU tower).",
                      lower_bound=1)
 flags.DEFINE_integer("num_towers", 4,
-                     "The release's number of GPU towers. Informational only: the number "
-                     "of replicas comes from the strategy (all GPUs, or --num_cpu_replicas).",
-                     lower_bound=0)
+                     "GPUs to train on: the first N GPUs TensorFlow sees, one replica (the "
+                     "release's tower) each; global batch = --batch_size x N. Fewer visible "
+                     "GPUs is an error; the others stay free (e.g. 5 GPUs: 0-3 train, 4 for "
+                     "eval_imagenet.py). 0: every visible GPU. Without GPUs: the CPU "
+                     "(--num_cpu_replicas).", lower_bound=0)
 flags.DEFINE_integer("shuffle_buffer_size", 100000, "Records in the shuffle buffer.",
                      lower_bound=1)
 flags.DEFINE_integer("save_summaries_steps", 200,
@@ -77,10 +80,16 @@ flags.DEFINE_integer("seed", None,
                      "Seed of the weights, noise and shuffling. Default: drawn at the first "
                      "start and stored in config.json.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multiworker", "tpu"],
-                  "mirrored: all local GPUs (or --num_cpu_replicas logical CPUs); "
-                  "multiworker: MultiWorkerMirroredStrategy, cluster from TF_CONFIG; "
+                  "mirrored: the first --num_towers local GPUs (or --num_cpu_replicas "
+                  "logical CPUs); multiworker: MultiWorkerMirroredStrategy over the first "
+                  "--num_towers GPUs of each worker, cluster from TF_CONFIG; "
                   "tpu: TPUStrategy on --tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy tpu.")
+flags.DEFINE_boolean("allow_cpu", False,
+                     "Train on the CPU although this machine has an NVIDIA driver (nvidia-smi, "
+                     "/proc/driver/nvidia) and TensorFlow sees no GPU. Without it that is an "
+                     "error: usually TensorFlow was installed without CUDA (pip install -e "
+                     "'.[gpu]').")
 flags.DEFINE_integer("num_cpu_replicas", 0,
                      "CPU-only machines: split the CPU into this many logical devices and "
                      "train with that many replicas (tests the multi-replica path; no speed-up).",
@@ -100,7 +109,11 @@ flags.DEFINE_boolean("skip_corrupt_records", False,
 flags.DEFINE_integer("log_every_steps", 100, "Print a progress line every this many steps.",
                      lower_bound=0)
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.", lower_bound=1)
-# --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
+# --- Numerics and performance options (docs/PERFORMANCE.md).
+flags.DEFINE_boolean("allow_tf32", False,
+                     "Let float32 convolutions and matmuls run in TF32 on GPUs that have it "
+                     "(Ampere and newer; TensorFlow's default). Off: float32 as the release's "
+                     "GPUs computed it (docs/NUMERICS.md). Recorded in config.json.")
 flags.DEFINE_boolean("xla", False,
                      "XLA-compile each replica's G and D forward/backward passes (state "
                      "writes and the optimiser updates stay outside XLA).")
@@ -168,7 +181,8 @@ _DEMO_DIR = os.path.join("data", "demo")
 DEMO_DEFAULTS = {
     "image_size": 32, "number_classes": 10, "gf_dim": 8, "df_dim": 8, "batch_size": 32,
     "max_steps": 2500, "checkpoint_dir": os.path.join("runs", "demo"),
-    "log_every_steps": 100, "save_summaries_steps": 100, "save_checkpoint_steps": 500,
+    "num_towers": 1, "log_every_steps": 100, "save_summaries_steps": 100,
+    "save_checkpoint_steps": 500,
     "keep_checkpoint_max": 20, "standing_stats_batches": 16, "seed": 0,
     # The averaged generator: a short run's raw G swings from checkpoint to
     # checkpoint; its average over ~1000 iterations improves steadily (README).
@@ -208,11 +222,18 @@ def _prepare_demo_data(data_dir):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.demo:
+        applied = _apply_demo_defaults()
+        if applied:
+            print("--demo settings: " + " ".join(f"--{k}={v}" for k, v in applied.items()),
+                  flush=True)
     cli.quiet_tensorflow()
-    # Logical CPU devices must exist before TensorFlow runs any op.
-    from sagan_tf import distribute
-    if FLAGS.num_cpu_replicas > 1:
-        distribute.configure_cpu_replicas(FLAGS.num_cpu_replicas)
+    # The replicas' devices (the first --num_towers GPUs, the others hidden;
+    # or logical CPUs) must be set before TensorFlow runs any op.
+    from sagan_tf import devices
+    if FLAGS.strategy in ("mirrored", "multiworker"):
+        devices.configure_training_devices(FLAGS.num_towers, FLAGS.allow_cpu,
+                                           FLAGS.num_cpu_replicas)
 
     from sagan_tf.config import ConfigError, TrainConfig
     from sagan_tf.faults import TrainingError
@@ -220,10 +241,6 @@ def main(argv):
     try:
         data_dir = FLAGS.data_dir
         if FLAGS.demo:
-            applied = _apply_demo_defaults()
-            if applied:
-                print("--demo settings: " + " ".join(f"--{k}={v}" for k, v in applied.items()),
-                      flush=True)
             data_dir = data_dir or _DEMO_DIR
             _prepare_demo_data(data_dir)
         elif not data_dir:

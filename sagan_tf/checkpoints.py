@@ -245,6 +245,22 @@ def _hint(path, stored, live):
 READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, RuntimeError)
 
 
+#: Failures of the machine, not of a checkpoint's files, even while one is
+#: read (out of memory, a CUDA error, a lost device): never "unreadable".
+NOT_READ_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InternalError,
+                   tf.errors.UnavailableError)
+
+
+class CheckpointReadError(OSError):
+    """A checkpoint's files cannot be read back: truncated, corrupt, or deleted
+    (e.g. by the trainer's ``max_to_keep``) while being read. The evaluator
+    skips such a checkpoint and keeps watching; it stops on anything else."""
+
+
+class CheckpointNotFoundError(CheckpointReadError, FileNotFoundError):
+    """The checkpoint's ``.index`` does not exist (never written, or deleted)."""
+
+
 def unreadable(path, error):
     """The ``DataLossError`` that reports one of :data:`READ_ERRORS` for ``path``."""
     return tf.errors.DataLossError(None, None, f"cannot read checkpoint {path}: "

@@ -35,7 +35,8 @@ import tempfile
 
 __all__ = ["UserError", "EXIT_USER_ERROR", "EXPECTED_ERRORS", "quiet_tensorflow", "run",
            "error_line", "define_standing_stats_flags", "define_checkpoint_flags",
-           "load_from_flags", "loaded_description", "CHECKPOINT_FLAGS", "start", "int_list"]
+           "load_from_flags", "loaded_description", "CHECKPOINT_FLAGS", "start", "int_list",
+           "define_device_flags", "configure_device"]
 
 #: Exit status of an expected error (a usage error, as absl and argparse use).
 EXIT_USER_ERROR = 2
@@ -147,15 +148,42 @@ def run(main, program=None):
     app.run(guarded)
 
 
-def start(argv):
+def start(argv, flag_values=None):
     """The first line of a tool's ``main``: :func:`quiet_tensorflow`, then a
-    usage error for positional arguments (the tools take flags only). Returns
-    the TensorFlow module."""
+    usage error for positional arguments (the tools take flags only), then,
+    when ``flag_values`` has them, the device flags applied
+    (:func:`configure_device`). Returns the TensorFlow module."""
     tf = quiet_tensorflow()
     if len(argv) > 1:
         from absl import app  # pylint: disable=import-outside-toplevel
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if flag_values is not None and "device" in flag_values:
+        configure_device(flag_values)
     return tf
+
+
+def define_device_flags(flag_values=None, _depth=1):
+    """Defines ``--device`` and ``--allow_tf32``: the one device the evaluator or
+    a tool runs on (:func:`sagan_tf.devices.configure_single_device`)."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_string(
+        "device", "auto", "The one device to run on: gpu:N (N-th GPU TensorFlow sees), cpu, "
+        "or auto: the last visible GPU (with 5 GPUs and the trainer on the first 4: the "
+        "fifth), else the CPU. With memory growth; the other GPUs are not touched. "
+        "CUDA_VISIBLE_DEVICES=4 works too (the GPU is then gpu:0).", flag_values=flag_values)
+    flags.DEFINE_boolean(
+        "allow_tf32", False, "Let float32 convolutions and matmuls run in TF32 on GPUs that "
+        "have it (TensorFlow's default); off: float32 as the release computed it.",
+        flag_values=flag_values)
+    _register_key_flags(flag_values, ("device", "allow_tf32"), _depth)
+
+
+def configure_device(flag_values):
+    """Applies ``--device`` and ``--allow_tf32`` before TensorFlow runs anything;
+    returns the device's description (e.g. ``GPU:4 of 5 visible (...)``)."""
+    from sagan_tf import devices  # pylint: disable=import-outside-toplevel
+    return devices.configure_single_device(flag_values.device, flag_values.allow_tf32)
 
 
 def int_list(values, flag):
@@ -218,8 +246,10 @@ CHECKPOINT_FLAGS = ("checkpoint_dir", "checkpoint_path", "batch_size",
 def define_checkpoint_flags(flag_values=None):
     """Defines the flags of every tool that reads a trained generator:
     ``--checkpoint_dir``, ``--checkpoint_path``, ``--batch_size``,
-    ``--attention_query_block_size`` and the standing-statistics flags
-    (:func:`define_standing_stats_flags`); :func:`load_from_flags` reads them."""
+    ``--attention_query_block_size``, the standing-statistics flags
+    (:func:`define_standing_stats_flags`) and the device flags
+    (:func:`define_device_flags`, applied by :func:`start`);
+    :func:`load_from_flags` reads them."""
     from absl import flags  # pylint: disable=import-outside-toplevel
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_string(
@@ -239,6 +269,7 @@ def define_checkpoint_flags(flag_values=None):
     _register_key_flags(flag_values, CHECKPOINT_FLAGS, 1)
     define_standing_stats_flags(flag_values, _depth=2)
     define_generator_weights_flag(flag_values, _depth=2)
+    define_device_flags(flag_values, _depth=2)
 
 
 def load_from_flags(flag_values, discriminator=False, seed=0):

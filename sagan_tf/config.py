@@ -36,7 +36,7 @@ class TrainConfig:
     data_dir: str = None                     # directory of *.tfrecords (NUMERICS §7)
     checkpoint_dir: str = "checkpoint"       # logdir = <checkpoint_dir>/imagenet_<batch_size>
     batch_size: int = 64                     # per replica ("per GPU tower")
-    num_towers: int = 4                      # informational: replicas come from the strategy
+    num_towers: int = 4                      # GPUs: the first N (0: all visible; sagan_tf/devices.py)
     shuffle_buffer_size: int = 100000
     save_summaries_steps: int = 200          # 0 disables summaries
     save_checkpoint_secs: float = 1200       # 0: checkpoint only at the end
@@ -60,6 +60,7 @@ class TrainConfig:
     strategy: str = "mirrored"               # see sagan_tf.distribute.STRATEGY_KINDS
     num_cpu_replicas: int = 0                # CPU-only: logical CPU replicas for "mirrored"
     tpu: str = None                          # TPU name/address for strategy="tpu"
+    allow_cpu: bool = False                  # train on the CPU although an NVIDIA driver is present
     shuffle: bool = True                     # False: records in file order (reproducible runs)
     skip_corrupt_records: bool = False
     log_every_steps: int = 100               # console progress line; 0 disables
@@ -69,7 +70,8 @@ class TrainConfig:
     sn_gradient: str = "release"             # SN backward: release (TF1 ref variables) | exact
     standing_stats_batches: int = 0          # >0: also an end-of-run grid with standing BN stats
     g_ema_decay: float = 0.0                 # >0: keep an averaged G (sagan_tf/ema.py); 0: off
-    # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
+    # --- Performance options (docs/PERFORMANCE.md); only allow_tf32 changes rounding.
+    allow_tf32: bool = False                 # TF32 matmuls/convolutions on GPUs that have it
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
     graph_optimization: str = "auto"         # Grappler: auto | full | light (rounding only)
@@ -136,7 +138,8 @@ class TrainConfig:
         need(self.strategy in STRATEGY_KINDS, "strategy", f"must be one of {STRATEGY_KINDS}")
         need(self.num_cpu_replicas <= 1 or self.strategy == "mirrored", "num_cpu_replicas",
              "only applies to --strategy mirrored")
-        need(isinstance(self.xla, bool), "xla", "must be a boolean")
+        for flag in ("xla", "allow_cpu", "allow_tf32"):
+            need(isinstance(getattr(self, flag), bool), flag, "must be a boolean")
         need(self.mixed_precision in MIXED_PRECISION_POLICIES, "mixed_precision",
              f"must be one of {MIXED_PRECISION_POLICIES}")
         need(self.graph_optimization in compilation.GRAPH_OPTIMIZATIONS, "graph_optimization",

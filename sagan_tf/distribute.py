@@ -2,8 +2,9 @@
 
 The release trained with 4 GPU "towers" of 64 images each and averaged the
 tower gradients (NUMERICS §6). In TF2 that is a `tf.distribute.Strategy` whose
-replicas play the towers; the per-replica batch is `--batch_size`, the number
-of replicas comes from the strategy (`--num_towers` is informational only).
+replicas play the towers; the per-replica batch is `--batch_size`, and
+`--num_towers N` takes the first N GPUs as the release's towers did (which
+devices, and the errors when they do not exist: `sagan_tf.devices`).
 
 On a CPU-only machine `configure_cpu_replicas(n)` splits the one physical CPU
 into `n` logical devices so that a real `MirroredStrategy` with `n` replicas
@@ -12,7 +13,10 @@ op, because the runtime fixes the device list when it initialises.
 """
 import tensorflow as tf
 
-__all__ = ["STRATEGY_KINDS", "configure_cpu_replicas", "make_strategy"]
+from sagan_tf import devices
+
+__all__ = ["STRATEGY_KINDS", "configure_cpu_replicas", "make_strategy",
+           "make_strategy_and_plan"]
 
 #: Accepted values of `make_strategy(kind=...)` / `--strategy`.
 STRATEGY_KINDS = ("mirrored", "multiworker", "tpu", "default")
@@ -51,29 +55,44 @@ def configure_cpu_replicas(n):
             f"models, datasets or tensors.") from e
 
 
-def make_strategy(kind="mirrored", num_cpu_replicas=0, tpu=None):
-    """Creates the distribution strategy named by `kind`.
+def make_strategy(kind="mirrored", num_cpu_replicas=0, tpu=None, num_towers=0,
+                  allow_cpu=False):
+    """The strategy of :func:`make_strategy_and_plan`."""
+    return make_strategy_and_plan(kind, num_cpu_replicas, tpu, num_towers, allow_cpu)[0]
+
+
+def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_towers=0,
+                           allow_cpu=False):
+    """Creates the distribution strategy named by `kind`, on the devices of
+    :func:`sagan_tf.devices.plan_training_devices`.
 
     Args:
       kind: one of `STRATEGY_KINDS`:
-        * "mirrored": `MirroredStrategy` over all visible GPUs; on a CPU-only
-          machine with `num_cpu_replicas > 1`, over that many logical CPUs
-          (call `configure_cpu_replicas` first), else one CPU replica.
-        * "multiworker": `MultiWorkerMirroredStrategy`; the cluster comes from
-          the `TF_CONFIG` environment variable.
+        * "mirrored": `MirroredStrategy` over the first `num_towers` GPUs (0:
+          all visible GPUs); without GPUs, over `num_cpu_replicas` logical
+          CPUs (call `configure_cpu_replicas` first), else one CPU replica.
+        * "multiworker": `MultiWorkerMirroredStrategy` over the first
+          `num_towers` GPUs of each worker; the cluster comes from the
+          `TF_CONFIG` environment variable.
         * "tpu": `TPUStrategy` on the TPU named by `tpu` (resolved with
           `TPUClusterResolver`; `None` = the local/default TPU).
         * "default": the default (single-device, no-op) strategy.
       num_cpu_replicas: logical CPU replicas for "mirrored" on a CPU-only
         machine; 0 or 1 means one replica.
       tpu: TPU name or grpc address for "tpu".
+      num_towers: GPUs per worker ("mirrored", "multiworker"); 0: all visible.
+      allow_cpu: train on the CPU even when an NVIDIA driver is present but
+        TensorFlow sees no GPU.
 
     Returns:
-      A `tf.distribute.Strategy`.
+      `(strategy, plan)`: a `tf.distribute.Strategy` and its
+      :class:`sagan_tf.devices.DevicePlan` (None for "tpu" and "default").
 
     Raises:
       ValueError: for an unknown `kind`, or `num_cpu_replicas > 1` with a
-        strategy or machine it cannot apply to.
+        strategy or machine it cannot apply to;
+        :class:`sagan_tf.devices.DeviceError` (a ValueError) for fewer GPUs
+        than `num_towers` or a driver without visible GPUs.
       RuntimeError: if fewer logical CPUs exist than `num_cpu_replicas`.
     """
     if kind not in STRATEGY_KINDS:
@@ -87,31 +106,23 @@ def make_strategy(kind="mirrored", num_cpu_replicas=0, tpu=None):
             f"got strategy={kind!r}")
 
     if kind == "default":
-        return tf.distribute.get_strategy()
-    if kind == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.get_strategy(), None
     if kind == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        return tf.distribute.TPUStrategy(resolver), None
 
-    # kind == "mirrored"
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        if num_cpu_replicas > 1:
-            raise ValueError(
-                f"num_cpu_replicas={num_cpu_replicas} is for CPU-only machines, but "
-                f"{len(gpus)} GPU(s) are visible; drop --num_cpu_replicas (the GPUs "
-                f"are the replicas) or hide the GPUs with CUDA_VISIBLE_DEVICES=''")
-        return tf.distribute.MirroredStrategy()
-    if num_cpu_replicas > 1:
+    plan = devices.training_plan(num_towers, allow_cpu, num_cpu_replicas)
+    if plan.kind == "gpu":  # no-op once the entry point did it before the runtime started
+        devices.show_only_first_gpus(len(plan.devices))
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy(), plan
+    if plan.kind == "cpu" and len(plan.devices) > 1:
         cpus = tf.config.list_logical_devices("CPU")
-        if len(cpus) < num_cpu_replicas:
+        if len(cpus) < len(plan.devices):
             raise RuntimeError(
                 f"num_cpu_replicas={num_cpu_replicas} but only {len(cpus)} logical CPU "
                 f"device(s) exist; call sagan_tf.distribute.configure_cpu_replicas("
                 f"{num_cpu_replicas}) before any TensorFlow op")
-        return tf.distribute.MirroredStrategy(
-            [f"/cpu:{i}" for i in range(num_cpu_replicas)])
-    return tf.distribute.MirroredStrategy(["/cpu:0"])
+    return tf.distribute.MirroredStrategy(list(plan.devices)), plan

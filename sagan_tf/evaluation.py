@@ -273,12 +273,15 @@ class Evaluator:
         """Restores the generator's variables from ``checkpoint_path``; returns its step.
 
         Raises:
-          FileNotFoundError: the checkpoint does not exist.
+          checkpoints.CheckpointNotFoundError: the checkpoint does not exist
+            (a ``FileNotFoundError``).
+          checkpoints.CheckpointReadError: its files cannot be read back
+            (truncated, corrupt, deleted while read).
           ValueError: the checkpoint's generator does not match the architecture.
         """
         if not tf.io.gfile.exists(checkpoint_path + ".index"):
-            raise FileNotFoundError(f"checkpoint {checkpoint_path} not found "
-                                    f"(no {checkpoint_path}.index)")
+            raise checkpoints.CheckpointNotFoundError(
+                f"checkpoint {checkpoint_path} not found (no {checkpoint_path}.index)")
         # Every generator variable's shape is checked against the stored tensor
         # first: a mismatch names the first differing variable.
         try:
@@ -287,6 +290,13 @@ class Evaluator:
                                         checkpoint_path, what=child, partial=True)
         except checkpoints.CheckpointMismatchError as e:
             raise ValueError(f"{e} (see {self.config_path})") from e
+        except checkpoints.NOT_READ_ERRORS:
+            raise  # out of memory, CUDA: not the checkpoint's fault
+        except checkpoints.READ_ERRORS as e:
+            text = (str(getattr(e, "message", "") or e).strip().splitlines() or [""])[0]
+            raise checkpoints.CheckpointReadError(
+                f"cannot read checkpoint {checkpoint_path}: {type(e).__name__}: "
+                f"{text[:300]}") from e
         self.generator_weights = rundir.weights_label(child)
         return checkpoints.checkpoint_step(checkpoint_path)
 

@@ -9,8 +9,12 @@ evaluated exactly once. A checkpoint counts as complete only once it is listed
 in the CheckpointManager's ``checkpoint`` state file (written atomically after
 the checkpoint files) *and* its ``.index`` reads back and all its data shards
 exist (:mod:`sagan_tf.checkpoints`), so a half-written one is never read; a
-listed checkpoint whose data does not read back (e.g. truncated) is skipped
-with a warning, and watching goes on through trainer kills and restarts.
+listed checkpoint whose data does not read back (e.g. truncated, or deleted
+by the trainer meanwhile: :class:`sagan_tf.checkpoints.CheckpointReadError`
+from the restore) is skipped with a warning, and watching goes on through
+trainer kills and restarts. Every other failure of an evaluation -- out of
+memory, a CUDA error, unreadable training records in the real-statistics
+pass -- stops the evaluator with one line naming it and the checkpoint.
 Evaluated checkpoints are recorded in ``<eval_dir>/evaluated.json`` (with
 their results, :class:`EvaluatedRecord`), so a restarted evaluator never
 redoes one.
@@ -83,9 +87,26 @@ def evaluate_checkpoint(options, checkpoint_path=None, evaluator=None):
             raise FileNotFoundError(
                 f"no checkpoint in {evaluator.logdir} (expected a 'checkpoint' state file "
                 f"listing ckpt-N written by the trainer)")
-    result = evaluator.evaluate(path)
+    result = _evaluate(evaluator, path)
     EvaluatedRecord(evaluator.eval_dir).add(path, result)
     return result
+
+
+def _evaluate(evaluator, path):
+    """``evaluator.evaluate(path)``; a TensorFlow error other than reading the
+    checkpoint (out of memory, CUDA, the records of the real statistics) is
+    raised again, of the same class, with a first line naming it and the
+    checkpoint (the entry point prints that line and exits)."""
+    try:
+        return evaluator.evaluate(path)
+    except checkpoints.CheckpointReadError:
+        raise
+    except tf.errors.OpError as e:
+        text = (str(e.message or "").strip().splitlines() or [""])[0]
+        cls = tf.errors.UnknownError if type(e) is tf.errors.OpError else type(e)
+        raise cls(e.node_def, e.op, (
+            f"evaluation of {path} failed: {type(e).__name__}: {text[:500]} (not a "
+            f"checkpoint read error: the evaluator stops)")) from e
 
 
 def _mtime(path):
@@ -134,21 +155,19 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
         evaluated_any = False
         for path in pending:
             try:
-                result = evaluator.evaluate(path)
-            except (tf.errors.NotFoundError, FileNotFoundError) as e:
-                if tf.io.gfile.exists(path + ".index"):
-                    raise
-                log.warning("Checkpoint %s disappeared before it was evaluated: %s", path, e)
-                continue
-            except tf.errors.OpError as e:
+                result = _evaluate(evaluator, path)
+            except checkpoints.CheckpointReadError as e:
+                if not tf.io.gfile.exists(path + ".index"):
+                    log.warning("Checkpoint %s disappeared before it was evaluated: %s",
+                                path, e)
+                    continue
                 # Listed and complete, but its data cannot be read (e.g. a
                 # truncated shard): skip it (once per version of its files)
                 # and keep watching, as the trainer does on resume.
                 key = (path, _mtime(path + ".index"))
                 if key not in unreadable:
                     unreadable.add(key)
-                    log.warning("Skipping checkpoint %s: it cannot be read (%s: %s)", path,
-                                type(e).__name__, str(e).strip().splitlines()[0][:300])
+                    log.warning("Skipping checkpoint %s: %s", path, e)
                 continue
             record.add(path, result)
             results.append(result)

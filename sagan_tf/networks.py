@@ -294,7 +294,8 @@ class Discriminator(keras.Model):
 
     Call: `D(images [B, S, S, 3], labels [B] int, update_sn=True)` -> logits
     `[B, 1]` float32 = `SNLinear(h) + sum(h * SNEmbedding(labels), axis=1)`,
-    `h = sum_{H,W} relu(features)`. `update_sn=False` leaves every `u` untouched.
+    `h = sum_{H,W} relu(features)`; `h` and the two heads are float32 also
+    under a mixed precision policy. `update_sn=False` leaves every `u` untouched.
     `attention` and `attention_resolutions` as for `Generator` (D's block
     outputs are S/2 .. 4), and `sn_gradient`.
     """
@@ -333,8 +334,13 @@ class Discriminator(keras.Model):
                 layer = _make_attention(attention, attention_query_block_size, layer_name)
             setattr(self, layer_name, layer)
             self._extra_after[i] = layer_name
-        self.d_sn_linear = SpectralNormDense(1, name="d_sn_linear")
-        self.d_embedding = SpectralNormEmbedding(num_classes, df_dim * 16, name="d_embedding")
+        # The head (pooled sum, linear and projection) computes in float32
+        # under a mixed precision policy, as the logits and losses do: the
+        # sum of relu features over H x W and the [B, 16 df] dot products are
+        # where float16 would overflow or lose the most.
+        self.d_sn_linear = SpectralNormDense(1, dtype="float32", name="d_sn_linear")
+        self.d_embedding = SpectralNormEmbedding(num_classes, df_dim * 16, dtype="float32",
+                                                 name="d_embedding")
 
     @property
     def blocks(self):
@@ -347,13 +353,14 @@ class Discriminator(keras.Model):
         return [(i, getattr(self, n)) for i, n in sorted(self._extra_after.items())]
 
     def features(self, images, update_sn=True):
-        """`h [B, 16 df]`: the pooled features before the linear and projection heads."""
+        """`h [B, 16 df]` float32: the pooled features before the linear and
+        projection heads (summed in float32 under a mixed precision policy)."""
         h = images
         for i, block in enumerate(self.blocks):
             h = block(h, update_sn=update_sn)
             if i in self._extra_after:
                 h = getattr(self, self._extra_after[i])(h, update_sn=update_sn)
-        return tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])
+        return tf.reduce_sum(tf.nn.relu(tf.cast(h, tf.float32)), axis=[1, 2])
 
     def call(self, images, labels, update_sn=True):
         labels = tf.cast(labels, tf.int32)

@@ -20,11 +20,20 @@ rounding.) `tests/test_optimizers.py` checks the update against a numpy oracle.
 The Keras formula is kept for what the fused kernel does not cover:
 `IndexedSlices` gradients (the trainer passes dense ones), `amsgrad`,
 non-float32 variables and TPUStrategy (untested there).
+
+`ReplicaSafeLossScaleOptimizer` is `keras.optimizers.LossScaleOptimizer`
+(mixed_float16's dynamic loss scaling) whose "are the gradients finite?"
+decision is taken over every replica. Keras 3 decides it from each replica's
+*local* gradients, before the wrapped optimizer sums them across replicas,
+and under `MirroredStrategy` takes replica 0's answer for all: an overflow in
+replica 1 only is then not skipped, the summed gradient carries the inf into
+Adam and every replica's weights become NaN, and the loss scale does not
+fall (`tests/test_optimizers.py` shows it with two logical CPU replicas).
 """
 import keras
 import tensorflow as tf
 
-__all__ = ["ReleaseAdam"]
+__all__ = ["ReleaseAdam", "ReplicaSafeLossScaleOptimizer"]
 
 
 class ReleaseAdam(keras.optimizers.Adam):
@@ -80,3 +89,24 @@ class ReleaseAdam(keras.optimizers.Adam):
             var=variable.handle, m=m.handle, v=v.handle,
             grad=tf.cast(gradient, tf.float32), use_locking=False,
             **self._step_scalars(learning_rate, variable.device))
+
+
+class ReplicaSafeLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """`keras.optimizers.LossScaleOptimizer` whose finiteness check is all-reduced.
+
+    A step is applied only when the gradients of *every* replica are finite;
+    otherwise it is skipped on every replica (weights, slots and `iterations`
+    unchanged) and the loss scale is halved, as Keras does for one replica.
+    Same variables and checkpoint layout as the Keras class.
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        # Called per replica on its local gradients: count the replicas that
+        # saw a non-finite value, so that all of them take the same branch.
+        non_finite = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                        tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(non_finite, 0.0)

@@ -43,7 +43,7 @@ __all__ = [
     "SAMPLE_MODES", "generate", "to_uint8", "sample_latents", "slerp", "lerp", "make_grid",
     "class_grid", "random_grid", "latent_interpolation_grid", "class_interpolation_grid",
     "class_interpolation_generator", "sample_arrays", "sample_to_file", "write_png",
-    "write_npz", "read_image", "check_classes",
+    "write_npz", "read_image", "check_classes", "write_end_of_run_grids",
 ]
 
 _NPZ_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical .npz files
@@ -333,3 +333,38 @@ def read_image(path, image_size):
             img = img.resize((image_size, image_size), Image.BILINEAR)
         x = np.asarray(img, np.float32)
     return (x * (2.0 / 255.0) - 1.0)[None]
+
+
+def write_end_of_run_grids(trainer, logdir, step, log):
+    """The training loop's end-of-run grids: ``samples_<step>.png`` with G's
+    moving batch-norm statistics (the release's sampling) and, with
+    ``standing_stats_batches`` N,
+    ``samples_<step>_standing_stats.png`` with standing statistics over N batches
+    of ``batch_size`` (:mod:`sagan_tf.standing_statistics`; the networks are
+    restored afterwards, so they stay equal to the checkpoint just saved).
+    Returns the two paths (the second None without standing statistics)."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    from sagan_tf import standing_statistics  # pylint: disable=import-outside-toplevel
+
+    def write(path, grid, how):
+        with tf.io.gfile.GFile(path, "wb") as f:
+            Image.fromarray(grid).save(f, format="PNG")
+        log(f"Wrote {path} ({weights}G's batch norms: {how})")
+
+    config = trainer.config
+    weights = ("" if trainer.generator_ema is None else
+               f"G's averaged weights, --g_ema_decay {config.g_ema_decay}; ")
+    samples_path = os.path.join(logdir, f"samples_{step}.png")
+    write(samples_path, trainer.sample_grid(), standing_statistics.describe(0, 0))
+    num_batches = config.standing_stats_batches
+    if not num_batches:
+        return samples_path, None
+    if isinstance(trainer.strategy, tf.distribute.TPUStrategy):
+        log("Standing-statistics grid skipped: not supported on TPUs")
+        return samples_path, None
+    standing_path = os.path.join(logdir, f"samples_{step}_standing_stats.png")
+    with standing_statistics.standing_statistics(trainer.sampling_generator, num_batches,
+                                                 config.batch_size, seed=0):
+        grid = trainer.sample_grid()
+    write(standing_path, grid, standing_statistics.describe(num_batches, config.batch_size))
+    return samples_path, standing_path

@@ -32,10 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import compilation, ema, layers, losses
-from sagan_tf.distribute import make_strategy
+from sagan_tf import compilation, devices, ema, layers, losses
+from sagan_tf.distribute import make_strategy_and_plan
 from sagan_tf.networks import Discriminator, Generator
-from sagan_tf.optimizers import ReleaseAdam
+from sagan_tf.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
 
 __all__ = ["Trainer"]
 
@@ -68,8 +68,8 @@ class Trainer:
     Args:
       config: a :class:`TrainConfig`; ``config.seed`` must be set (``train``
         fills it in).
-      strategy: the ``tf.distribute.Strategy``; default: ``make_strategy`` from
-        the config.
+      strategy: the ``tf.distribute.Strategy``; default: ``make_strategy_and_plan``
+        from the config (``device_plan`` says which devices and why).
     """
 
     def __init__(self, config, strategy=None):
@@ -77,8 +77,13 @@ class Trainer:
         if config.seed is None:
             raise ValueError("Trainer needs config.seed (train() draws one when it is None)")
         self.config = config
-        self.strategy = strategy or make_strategy(config.strategy, config.num_cpu_replicas,
-                                                  config.tpu)
+        # The devices (sagan_tf/devices.py): plan None when a strategy is given.
+        self.strategy, self.device_plan = strategy, None
+        if strategy is None:
+            self.strategy, self.device_plan = make_strategy_and_plan(
+                config.strategy, config.num_cpu_replicas, config.tpu, config.num_towers,
+                config.allow_cpu)
+        devices.set_tf32(config.allow_tf32)  # off: the release's float32 (no TF32)
         self.num_replicas = self.strategy.num_replicas_in_sync
         self.global_batch_size = config.batch_size * self.num_replicas
 
@@ -168,11 +173,11 @@ class Trainer:
             config.discriminator_learning_rate, beta_1=config.beta1, beta_2=config.beta2,
             epsilon=1e-8, name="d_optimizer")
         if config.mixed_precision == "mixed_float16":
-            # Dynamic loss scaling; apply_gradients unscales and skips
-            # non-finite steps.
-            g_optimizer = keras.optimizers.LossScaleOptimizer(
+            # Dynamic loss scaling; apply_gradients unscales and skips a step
+            # whose gradients are non-finite on any replica.
+            g_optimizer = ReplicaSafeLossScaleOptimizer(
                 g_optimizer, name="g_loss_scale_optimizer")
-            d_optimizer = keras.optimizers.LossScaleOptimizer(
+            d_optimizer = ReplicaSafeLossScaleOptimizer(
                 d_optimizer, name="d_loss_scale_optimizer")
         # Slots exist before the first step, so a restore fills them
         # directly and the compiled step never creates variables.

@@ -20,7 +20,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import checkpoints, pixel_pipelines, record_format, rundir, rundir_lock, summaries
+from sagan_tf import (checkpoints, devices, pixel_pipelines, record_format, rundir, rundir_lock,
+                      sampling, summaries)
 from sagan_tf.config import ConfigError, TrainConfig
 from sagan_tf.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                              TrainingDivergedError, TrainingError, check_logdir_writable,
@@ -113,39 +114,6 @@ def open_loop(config, strategy=None, log=print):
         yield _Loop(trainer, *opened, stop, log)
 
 
-def _write_sample_grids(trainer, logdir, step, log):
-    """The end-of-run grids: ``samples_<step>.png`` with G's moving batch-norm
-    statistics (the release's sampling) and, with ``standing_stats_batches`` N,
-    ``samples_<step>_standing_stats.png`` with standing statistics over N batches
-    of ``batch_size`` (:mod:`sagan_tf.standing_statistics`; the networks are
-    restored afterwards, so they stay equal to the checkpoint just saved).
-    Returns the two paths (the second None without standing statistics)."""
-    from PIL import Image
-    from sagan_tf import standing_statistics
-
-    def write(path, grid, how):
-        with tf.io.gfile.GFile(path, "wb") as f:
-            Image.fromarray(grid).save(f, format="PNG")
-        log(f"Wrote {path} ({weights}G's batch norms: {how})")
-
-    config = trainer.config
-    weights = ("" if trainer.generator_ema is None else
-               f"G's averaged weights, --g_ema_decay {config.g_ema_decay}; ")
-    samples_path = os.path.join(logdir, f"samples_{step}.png")
-    write(samples_path, trainer.sample_grid(), standing_statistics.describe(0, 0))
-    num_batches = config.standing_stats_batches
-    if not num_batches:
-        return samples_path, None
-    if isinstance(trainer.strategy, tf.distribute.TPUStrategy):
-        log("Standing-statistics grid skipped: not supported on TPUs")
-        return samples_path, None
-    standing_path = os.path.join(logdir, f"samples_{step}_standing_stats.png")
-    with standing_statistics.standing_statistics(trainer.sampling_generator, num_batches,
-                                                 config.batch_size, seed=0):
-        grid = trainer.sample_grid()
-    write(standing_path, grid, standing_statistics.describe(num_batches, config.batch_size))
-    return samples_path, standing_path
-
 def _open_run(trainer, log, cleanup, records_pipeline=None):
     """Takes the run directory (lock, config.json) and restores the newest complete
     checkpoint. Returns ``(manager, ckpt_dir, chief, resumed_from)``."""
@@ -164,7 +132,9 @@ def _open_run(trainer, log, cleanup, records_pipeline=None):
     ckpt_dir = logdir if chief else os.path.join(
         logdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
     if chief:
-        rundir.save_config(config, logdir, extra={"records_pixel_pipeline": records_pipeline})
+        rundir.save_config(config, logdir, extra={
+            "records_pixel_pipeline": records_pipeline,
+            "devices": devices.run_record(strategy, trainer.device_plan, config.batch_size)})
     manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir,
                                          max_to_keep=config.keep_checkpoint_max)
     # The newest complete checkpoint whose data reads back; each variable's
@@ -182,10 +152,10 @@ def _open_run(trainer, log, cleanup, records_pipeline=None):
         log(f"Resumed from {resumed_from} at step {int(trainer.step.numpy())}")
     else:
         log("Starting from scratch")
-    log(f"Replicas: {trainer.num_replicas}; global batch = {config.batch_size} per replica "
-        f"x {trainer.num_replicas} = {trainer.global_batch_size} "
-        f"(--num_towers={config.num_towers} is informational); graph optimisation: "
-        f"{trainer.graph_optimization} (--graph_optimization {config.graph_optimization})")
+    tf32 = "on (--allow_tf32)" if config.allow_tf32 else "off (--allow_tf32 turns it on)"
+    log(f"{devices.describe_replicas(strategy, trainer.device_plan, config.batch_size)}; "
+        f"TF32 {tf32}; graph optimisation: {trainer.graph_optimization} "
+        f"(--graph_optimization {config.graph_optimization})")
     return manager, ckpt_dir, chief, resumed_from
 
 
@@ -385,7 +355,7 @@ class _Loop:
         self.writer.flush()
         samples_path = standing_samples_path = None
         if self.chief:
-            samples_path, standing_samples_path = _write_sample_grids(
+            samples_path, standing_samples_path = sampling.write_end_of_run_grids(
                 self.trainer, self.config.logdir, step, log)
         else:
             tf.io.gfile.rmtree(self.ckpt_dir)

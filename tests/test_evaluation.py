@@ -16,8 +16,8 @@ import tensorflow as tf
 
 import sagan_tf
 from sagan_tf import record_format
-from sagan_tf import (checkpoints, evaluation, evaluation_loop, metrics, real_statistics,
-                      rundir)
+from sagan_tf import (checkpoints, cli, evaluation, evaluation_loop, metrics,
+                      real_statistics, rundir)
 from test_metrics import save_standin_classifier
 
 ARCH = dict(generator_type="test", image_size=32, z_dim=16, gf_dim=4, number_classes=10)
@@ -228,6 +228,50 @@ def test_evaluate_repeatedly_each_checkpoint_once(run, classifier):
     assert [e["checkpoint"] for e in record] == [os.path.abspath(first)] + written
     # Restart: nothing is evaluated twice.
     assert evaluation_loop.evaluate_repeatedly(run.options(timeout=0.2), ev, poll_secs=0.1) == []
+
+
+def test_unreadable_checkpoint_is_skipped_and_watching_goes_on(run, classifier, caplog):
+    """A listed, complete-looking checkpoint whose data shard is truncated is
+    skipped with a warning naming it; the next one is evaluated."""
+    bad, good = run.save(1), run.save(2)
+    [shard] = glob.glob(bad + ".data-*")
+    with open(shard, "r+b") as f:
+        f.truncate(16)
+    ev = evaluation.Evaluator(run.options(), classifier=classifier)
+    with caplog.at_level("WARNING", logger=evaluation_loop.__name__):
+        results = evaluation_loop.evaluate_repeatedly(run.options(timeout=0), ev)
+    assert [r["checkpoint"] for r in results] == [os.path.abspath(good)]
+    [warning] = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
+    assert warning.startswith(f"Skipping checkpoint {bad}: cannot read checkpoint {bad}: ")
+    with pytest.raises(checkpoints.CheckpointReadError, match="cannot read checkpoint"):
+        ev.restore(bad)
+
+
+@pytest.mark.parametrize("where", ["generation", "real_statistics"])
+def test_other_errors_of_an_evaluation_stop_the_evaluator(run, classifier, monkeypatch, where):
+    """An out-of-memory while generating, or a data error in the real-statistics
+    pass (a DataLossError, the class a truncated checkpoint also raises), is
+    not a checkpoint read error: the evaluator stops with one line naming the
+    error and the checkpoint, and records nothing."""
+    path = run.save(3)
+    ev = evaluation.Evaluator(run.options(), classifier=classifier)
+    error = (tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with "
+                                              "shape[32,299,299,3]\nmore context")
+             if where == "generation" else
+             tf.errors.DataLossError(None, None, "corrupted record at 12"))
+
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(ev, "_step_fn" if where == "generation" else "real_statistics", fail)
+    with pytest.raises(type(error)) as e:
+        evaluation_loop.evaluate_repeatedly(run.options(timeout=0), ev)
+    line = cli.error_line(e.value)
+    first = error.message.splitlines()[0]
+    assert line == (f"evaluation of {path} failed: {type(error).__name__}: {first} (not a "
+                    "checkpoint read error: the evaluator stops)")
+    assert not os.path.exists(os.path.join(run.eval_dir, evaluation_loop.EVALUATED_NAME))
+    with pytest.raises(type(error), match="not a checkpoint read error"):
+        evaluation_loop.evaluate_checkpoint(run.options(), path, evaluator=ev)
 
 
 def test_half_written_checkpoints_are_not_complete(run):

@@ -163,7 +163,8 @@ def test_end_to_end_two_replicas(run2):
     assert result["num_replicas"] == 2 and result["global_batch_size"] == 2 * B
     assert result["step"] == 3 and int(trainer.step.numpy()) == 3
     assert lines[0] == "Starting from scratch"
-    assert lines[1].startswith("Replicas: 2; global batch")
+    assert lines[1].startswith("Replicas: 2 on /cpu:0, /cpu:1; global batch = "
+                               f"{B} per replica x 2 = {2 * B}; TF32 off")
     assert lines[1].endswith("graph optimisation: light (--graph_optimization auto)")
     assert any(line.startswith("step 3/3") for line in lines)
     assert set(result["metrics"]) == {"d_loss", "d_loss_real", "d_loss_fake", "g_loss",
@@ -186,7 +187,11 @@ def test_end_to_end_two_replicas(run2):
     assert tf.train.latest_checkpoint(logdir) == os.path.join(logdir, "ckpt-3")
     assert load_config(logdir) == config
     with open(os.path.join(logdir, "config.json")) as f:
-        assert json.load(f)["generator_type"] == "test"
+        stored = json.load(f)
+    assert stored["generator_type"] == "test"
+    assert stored["devices"] == {"replica_devices": ["/cpu:0", "/cpu:1"], "num_replicas": 2,
+                                 "global_batch_size": 2 * B, "tf32": False, "why": None}
+    assert stored["allow_tf32"] is False and stored["num_towers"] == 4
     samples = Image.open(result["samples"])
     assert samples.size == (8 * S, C * S)  # one row per class, 8 columns
 

@@ -48,7 +48,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.start(argv)
+    cli.start(argv, FLAGS)  # also --device: one device, memory growth
     from sagan_tf import sampling
     classes = cli.int_list(FLAGS.classes, "--classes")
     loaded = cli.load_from_flags(FLAGS, seed=FLAGS.seed)

@@ -44,7 +44,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    cli.start(argv)
+    cli.start(argv, FLAGS)  # also --device: one device, memory growth
     import numpy as np
     from sagan_tf import attention_maps, sampling
     try:

@@ -1,0 +1,139 @@
+"""The GPU check (tools/perf/gpu_benchmark.py, sagan_tf/gpu_check.py) on a CPU-only machine.
+
+What can be checked without a GPU: its decisions on simulated device
+reports and nvidia-smi output, its flags, its refusal on a machine with a
+driver but no visible GPU (a stand-in nvidia-smi on the PATH), and a dry run
+of its phases on the CPU at tiny sizes.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sagan_tf import gpu_check
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "perf", "gpu_benchmark.py")
+
+
+def _report(gpus=(), driver=None, hidden=False):
+    return {"tensorflow": "2.21.0", "cuda_build": {"is_cuda_build": False},
+            "gpus": [{"name": f"/physical_device:GPU:{i}", "device_name": name,
+                      "compute_capability": "9.0"} for i, name in enumerate(gpus)],
+            "driver": driver, "hidden": hidden, "tf32_default": True}
+
+
+def test_device_report_verdicts():
+    ok, text = gpu_check.check_device_report(_report(["NVIDIA H200"] * 2, "nvidia-smi (x)"))
+    assert ok and text == "2 GPU(s): NVIDIA H200, NVIDIA H200"
+    ok, text = gpu_check.check_device_report(_report(driver="/proc/driver/nvidia"))
+    assert not ok and "NVIDIA driver (/proc/driver/nvidia) but TensorFlow 2.21.0 sees no GPU"\
+        in text and "pip install -e '.[gpu]'" in text
+    ok, text = gpu_check.check_device_report(_report())
+    assert not ok and "no NVIDIA driver" in text and "--dry_run" in text
+    ok, text = gpu_check.check_device_report(_report(driver="x", hidden=True))
+    assert not ok and "CUDA_VISIBLE_DEVICES hides them" in text
+    assert gpu_check.check_device_report(_report(driver="x"), dry_run=True)[0]
+
+
+def test_evaluator_memory_check_from_nvidia_smi_output():
+    """Memory per GPU before and while the evaluator ran on GPU 4: the others
+    must not grow, GPU 4 must (and not be filled, with memory growth)."""
+    def query(used):
+        return gpu_check.parse_gpu_query("\n".join(
+            f"{i}, GPU-{i:04d}, {u}, 81559" for i, u in enumerate(used)) + "\nbad line\n")
+    baseline = query([70000, 70000, 70000, 70000, 0])
+    assert baseline[4] == {"uuid": "GPU-0004", "used_mib": 0.0, "total_mib": 81559.0}
+    during = [query([70000, 70010, 70000, 70000, 900]), query([70000, 70000, 70000, 70000,
+                                                                2400])]
+    fine = gpu_check.untouched_gpus(baseline, during, chosen=4)
+    assert fine["others_untouched"] and fine["chosen_used"]
+    assert fine["grew_mib"] == {0: 0.0, 1: 10.0, 2: 0.0, 3: 0.0, 4: 2400.0}
+    assert fine["chosen_fraction"] == pytest.approx(2400 / 81559)
+    touched = gpu_check.untouched_gpus(baseline, during + [query([70500, 70000, 70000, 70000,
+                                                                  2400])], chosen=4)
+    assert not touched["others_untouched"] and touched["grew_mib"][0] == 500.0
+    assert not gpu_check.untouched_gpus(baseline, [baseline], chosen=4)["chosen_used"]
+
+
+def test_training_runs_in_priority_order():
+    assert gpu_check.train_order(["fp32", "bf16", "fp16"], 4) == [
+        ("fp32", 1), ("fp32", 4), ("bf16", 4), ("fp16", 4), ("bf16", 1), ("fp16", 1)]
+    assert gpu_check.train_order(["fp32", "bf16", "fp16"], 1) == [("fp32", 1), ("bf16", 1),
+                                                              ("fp16", 1)]
+    assert gpu_check.train_order(["fp32", "fp16"], 2, ["all"]) == [("fp32", 2), ("fp16", 2)]
+
+
+def _tool(*args, env=None, timeout=120):
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_flags_are_checked_before_anything_runs(tmp_path):
+    bad = _tool("--precisions", "fp32,fp8", "--out_dir", str(tmp_path / "a"))
+    assert bad.returncode != 0 and "--precisions: unknown fp8" in bad.stderr
+    bad = _tool("--replicas", "2", "--out_dir", str(tmp_path / "a"))
+    assert bad.returncode != 0 and "--replicas: 1 and/or all" in bad.stderr
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "gpu_check.jsonl").write_text("{}\n")
+    again = _tool("--out_dir", str(tmp_path / "b"))
+    assert again.returncode != 0 and "gpu_check.jsonl exists" in again.stderr
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    assert "pass --out_dir or set $OUT" in _tool(env=env).stderr
+    assert not (tmp_path / "a").exists()
+
+
+def test_driver_without_visible_gpu_fails_the_check(tmp_path):
+    """A machine whose nvidia-smi works but whose TensorFlow sees no GPU: the
+    check fails (status 1) at the devices phase, naming the fix."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    out = tmp_path / "out"
+    proc = _tool("--out_dir", str(out), env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "gpu_benchmark: error: this machine has an NVIDIA driver (nvidia-smi (" in proc.stderr
+    assert "pip install -e '.[gpu]'" in proc.stderr
+    [line] = (out / "gpu_check.jsonl").read_text().splitlines()
+    run = json.loads(line)
+    assert run["name"] == "devices" and run["status"] == "failed (see result)"
+    assert run["result"]["gpus"] == [] and run["result"]["driver"].startswith("nvidia-smi")
+    assert "| devices | failed (see result) |" in (out / "summary.md").read_text()
+
+
+def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
+    """--dry_run: devices, data, forward, a training run of 2 iterations on 2
+    logical CPU replicas, and the evaluator on its checkpoint -- the phases'
+    code on the CPU at tiny sizes -- each a JSON line, status 0."""
+    out = tmp_path / "out"
+    proc = _tool("--dry_run", "--precisions", "fp32", "--replicas", "all", "--iterations", "2",
+                 "--eval_samples", "16", "--budget_s", "1500", "--out_dir", str(out),
+                 timeout=1500)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = {r["name"]: r for r in map(json.loads, (out / "gpu_check.jsonl").read_text()
+                                      .splitlines())}
+    assert list(runs) == ["devices", "data", "forward", "train_fp32_x2", "eval"]
+    assert all(r["status"] == "ok" for r in runs.values()), runs
+    forward = runs["forward"]["result"]
+    assert forward["device"] == "/cpu:0" and forward["tf32_off"]["generator"]["max_rel"] == 0.0
+    train = runs["train_fp32_x2"]["result"]
+    assert train["num_replicas"] == 2 and train["global_batch_size"] == 4
+    assert train["steps"] == 2 and train["finite"] and train["checkpoints"] == ["ckpt-1",
+                                                                              "ckpt-2"]
+    assert train["start_line"].startswith("Replicas: 2 on /cpu:0, /cpu:1 (CPU: ")
+    assert train["applied_steps"] == {"g": 2, "d": 2}
+    evaluation = runs["eval"]["result"]
+    assert evaluation["device"] == "cpu" and evaluation["evaluation"]["num_samples"] == 16
+    assert "Evaluating on CPU (--device cpu); TF32 off" in evaluation["device_line"]
+    summary = (out / "summary.md").read_text()
+    assert "dry run (CPU, tiny sizes): not a measurement" in summary
+    assert "| train_fp32_x2 | ok |" in summary
+    assert json.loads((out / "summary.json").read_text())["dry_run"] is True
