@@ -1,4 +1,5 @@
-"""Evaluates SAGAN checkpoints: Inception score, FID, KID; class accuracy and intra-FID.
+"""Evaluates SAGAN checkpoints: Inception score, FID, KID; class accuracy, intra-FID,
+precision/recall/density/coverage.
 
 NUMERICS §8, flags §9, plus this port's class accuracy (when the classifier's classes
 are the data's), intra-FID (--intra_fid_samples_per_class) and standing batch-norm
@@ -64,6 +65,14 @@ flags.DEFINE_integer("standing_stats_batches", 0,
 flags.DEFINE_integer("standing_stats_batch_size", None,
                      "Batch size of the standing-statistics batches (default: the training "
                      "batch_size of config.json).", lower_bound=1)
+flags.DEFINE_boolean("manifold_metrics", True,
+                     "Report precision and recall (Kynkaanniemi et al. 2019, k=3) and density "
+                     "and coverage (Naeem et al. 2020, k=5) of the generated against the real "
+                     "pool_3 features, in the JSON line and under eval/ (not the paper's "
+                     "protocol; --nomanifold_metrics turns them off).")
+flags.DEFINE_integer("manifold_num_samples", 10000,
+                     "Samples of each set for the manifold metrics (0: as many as FID); the "
+                     "JSON line's manifold_num_samples states the count used.", lower_bound=0)
 
 cli.define_generator_weights_flag()
 
@@ -84,7 +93,9 @@ def options_from_flags():
         intra_fid_samples_per_class=FLAGS.intra_fid_samples_per_class,
         standing_stats_batches=FLAGS.standing_stats_batches,
         standing_stats_batch_size=FLAGS.standing_stats_batch_size,
-        generator_weights=FLAGS.generator_weights)
+        generator_weights=FLAGS.generator_weights,
+        manifold_metrics=FLAGS.manifold_metrics,
+        manifold_num_samples=FLAGS.manifold_num_samples)
 
 
 def main(argv):

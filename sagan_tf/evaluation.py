@@ -23,11 +23,18 @@ One evaluation (:meth:`Evaluator.evaluate`):
    ``n`` real records of that class
    (:class:`sagan_tf.real_statistics.RealClassActivationCache`, cached like the real
    activations);
-6. print one JSON line ``{"step", "inception_score", "fid", "kid",
+6. unless ``manifold_metrics`` is off: precision and recall (k = 3) and
+   density and coverage (k = 5) of the generated ``pool_3`` against the real
+   ``pool_3`` (:mod:`sagan_tf.manifold_metrics`; not the paper's protocol), on
+   the first ``manifold_num_samples`` rows of each (default 10,000, at most
+   what both hold; the JSON line states the count);
+7. print one JSON line ``{"step", "inception_score", "fid", "kid",
    ["class_accuracy",] ["intra_fid", "intra_fid_samples_per_class",
-   "intra_fid_num_classes",] "bn_statistics", "generator_weights", "num_samples", "seconds",
+   "intra_fid_num_classes",] ["precision", "recall", "density", "coverage",
+   "manifold_num_samples", "precision_recall_k", "density_coverage_k",] "bn_statistics", "generator_weights", "num_samples", "seconds",
    "checkpoint"}`` and write the TensorBoard summaries ``eval/incscore``,
    ``eval/fid``, ``eval/kid``, ``eval/class_accuracy``, ``eval/intra_fid``,
+   ``eval/precision``, ``eval/recall``, ``eval/density``, ``eval/coverage``,
    ``eval/bn_statistics`` and ``eval/generator_weights`` (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
    eval directory (default ``<checkpoint_dir>/eval``).
 
@@ -53,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import checkpoints, metrics, real_statistics, rundir, summaries
+from sagan_tf import manifold_metrics as manifold_metrics_lib
 
 __all__ = ["EvalOptions", "Evaluator"]
 
@@ -92,6 +100,8 @@ class EvalOptions:
     standing_stats_batches: int = 0           # 0: moving BN statistics (the release)
     standing_stats_batch_size: Optional[int] = None  # None: training batch_size of config.json
     generator_weights: str = "auto"           # auto | raw | ema (rundir.generator_child)
+    manifold_metrics: bool = True             # precision/recall/density/coverage (not the paper's)
+    manifold_num_samples: int = manifold_metrics_lib.DEFAULT_NUM_SAMPLES  # 0: FID's count
 
     @property
     def logdir(self):
@@ -139,6 +149,9 @@ class Evaluator:
         if options.standing_stats_batches < 0:
             raise ValueError("--standing_stats_batches must be >= 0 (0: moving averages), "
                              f"got {options.standing_stats_batches}")
+        if options.manifold_num_samples < 0:
+            raise ValueError("--manifold_num_samples must be >= 0 (0: as many as FID), got "
+                             f"{options.manifold_num_samples}")
         if options.dcgan_generator_batch_size < 1:
             raise ValueError("--dcgan_generator_batch_size must be >= 1, got "
                              f"{options.dcgan_generator_batch_size}")
@@ -299,7 +312,9 @@ class Evaluator:
             summaries.write_scalar("eval/fid", result["fid"])
             summaries.write_scalar("eval/kid", result["kid"])
             for tag, key in (("eval/class_accuracy", "class_accuracy"),
-                             ("eval/intra_fid", "intra_fid")):
+                             ("eval/intra_fid", "intra_fid"), ("eval/precision", "precision"),
+                             ("eval/recall", "recall"), ("eval/density", "density"),
+                             ("eval/coverage", "coverage")):
                 if result.get(key) is not None:
                     summaries.write_scalar(tag, result[key])
             summaries.write_text("eval/bn_statistics", result["bn_statistics"])
@@ -358,6 +373,9 @@ class Evaluator:
             if skipped:
                 log.warning("Intra-FID left out %d class(es) with fewer than 2 real or "
                             "generated samples: %s", len(skipped), sorted(skipped)[:20])
+        if self.options.manifold_metrics:
+            result.update(manifold_metrics_lib.evaluation_entries(
+                real[metrics.POOL_KEY], pool, self.options.manifold_num_samples))
         result["bn_statistics"] = self.bn_statistics
         result["generator_weights"] = self.generator_weights
         result["num_samples"] = int(acc.count)

@@ -144,8 +144,13 @@ def test_entry_point_end_to_end(run, capsys):
     assert 1.0 <= res["inception_score"] <= 10.0
     assert res["fid"] > 0 and np.isfinite(res["kid"]) and res["seconds"] > 0
     events = _event_values(run.eval_dir)
+    # Manifold metrics are on by default, on min(real, generated) samples.
+    assert res["manifold_num_samples"] == 48
+    assert res["precision_recall_k"] == 3 and res["density_coverage_k"] == 5
     for tag, key in (("eval/incscore", "inception_score"), ("eval/fid", "fid"),
-                     ("eval/kid", "kid")):
+                     ("eval/kid", "kid"), ("eval/precision", "precision"),
+                     ("eval/recall", "recall"), ("eval/density", "density"),
+                     ("eval/coverage", "coverage")):
         [(step, value)] = events[tag]
         assert step == 3 and float(value) == pytest.approx(res[key], rel=1e-5), tag
     for tag in ("eval/generated_images", "eval/real_images"):
@@ -422,3 +427,33 @@ def test_class_accuracy_only_when_classifier_classes_are_the_data_classes(run, t
     res = evaluation_loop.evaluate_checkpoint(ev.options, path, ev)
     assert "class_accuracy" not in res and "eval/class_accuracy" not in _event_values(
         run.eval_dir)
+
+
+def test_manifold_metrics_on_the_fid_features(run, classifier, monkeypatch):
+    """The JSON line's precision/recall/density/coverage are those of the first
+    manifold_num_samples rows of the cached real pool_3 and of the generated pool_3
+    FID used (full-matrix oracle); --nomanifold_metrics drops them."""
+    from test_manifold_metrics import _oracle
+    seen = {}
+    kernel_distance = metrics.kernel_distance
+
+    def spy(real, generated, **kw):
+        seen["real"], seen["generated"] = np.array(real), np.array(generated)
+        return kernel_distance(real, generated, **kw)
+    monkeypatch.setattr(metrics, "kernel_distance", spy)
+    path = run.save(5)
+    ev = evaluation.Evaluator(run.options(manifold_num_samples=20), classifier=classifier,
+                              out=open(os.devnull, "w"))
+    res = ev.evaluate(path)
+    [cache] = glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))
+    np.testing.assert_array_equal(np.load(cache)[metrics.POOL_KEY], seen["real"])
+    want = _oracle(seen["real"][:20], seen["generated"][:20], 3, 5)
+    assert res["manifold_num_samples"] == 20
+    for key, value in want.items():
+        assert res[key] == pytest.approx(value, abs=1e-12), key
+    off = evaluation.Evaluator(run.options(manifold_metrics=False), classifier=classifier,
+                               out=open(os.devnull, "w")).evaluate(path)
+    assert not {"precision", "recall", "density", "coverage", "manifold_num_samples"} & set(off)
+    assert off["fid"] == pytest.approx(res["fid"], rel=1e-5)  # seeded: same samples
+    with pytest.raises(ValueError, match="manifold_num_samples must be >= 0"):
+        evaluation.Evaluator(run.options(manifold_num_samples=-1), classifier=classifier)
