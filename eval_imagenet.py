@@ -73,6 +73,11 @@ flags.DEFINE_boolean("manifold_metrics", True,
 flags.DEFINE_integer("manifold_num_samples", 10000,
                      "Samples of each set for the manifold metrics (0: as many as FID); the "
                      "JSON line's manifold_num_samples states the count used.", lower_bound=0)
+flags.DEFINE_float("truncation", None,
+                   "Truncation trick (BigGAN; not the paper's protocol, which samples z ~ "
+                   "N(0, 1)): every z component with |z| > this is redrawn until inside. The "
+                   "JSON line's truncation names it; summaries and evaluated.json go to "
+                   "<eval_dir>/truncation_<value>. Default: off.", lower_bound=0.0)
 
 cli.define_generator_weights_flag()
 
@@ -95,7 +100,8 @@ def options_from_flags():
         standing_stats_batch_size=FLAGS.standing_stats_batch_size,
         generator_weights=FLAGS.generator_weights,
         manifold_metrics=FLAGS.manifold_metrics,
-        manifold_num_samples=FLAGS.manifold_num_samples)
+        manifold_num_samples=FLAGS.manifold_num_samples,
+        truncation=FLAGS.truncation)
 
 
 def main(argv):

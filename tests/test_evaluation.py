@@ -457,3 +457,32 @@ def test_manifold_metrics_on_the_fid_features(run, classifier, monkeypatch):
     assert off["fid"] == pytest.approx(res["fid"], rel=1e-5)  # seeded: same samples
     with pytest.raises(ValueError, match="manifold_num_samples must be >= 0"):
         evaluation.Evaluator(run.options(manifold_num_samples=-1), classifier=classifier)
+
+
+def test_truncation_is_named_and_off_is_the_release_sampling(run, classifier):
+    """--truncation: the JSON line's truncation, its own summary directory beside the
+    shared real-activation cache, z inside the bound; off: the release's z draws."""
+    from sagan_tf import truncation_sweep
+    path = run.save(4)
+    off = evaluation.Evaluator(run.options(), classifier=classifier, out=open(os.devnull, "w"))
+    want = tf.random.Generator.from_seed(1).normal([32, ARCH["z_dim"]])
+    np.testing.assert_array_equal(off._latents([32, ARCH["z_dim"]]).numpy(), want.numpy())
+    ev = evaluation.Evaluator(run.options(truncation=0.5), classifier=classifier)
+    z = tf.function(ev._latents)([500, ARCH["z_dim"]]).numpy()
+    assert np.abs(z).max() <= 0.5 and z.std() > 0.2
+    results = truncation_sweep.sweep(run.options(checkpoint_path=path), [None, 0.5],
+                                     classifier=classifier, out=open(os.devnull, "w"))
+    assert [r["truncation"] for r in results] == [None, 0.5]
+    assert results[0]["fid"] != results[1]["fid"]
+    sub = os.path.join(run.eval_dir, "truncation_0.5")
+    assert ev.eval_dir == sub
+    assert glob.glob(os.path.join(sub, "events.out.tfevents.*"))
+    assert json.load(open(os.path.join(sub, "evaluated.json")))["evaluated"][0]["truncation"] == 0.5
+    assert not glob.glob(os.path.join(sub, "real_activations_*.npz"))
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 1
+    assert [t for t in _event_values(sub) if t.startswith("eval/latents")]
+    image, points = truncation_sweep.plot_is_against_fid(results, title="sweep")
+    assert image.shape[2] == 3 and len(points) == 2
+    # x is FID: the point with the larger FID is to the right.
+    fids = [r["fid"] for r in results]
+    assert (points[0][0] < points[1][0]) == (fids[0] < fids[1])
