@@ -149,6 +149,12 @@ flags.DEFINE_integer("standing_stats_batches", 0,
                      "statistics: every batch norm's statistics averaged over N batches of G "
                      "in training mode (docs/DEVIATIONS.md; the checkpoint keeps the moving "
                      "averages).", lower_bound=0)
+flags.DEFINE_boolean("collapse_summaries", True,
+                     "At summary steps, also write collapse/: the largest singular value of "
+                     "each spectral-norm layer (the sigma its spectral norm computed in the "
+                     "iteration), G's and D's gradient norms and the share of real images D "
+                     "scores positive (README, 'Collapse warnings'). Read-only: the iteration's "
+                     "numbers are the same with --nocollapse_summaries.")
 flags.DEFINE_float("g_ema_decay", 0.0,
                    "d > 0: also keep an exponential moving average of G's weights (BigGAN's "
                    "G_ema; bias-corrected: over about the last 1/(1-d) iterations, none of "

@@ -69,6 +69,7 @@ class TrainConfig:
     sn_gradient: str = "release"             # SN backward: release (TF1 ref variables) | exact
     standing_stats_batches: int = 0          # >0: also an end-of-run grid with standing BN stats
     g_ema_decay: float = 0.0                 # >0: keep an averaged G (sagan_tf/ema.py); 0: off
+    collapse_summaries: bool = True          # collapse/ scalars (sagan_tf/collapse_summaries.py)
     # --- Performance options (docs/PERFORMANCE.md); none changes what is computed.
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
