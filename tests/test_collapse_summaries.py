@@ -57,3 +57,28 @@ def test_weights_bit_identical_with_and_without_and_values_match_oracles():
     assert {l.path for l in _sn_layers(on.generator)} <= set(sigmas)
     for path, sigma in d_sigma_before.items():
         assert sigmas[path] == pytest.approx(sigma, rel=1e-6), path
+
+
+def test_collapse_plot_reads_the_event_files(tmp_path):
+    from sagan_tf import collapse_plot
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for step in (10, 20, 30):
+            tf.summary.scalar("collapse/sigma/discriminator/d_block1/sn_conv1", step * 0.5,
+                              step=step)
+            tf.summary.scalar("collapse/sigma/generator/g_block1/snconv1", 1.0 + step,
+                              step=step)
+            tf.summary.scalar("collapse/g_grad_norm", 2.0 * step, step=step)
+            tf.summary.scalar("collapse/d_grad_norm", 3.0 * step, step=step)
+            tf.summary.scalar("collapse/real_positive_share", step / 40, step=step)
+            tf.summary.text("text", "not a scalar", step=step)
+    writer.flush()
+    image, scalars = collapse_plot.plot_collapse_curves(str(tmp_path))
+    assert scalars["collapse/d_grad_norm"] == [(10, 30.0), (20, 60.0), (30, 90.0)]
+    assert "text" not in scalars and image.shape[2] == 3
+    panels = collapse_plot.collapse_panels(scalars)
+    assert [name for name, _ in panels[0].series] == ["d_block1/sn_conv1"]
+    with pytest.raises(ValueError, match="no collapse/ summaries"):
+        collapse_plot.collapse_panels({"d_loss": [(1, 0.5)]})
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
+        collapse_plot.read_scalars(str(tmp_path / "nothing"))
