@@ -16,6 +16,9 @@ Usage::
 
     python tools/train_demo_classifier.py --data_dir data/demo \\
         --output_dir data/demo_classifier [--input_size 32 --steps 500]
+    # other data: hold out 10%, up to 5000 steps, early stopping on held-out accuracy
+    python tools/train_demo_classifier.py --data_dir data/mine --output_dir data/mine_classifier \\
+        --holdout_fraction 0.1 --steps 5000
 """
 import os
 import shutil
@@ -110,7 +113,8 @@ def detect_num_classes(data_dir):
 
 def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=None,
                           input_size=32, steps=500, batch_size=64, learning_rate=1e-3,
-                          seed=0, verbose=0):
+                          seed=0, verbose=0, holdout_fraction=0.0, eval_every=250,
+                          patience=4, log=print):
     """Trains the demo classifier on the records of ``data_dir`` and exports it.
 
     Args:
@@ -121,11 +125,22 @@ def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=Non
       input_size: the classifier's own input size; images are resized to it
         with :func:`sagan_tf.metrics.resize_images`, as in evaluation.
       steps, batch_size, learning_rate, seed: training settings (Adam).
+      holdout_fraction: > 0: hold out this share of the records (read into
+        memory), train in rounds of ``eval_every`` steps for at most ``steps``,
+        keep the weights of the best held-out accuracy and stop after
+        ``patience`` rounds without improvement
+        (:mod:`sagan_tf.heldout_training`). 0: train ``steps`` on everything.
 
     Returns:
       dict with ``output_dir``, ``input_size``, ``num_classes``, ``feature_dim``
-      and the final ``train_accuracy`` (on the last training batches).
+      and the final ``train_accuracy`` (on the last training batches); with a
+      held-out split also ``heldout_accuracy``, ``best_step``, ``steps``,
+      ``num_train`` and ``num_heldout``.
     """
+    if holdout_fraction:
+        return _train_with_heldout(data_dir, output_dir, num_classes, input_size, steps,
+                                   batch_size, learning_rate, seed, holdout_fraction,
+                                   eval_every, patience, log)
     import keras  # pylint: disable=import-outside-toplevel
     files = record_format.list_record_files(data_dir)
     image_size = int(image_size or record_format.peek_image_size(files))
@@ -146,6 +161,32 @@ def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=Non
             "train_accuracy": float(np.asarray(hist.history["accuracy"][-1]))}
 
 
+def _train_with_heldout(data_dir, output_dir, num_classes, input_size, max_steps, batch_size,
+                        learning_rate, seed, holdout_fraction, eval_every, patience, log):
+    """:func:`train_demo_classifier` with a held-out split and early stopping."""
+    import keras  # pylint: disable=import-outside-toplevel
+    from sagan_tf import heldout_training as ht  # pylint: disable=import-outside-toplevel
+    images, labels = ht.read_records(data_dir)
+    num_classes = int(num_classes or labels.max() + 1)
+    train_idx, held_idx = ht.split_heldout(len(labels), holdout_fraction, seed)
+    x = ht.to_model_input(images)
+    held_x = metrics.resize_images(tf.constant(x[held_idx]), input_size).numpy()
+    dataset = (tf.data.Dataset.from_tensor_slices((x[train_idx], labels[train_idx]))
+               .shuffle(len(train_idx), seed=seed).repeat().batch(batch_size, drop_remainder=True)
+               .map(lambda a, b: (metrics.resize_images(a, input_size), b)))
+    model = build_classifier_model(input_size, num_classes, seed=seed)
+    train_model = keras.Model(model.input, model.outputs[1])
+    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["accuracy"])
+    result = ht.fit_with_early_stopping(train_model, dataset, held_x, labels[held_idx],
+                                        int(max_steps), int(eval_every), int(patience), log)
+    save_classifier(model, input_size, output_dir)
+    return {"output_dir": os.path.abspath(output_dir), "input_size": int(input_size),
+            "num_classes": num_classes, "feature_dim": int(model.outputs[0].shape[-1]),
+            "num_train": len(train_idx), "num_heldout": len(held_idx), **result}
+
+
 def main(argv):
     """absl entry point."""
     del argv
@@ -153,7 +194,11 @@ def main(argv):
     f = flags.FLAGS
     info = train_demo_classifier(f.data_dir, f.output_dir, f.image_size, f.num_classes,
                                  f.input_size, f.steps, f.batch_size, f.learning_rate,
-                                 f.seed, verbose=2)
+                                 f.seed, verbose=2, holdout_fraction=f.holdout_fraction,
+                                 eval_every=f.eval_every, patience=f.patience)
+    if "heldout_accuracy" in info:
+        print(f"held-out accuracy {info['heldout_accuracy']:.4f} on {info['num_heldout']} "
+              f"records (best of {info['steps']} steps, at step {info['best_step']})")
     print(info)
 
 
@@ -168,5 +213,14 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_float("holdout_fraction", 0.0,
+                       "Share of the records held out (e.g. 0.1 on one's own data): training "
+                       "runs in rounds of --eval_every steps up to --steps, keeps the weights "
+                       "of the best held-out accuracy, stops after --patience rounds without "
+                       "improvement, and prints the held-out accuracy. 0: train --steps on all "
+                       "records (the demo's setting).")
+    flags.DEFINE_integer("eval_every", 250, "Steps between held-out evaluations.")
+    flags.DEFINE_integer("patience", 4, "Held-out evaluations without improvement before "
+                         "stopping.")
     flags.mark_flags_as_required(["data_dir", "output_dir"])
     cli.run(main)
