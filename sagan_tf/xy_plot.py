@@ -11,7 +11,10 @@ import numpy as np
 
 from sagan_tf.learning_curve import _AXIS, _GRID, _LINE, _MARGIN, _PANEL, _fmt, _nice_ticks
 
-__all__ = ["Panel", "plot_panels", "COLOURS"]
+__all__ = ["Panel", "plot_panels", "COLOURS", "MAX_NAMED"]
+
+#: At most this many series of a panel are named (those ending highest).
+MAX_NAMED = 5
 
 #: Series colours in order (the first is the learning curve's).
 COLOURS = (_LINE, (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
@@ -20,7 +23,8 @@ COLOURS = (_LINE, (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
 
 class Panel:
     """One panel: ``series`` is a list of ``(name, [(x, y), ...])`` drawn as lines
-    with markers; ``point_labels`` (optional) a list per series of texts drawn
+    with markers (named in the corner: the :data:`MAX_NAMED` ending highest);
+    ``point_labels`` (optional) a list per series of texts drawn
     beside its points; ``x_label`` names the x axis; ``log_y`` draws y on a
     log10 scale (positive values only)."""
 
@@ -67,6 +71,9 @@ def _draw_panel(draw, panel, origin, fonts):
     draw.text((left, oy + 12), panel.title, fill=(0, 0, 0), font=big)
     draw.text(((left + right) // 2, bottom + 22), panel.x_label, fill=_AXIS, font=font,
               anchor="mt")
+    # Many series: name only the MAX_NAMED ending highest (the ones to watch).
+    ends = sorted(range(len(panel.series)), key=lambda i: -(panel.series[i][1] or [(0, 0)])[-1][1])
+    named = ends[:MAX_NAMED]
     points = []
     for i, (name, pts) in enumerate(panel.series):
         colour = COLOURS[i % len(COLOURS)]
@@ -78,8 +85,9 @@ def _draw_panel(draw, panel, origin, fonts):
             if panel.point_labels:
                 draw.text((x + 6, y - 6), panel.point_labels[i][j], fill=colour, font=font,
                           anchor="ld")
-        if name and len(panel.series) > 1:
-            draw.text((right - 4, top + 4 + 14 * i), name, fill=colour, font=font, anchor="ra")
+        if name and len(panel.series) > 1 and i in named:
+            draw.text((right - 4, top + 4 + 14 * named.index(i)), name, fill=colour, font=font,
+                      anchor="ra")
         points.append(xy)
     return points
 

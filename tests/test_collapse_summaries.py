@@ -9,8 +9,14 @@ from test_training import _inputs, _state, _tiny_config
 
 
 def _sn_layers(model):
-    return [l for l in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
-            if isinstance(l, layers._SpectralNormBase) and l.use_sn]  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    return [l for l in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(l, layers._SpectralNormBase) and l.use_sn]
+
+
+def _first_moment(optimizer, variable):
+    # pylint: disable=protected-access
+    return optimizer._momentums[optimizer._get_variable_index(variable)]
 
 
 def test_weights_bit_identical_with_and_without_and_values_match_oracles():
@@ -29,10 +35,8 @@ def test_weights_bit_identical_with_and_without_and_values_match_oracles():
         if i == 0:
             first = {k: float(v) for k, v in m_on.items()}
             # beta1 = 0: Adam's first moment after step 1 is the last gradient.
-            g_m = [on.g_optimizer._momentums[on.g_optimizer._get_variable_index(v)]  # pylint: disable=protected-access
-                   for v in on.generator.trainable_variables]
-            d_m = [on.d_optimizer._momentums[on.d_optimizer._get_variable_index(v)]  # pylint: disable=protected-access
-                   for v in on.discriminator.trainable_variables]
+            g_m = [_first_moment(on.g_optimizer, v) for v in on.generator.trainable_variables]
+            d_m = [_first_moment(on.d_optimizer, v) for v in on.discriminator.trainable_variables]
             g_norm = np.sqrt(sum(np.sum(np.square(m.numpy(), dtype=np.float64)) for m in g_m))
             d_norm = np.sqrt(sum(np.sum(np.square(m.numpy(), dtype=np.float64)) for m in d_m))
         assert not any(k.startswith("collapse/") for k in m_off)
