@@ -1,4 +1,5 @@
-"""Evaluates SAGAN checkpoints: Inception score, FID, KID; class accuracy and intra-FID.
+"""Evaluates SAGAN checkpoints: Inception score, FID, KID; class accuracy, intra-FID,
+precision/recall/density/coverage.
 
 NUMERICS §8, flags §9, plus this port's class accuracy (when the classifier's classes
 are the data's), intra-FID (--intra_fid_samples_per_class) and standing batch-norm
@@ -25,73 +26,10 @@ Examples::
 """
 from absl import app, flags, logging
 
-from sagan_tf import cli
+from sagan_tf import cli, eval_flags
 
+eval_flags.define_eval_flags()
 FLAGS = flags.FLAGS
-
-flags.DEFINE_string("checkpoint_dir", None, "Training checkpoint root (the --checkpoint_dir of "
-                    "train_imagenet.py; the run is <checkpoint_dir>/imagenet_<batch_size>).")
-flags.DEFINE_string("eval_dir", None, "Where summaries, evaluated.json and the cached real "
-                    "activations go (default <checkpoint_dir>/eval).")
-flags.DEFINE_integer("eval_sample_size", 50000, "Number of generated samples per evaluation.")
-flags.DEFINE_integer("dcgan_generator_batch_size", 100, "Generation batch size.")
-flags.DEFINE_integer("eval_interval_secs", 300, "Minimum seconds between evaluation rounds.")
-flags.DEFINE_integer("num_classes", None, "Number of classes (default: from config.json).")
-flags.DEFINE_string("generator_type", None, "test | baseline | test_64 (default: config.json).")
-flags.DEFINE_integer("z_dim", None, "Noise dimension (default: from config.json).")
-flags.DEFINE_integer("gf_dim", None, "Generator width (default: from config.json).")
-flags.DEFINE_integer("image_size", None, "Image size (default: from config.json).")
-flags.DEFINE_string("data_dir", None, "Training records for the real statistics "
-                    "(default: data_dir of config.json).")
-flags.DEFINE_integer("batch_size", None, "Training per-replica batch size: picks the run "
-                     "<checkpoint_dir>/imagenet_<batch_size>. Default: the only imagenet_* run "
-                     "in --checkpoint_dir.")
-flags.DEFINE_string("inception_path", None, "Local SavedModel / TF-Hub module directory of "
-                    "the classifier (default: the TF-GAN Inception on TF-Hub).")
-flags.DEFINE_string("checkpoint_path", None, "Evaluate this one checkpoint and exit.")
-flags.DEFINE_float("timeout", None, "Stop after this many seconds without a new checkpoint "
-                   "(default: wait forever).")
-flags.DEFINE_integer("max_evals", None, "Stop after this many evaluations.")
-flags.DEFINE_integer("num_real_samples", None, "Real records for the statistics "
-                     "(default: --eval_sample_size).")
-flags.DEFINE_integer("seed", None, "Seed of the noise, labels and real-data shuffle.")
-flags.DEFINE_integer("intra_fid_samples_per_class", 0,
-                     "Intra-FID (the paper's Table 2): the mean over classes of the FID between "
-                     "this many samples generated for a class and as many real records of that "
-                     "class (per-class real statistics cached under --eval_dir). 0: off (the "
-                     "default: on ImageNet it costs one 2048-d FID per class, 1000 in all). "
-                     "The paper does not state its count; e.g. 50 on ImageNet.", lower_bound=0)
-flags.DEFINE_integer("standing_stats_batches", 0,
-                     "0: G samples with its moving batch-norm statistics (the release). N > 0: "
-                     "standing statistics: after each restore, every batch norm's statistics "
-                     "are recomputed as the average over N batches of G in training mode "
-                     "(BigGAN/compare_gan; a deviation, docs/DEVIATIONS.md). The JSON line's "
-                     "bn_statistics says which.", lower_bound=0)
-flags.DEFINE_integer("standing_stats_batch_size", None,
-                     "Batch size of the standing-statistics batches (default: the training "
-                     "batch_size of config.json).", lower_bound=1)
-
-cli.define_generator_weights_flag()
-cli.define_device_flags()
-
-
-def options_from_flags():
-    """Builds :class:`sagan_tf.evaluation.EvalOptions` from the flags."""
-    from sagan_tf import evaluation
-    return evaluation.EvalOptions(
-        checkpoint_dir=FLAGS.checkpoint_dir, batch_size=FLAGS.batch_size,
-        eval_dir=FLAGS.eval_dir, eval_sample_size=FLAGS.eval_sample_size,
-        dcgan_generator_batch_size=FLAGS.dcgan_generator_batch_size,
-        num_real_samples=FLAGS.num_real_samples, data_dir=FLAGS.data_dir,
-        inception_path=FLAGS.inception_path, checkpoint_path=FLAGS.checkpoint_path,
-        eval_interval_secs=FLAGS.eval_interval_secs, timeout=FLAGS.timeout,
-        max_evals=FLAGS.max_evals, generator_type=FLAGS.generator_type,
-        image_size=FLAGS.image_size, z_dim=FLAGS.z_dim, gf_dim=FLAGS.gf_dim,
-        num_classes=FLAGS.num_classes, seed=FLAGS.seed,
-        intra_fid_samples_per_class=FLAGS.intra_fid_samples_per_class,
-        standing_stats_batches=FLAGS.standing_stats_batches,
-        standing_stats_batch_size=FLAGS.standing_stats_batch_size,
-        generator_weights=FLAGS.generator_weights)
 
 
 def main(argv):
@@ -104,7 +42,7 @@ def main(argv):
     device = cli.configure_device(FLAGS)  # before anything runs: one device, memory growth
     from sagan_tf import evaluation, evaluation_loop
     logging.set_verbosity(logging.INFO)
-    options = options_from_flags()
+    options = eval_flags.options_from_flags()
     evaluator = evaluation.Evaluator(options)  # a bad flag or directory fails here, quietly
     logging.info("Evaluating on %s; TF32 %s", device, "on" if FLAGS.allow_tf32 else "off")
     if options.checkpoint_path:

@@ -65,8 +65,10 @@ flags.DEFINE_integer("image_size", 128,
 flags.DEFINE_integer("z_dim", 128, "Dimension of the latent z.", lower_bound=1)
 flags.DEFINE_integer("gf_dim", 64, "Generator base channels.", lower_bound=1)
 flags.DEFINE_integer("df_dim", 64, "Discriminator base channels.", lower_bound=1)
-flags.DEFINE_integer("number_classes", 1000, "Number of classes (labels in [0, n)).",
-                     lower_bound=1)
+flags.DEFINE_integer("number_classes", 1000, "Number of classes (labels in [0, n)). Not "
+                     "given: the num_classes of <data_dir>/manifest.json (written by "
+                     "tools/convert_imagenet_to_records.py), else 1000 (the release's). 1: "
+                     "unconditional (one folder of images).", lower_bound=1)
 flags.DEFINE_enum("loss_type", "hinge_loss", ["hinge_loss", "kl_loss"], "GAN loss.")
 flags.DEFINE_enum("generator_type", "test", ["test", "baseline", "test_64"],
                   "test: SAGAN (attention at 32x32); baseline: no attention (SNGAN "
@@ -162,6 +164,12 @@ flags.DEFINE_integer("standing_stats_batches", 0,
                      "statistics: every batch norm's statistics averaged over N batches of G "
                      "in training mode (docs/DEVIATIONS.md; the checkpoint keeps the moving "
                      "averages).", lower_bound=0)
+flags.DEFINE_boolean("collapse_summaries", True,
+                     "At summary steps, also write collapse/: the largest singular value of "
+                     "each spectral-norm layer (the sigma its spectral norm computed in the "
+                     "iteration), G's and D's gradient norms and the share of real images D "
+                     "scores positive (README, 'Collapse warnings'). Read-only: the iteration's "
+                     "numbers are the same with --nocollapse_summaries.")
 flags.DEFINE_float("g_ema_decay", 0.0,
                    "d > 0: also keep an exponential moving average of G's weights (BigGAN's "
                    "G_ema; bias-corrected: over about the last 1/(1-d) iterations, none of "
@@ -219,6 +227,19 @@ def _prepare_demo_data(data_dir):
                           f"--image_size {FLAGS.image_size}: {e}") from e
 
 
+def _number_classes_from_manifest(data_dir):
+    """Sets --number_classes from ``<data_dir>/manifest.json`` when it states it."""
+    from sagan_tf import record_format
+    from sagan_tf.config import ConfigError
+    try:
+        n = record_format.manifest_num_classes(data_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    if n is not None:
+        FLAGS.number_classes = n
+        print(f"--number_classes={n} (from {data_dir}/manifest.json)", flush=True)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -245,6 +266,8 @@ def main(argv):
             _prepare_demo_data(data_dir)
         elif not data_dir:
             raise ConfigError("--data_dir is required (or pass --demo to generate demo data)")
+        if not FLAGS["number_classes"].present and not FLAGS.demo:
+            _number_classes_from_manifest(data_dir)
         # Flags are named as the TrainConfig fields; a field without a flag
         # keeps its default.
         config = TrainConfig(**{f.name: getattr(FLAGS, f.name)

@@ -70,6 +70,7 @@ class TrainConfig:
     sn_gradient: str = "release"             # SN backward: release (TF1 ref variables) | exact
     standing_stats_batches: int = 0          # >0: also an end-of-run grid with standing BN stats
     g_ema_decay: float = 0.0                 # >0: keep an averaged G (sagan_tf/ema.py); 0: off
+    collapse_summaries: bool = True          # collapse/ scalars (sagan_tf/collapse_summaries.py)
     # --- Performance options (docs/PERFORMANCE.md); only allow_tf32 changes rounding.
     allow_tf32: bool = False                 # TF32 matmuls/convolutions on GPUs that have it
     xla: bool = False                        # XLA-compile each replica's forward/backward passes

@@ -102,7 +102,8 @@ def detect_num_classes(data_dir):
 
 def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=None,
                           input_size=32, steps=500, batch_size=64, learning_rate=1e-3,
-                          seed=0, verbose=0):
+                          seed=0, verbose=0, holdout_fraction=0.0, eval_every=250,
+                          patience=4, log=print):
     """Trains the demo classifier on the records of ``data_dir`` and exports it.
 
     Args:
@@ -113,11 +114,22 @@ def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=Non
       input_size: the classifier's own input size; images are resized to it
         with :func:`sagan_tf.metrics.resize_images`, as in evaluation.
       steps, batch_size, learning_rate, seed: training settings (Adam).
+      holdout_fraction: > 0: hold out this share of the records (read into
+        memory), train in rounds of ``eval_every`` steps for at most ``steps``,
+        keep the weights of the best held-out accuracy and stop after
+        ``patience`` rounds without improvement
+        (:mod:`sagan_tf.heldout_training`). 0: train ``steps`` on everything.
 
     Returns:
       dict with ``output_dir``, ``input_size``, ``num_classes``, ``feature_dim``
-      and the final ``train_accuracy`` (on the last training batches).
+      and the final ``train_accuracy`` (on the last training batches); with a
+      held-out split also ``heldout_accuracy``, ``best_step``, ``steps``,
+      ``num_train`` and ``num_heldout``.
     """
+    if holdout_fraction:
+        return _train_with_heldout(data_dir, output_dir, num_classes, input_size, steps,
+                                   batch_size, learning_rate, seed, holdout_fraction,
+                                   eval_every, patience, log)
     import keras  # pylint: disable=import-outside-toplevel
     files = record_format.list_record_files(data_dir)
     image_size = int(image_size or record_format.peek_image_size(files))
@@ -136,3 +148,29 @@ def train_demo_classifier(data_dir, output_dir, image_size=None, num_classes=Non
     return {"output_dir": os.path.abspath(output_dir), "input_size": int(input_size),
             "num_classes": num_classes, "feature_dim": int(model.outputs[0].shape[-1]),
             "train_accuracy": float(np.asarray(hist.history["accuracy"][-1]))}
+
+
+def _train_with_heldout(data_dir, output_dir, num_classes, input_size, max_steps, batch_size,
+                        learning_rate, seed, holdout_fraction, eval_every, patience, log):
+    """:func:`train_demo_classifier` with a held-out split and early stopping."""
+    import keras  # pylint: disable=import-outside-toplevel
+    from sagan_tf import heldout_training as ht  # pylint: disable=import-outside-toplevel
+    images, labels = ht.read_records(data_dir)
+    num_classes = int(num_classes or labels.max() + 1)
+    train_idx, held_idx = ht.split_heldout(len(labels), holdout_fraction, seed)
+    x = ht.to_model_input(images)
+    held_x = metrics.resize_images(tf.constant(x[held_idx]), input_size).numpy()
+    dataset = (tf.data.Dataset.from_tensor_slices((x[train_idx], labels[train_idx]))
+               .shuffle(len(train_idx), seed=seed).repeat().batch(batch_size, drop_remainder=True)
+               .map(lambda a, b: (metrics.resize_images(a, input_size), b)))
+    model = build_classifier_model(input_size, num_classes, seed=seed)
+    train_model = keras.Model(model.input, model.outputs[1])
+    train_model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["accuracy"])
+    result = ht.fit_with_early_stopping(train_model, dataset, held_x, labels[held_idx],
+                                        int(max_steps), int(eval_every), int(patience), log)
+    save_classifier(model, input_size, output_dir)
+    return {"output_dir": os.path.abspath(output_dir), "input_size": int(input_size),
+            "num_classes": num_classes, "feature_dim": int(model.outputs[0].shape[-1]),
+            "num_train": len(train_idx), "num_heldout": len(held_idx), **result}

@@ -23,13 +23,28 @@ One evaluation (:meth:`Evaluator.evaluate`):
    ``n`` real records of that class
    (:class:`sagan_tf.real_statistics.RealClassActivationCache`, cached like the real
    activations);
-6. print one JSON line ``{"step", "inception_score", "fid", "kid",
+6. unless ``manifold_metrics`` is off: precision and recall (k = 3) and
+   density and coverage (k = 5) of the generated ``pool_3`` against the real
+   ``pool_3`` (:mod:`sagan_tf.manifold_metrics`; not the paper's protocol), on
+   the first ``manifold_num_samples`` rows of each (default 10,000, at most
+   what both hold; the JSON line states the count);
+7. print one JSON line ``{"step", "inception_score", "fid", "kid",
    ["class_accuracy",] ["intra_fid", "intra_fid_samples_per_class",
-   "intra_fid_num_classes",] "bn_statistics", "generator_weights", "num_samples", "seconds",
+   "intra_fid_num_classes",] ["precision", "recall", "density", "coverage",
+   "manifold_num_samples", "precision_recall_k", "density_coverage_k",] "truncation",
+   "bn_statistics", "generator_weights", "num_samples", "seconds",
    "checkpoint"}`` and write the TensorBoard summaries ``eval/incscore``,
    ``eval/fid``, ``eval/kid``, ``eval/class_accuracy``, ``eval/intra_fid``,
-   ``eval/bn_statistics`` and ``eval/generator_weights`` (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids) under the
-   eval directory (default ``<checkpoint_dir>/eval``).
+   ``eval/precision``, ``eval/recall``, ``eval/density``, ``eval/coverage``,
+   ``eval/bn_statistics``, ``eval/latents`` and ``eval/generator_weights``
+   (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids)
+   under the eval directory (default ``<checkpoint_dir>/eval``).
+
+With ``truncation = psi`` (not the paper's protocol, off by default) z is
+drawn with BigGAN's truncation trick (:mod:`sagan_tf.truncation`): the JSON
+line's ``truncation`` is psi (null: ``z ~ N(0, 1)``), and the summaries and
+``evaluated.json`` go to ``<eval dir>/truncation_<psi>`` (the real
+activations stay cached in the eval dir).
 
 G samples with its moving batch-norm statistics (the release), or with
 ``standing_stats_batches = N > 0`` with standing statistics
@@ -53,6 +68,8 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import checkpoints, metrics, real_statistics, rundir, summaries
+from sagan_tf import manifold_metrics as manifold_metrics_lib
+from sagan_tf import truncation
 
 __all__ = ["EvalOptions", "Evaluator"]
 
@@ -92,6 +109,9 @@ class EvalOptions:
     standing_stats_batches: int = 0           # 0: moving BN statistics (the release)
     standing_stats_batch_size: Optional[int] = None  # None: training batch_size of config.json
     generator_weights: str = "auto"           # auto | raw | ema (rundir.generator_child)
+    manifold_metrics: bool = True             # precision/recall/density/coverage (not the paper's)
+    manifold_num_samples: int = manifold_metrics_lib.DEFAULT_NUM_SAMPLES  # 0: FID's count
+    truncation: Optional[float] = None        # psi > 0: truncated z (not the paper's protocol)
 
     @property
     def logdir(self):
@@ -129,7 +149,12 @@ class Evaluator:
 
         self.options = options
         self.logdir = options.logdir
-        self.eval_dir = options.resolved_eval_dir
+        # Real activations are cached in the eval dir; a truncated evaluation's
+        # summaries and evaluated.json go to their own truncation_<psi> below it.
+        self.truncation = truncation.check_truncation(options.truncation)
+        self.cache_dir = options.resolved_eval_dir
+        self.eval_dir = (self.cache_dir if self.truncation is None else os.path.join(
+            self.cache_dir, f"truncation_{self.truncation:g}"))
         self.out = out if out is not None else sys.stdout
         if options.eval_sample_size < 2:
             raise ValueError(f"--eval_sample_size must be >= 2, got {options.eval_sample_size}")
@@ -139,6 +164,9 @@ class Evaluator:
         if options.standing_stats_batches < 0:
             raise ValueError("--standing_stats_batches must be >= 0 (0: moving averages), "
                              f"got {options.standing_stats_batches}")
+        if options.manifold_num_samples < 0:
+            raise ValueError("--manifold_num_samples must be >= 0 (0: as many as FID), got "
+                             f"{options.manifold_num_samples}")
         if options.dcgan_generator_batch_size < 1:
             raise ValueError("--dcgan_generator_batch_size must be >= 1, got "
                              f"{options.dcgan_generator_batch_size}")
@@ -185,15 +213,22 @@ class Evaluator:
 
     def _generate_and_classify(self):
         """One batch: z ~ N(0,1), uniform labels -> G (eval mode) -> classifier."""
-        z = self._rng.normal([self._batch, self.arch["z_dim"]])
+        z = self._latents([self._batch, self.arch["z_dim"]])
         labels = self._rng.uniform([self._batch], 0, self.arch["num_classes"], dtype=tf.int32)
         images, pool, logits = self._classify_generated(z, labels)
         return images, labels, pool, logits
 
     def _generate_and_classify_labels(self, labels):
         """As :meth:`_generate_and_classify`, for given ``labels``."""
-        z = self._rng.normal([tf.shape(labels)[0], self.arch["z_dim"]])
+        z = self._latents([tf.shape(labels)[0], self.arch["z_dim"]])
         return self._classify_generated(z, labels)
+
+    def _latents(self, shape):
+        """z ~ N(0, 1) (the release), or truncated with ``options.truncation``."""
+        if self.truncation is None:
+            return self._rng.normal(shape)
+        return truncation.truncated_normal_tf(lambda s, _: self._rng.normal(s), shape,
+                                              self.truncation)
 
     def _classify_generated(self, z, labels):
         images = self.generator(z, labels, training=False)
@@ -219,7 +254,7 @@ class Evaluator:
                 raise ValueError("no training data for the real statistics: give --data_dir "
                                  f"(it is not in {self.config_path} either)")
             self._real = real_statistics.real_statistics(
-                self.classifier, self.data_dir, self.eval_dir, self.num_real,
+                self.classifier, self.data_dir, self.cache_dir, self.num_real,
                 self.arch["image_size"], self.arch["num_classes"], self._batch,
                 self.options.shuffle_buffer_size, self.options.seed,
                 num_grid_images=GRID_SHAPE[0] * GRID_SHAPE[1])
@@ -238,7 +273,7 @@ class Evaluator:
         per_class = int(self.options.intra_fid_samples_per_class)
         num_classes = self.arch["num_classes"]
         real = real_statistics.real_class_statistics(
-            self.classifier, self.data_dir, self.eval_dir, per_class, self.arch["image_size"],
+            self.classifier, self.data_dir, self.cache_dir, per_class, self.arch["image_size"],
             num_classes, self._batch, self.options.shuffle_buffer_size, self.options.seed)
         counts = np.bincount(real["labels"], minlength=num_classes)
         short = {int(c): int(counts[c]) for c in np.flatnonzero(counts < per_class)}
@@ -309,10 +344,13 @@ class Evaluator:
             summaries.write_scalar("eval/fid", result["fid"])
             summaries.write_scalar("eval/kid", result["kid"])
             for tag, key in (("eval/class_accuracy", "class_accuracy"),
-                             ("eval/intra_fid", "intra_fid")):
+                             ("eval/intra_fid", "intra_fid"), ("eval/precision", "precision"),
+                             ("eval/recall", "recall"), ("eval/density", "density"),
+                             ("eval/coverage", "coverage")):
                 if result.get(key) is not None:
                     summaries.write_scalar(tag, result[key])
             summaries.write_text("eval/bn_statistics", result["bn_statistics"])
+            summaries.write_text("eval/latents", truncation.describe(self.truncation))
             summaries.write_text("eval/generator_weights", result["generator_weights"])
             n = GRID_SHAPE[0] * GRID_SHAPE[1]
             for name, imgs in (("eval/generated_images", generated_grid_images),
@@ -368,6 +406,10 @@ class Evaluator:
             if skipped:
                 log.warning("Intra-FID left out %d class(es) with fewer than 2 real or "
                             "generated samples: %s", len(skipped), sorted(skipped)[:20])
+        if self.options.manifold_metrics:
+            result.update(manifold_metrics_lib.evaluation_entries(
+                real[metrics.POOL_KEY], pool, self.options.manifold_num_samples))
+        result["truncation"] = self.truncation
         result["bn_statistics"] = self.bn_statistics
         result["generator_weights"] = self.generator_weights
         result["num_samples"] = int(acc.count)

@@ -3,6 +3,12 @@
 ``serving_default`` / ``serve``: ``(z float32 [B, z_dim], labels int32 [B]) ->
 {"images": uint8 [B, S, S, 3]}``, eval mode without spectral-norm updates; the
 SavedModel needs only TensorFlow to load.
+
+``sample`` (signature and function): ``(labels int32 [B], truncation float32 [],
+seed int32 [2]) -> {"images", "z" float32 [B, z_dim]}`` draws z inside the
+graph (stateless, so a seed gives the same images): ``truncation <= 0``:
+``z ~ N(0, 1)`` (the paper); ``psi > 0``: BigGAN's truncation trick, every
+component redrawn until ``|z| <= psi`` (:mod:`sagan_tf.truncation`).
 """
 import json
 import os
@@ -12,6 +18,7 @@ import tempfile
 import tensorflow as tf
 
 from sagan_tf.fileio import current_umask
+from sagan_tf.truncation import truncated_normal_tf
 
 __all__ = ["GeneratorExportModule", "export_generator"]
 
@@ -46,11 +53,24 @@ class GeneratorExportModule(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[
             tf.TensorSpec([None, generator.z_dim], tf.float32, name="z"),
             tf.TensorSpec([None], tf.int32, name="labels")])
+        self.sample = tf.function(self._sample, input_signature=[
+            tf.TensorSpec([None], tf.int32, name="labels"),
+            tf.TensorSpec([], tf.float32, name="truncation"),
+            tf.TensorSpec([2], tf.int32, name="seed")])
 
     def _serve(self, z, labels):
         x = self._generator.value(z, labels, training=False, update_sn=False)
         x = tf.clip_by_value(tf.round((x + 1.0) * 127.5), 0.0, 255.0)
         return {"images": tf.cast(x, tf.uint8)}
+
+    def _sample(self, labels, truncation, seed):
+        shape = tf.stack([tf.shape(labels)[0], self.z_dim])
+
+        def draw(shape, i):
+            return tf.random.stateless_normal(
+                shape, tf.random.experimental.stateless_fold_in(seed, i))
+        z = truncated_normal_tf(draw, shape, truncation)
+        return {**self._serve(z, labels), "z": z}
 
 
 def export_generator(loaded, export_dir, overwrite=False):
@@ -58,7 +78,8 @@ def export_generator(loaded, export_dir, overwrite=False):
 
     The ``serving_default`` signature is ``(z, labels) -> {"images"}`` (see
     :class:`GeneratorExportModule`); ``tf.saved_model.load(export_dir).serve``
-    is the same function. ``config.json`` of the run is copied to
+    is the same function. The ``sample`` signature draws z itself
+    (``labels, truncation, seed -> {"images", "z"}``). ``config.json`` of the run is copied to
     ``<export_dir>/assets.extra/sagan_config.json``. Returns ``export_dir``.
     """
     export_dir = os.path.abspath(export_dir)
@@ -71,7 +92,8 @@ def export_generator(loaded, export_dir, overwrite=False):
     tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
     try:
         module = GeneratorExportModule(loaded.generator)
-        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve,
+                                                     "sample": module.sample})
         saved = [k for k in tf.train.load_checkpoint(os.path.join(tmp, "variables", "variables"))
                  .get_variable_to_shape_map() if k.startswith("generator_variables/")]
         if len(saved) != len(loaded.generator.variables):

@@ -21,6 +21,8 @@ import threading
 import keras
 import tensorflow as tf
 
+from sagan_tf.collapse_summaries import record_sigma
+
 __all__ = [
     "assign_state",
     "record_state_updates",
@@ -176,7 +178,8 @@ class _SpectralNormBase(keras.layers.Layer):
         # The release's backward saw `u` as it stood after the forward pass:
         # `u_new` when this call writes it, the stored `u` otherwise.
         release_backward = bool(update_sn) and self.sn_gradient == "release"
-        w_bar, u_new, _ = spectral_normalize(w, tf.convert_to_tensor(self.u), release_backward)
+        w_bar, u_new, sigma = spectral_normalize(w, tf.convert_to_tensor(self.u), release_backward)
+        record_sigma(self.path, sigma)  # collapse summaries: read-only, no extra op
         if update_sn:
             assign_state(self.u, u_new)
         return w_bar

@@ -407,3 +407,28 @@ def parse_example(serialized, image_size: int, num_classes: int | None = None,
         tf.reshape(serialized, [1]), image_size, num_classes,
         None if filename is None else tf.reshape(filename, [1]))
     return images[0], labels[0]
+
+
+def manifest_num_classes(data_dir):
+    """``num_classes`` of ``<data_dir>/manifest.json`` (written by the converter and the
+    demo data), or None when there is no manifest or it does not state it.
+
+    Raises:
+      ValueError: the manifest is not JSON or its ``num_classes`` is not an integer >= 1.
+    """
+    import json  # pylint: disable=import-outside-toplevel
+    path = os.path.join(data_dir, "manifest.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            value = json.load(f).get("num_classes")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{path} is not a JSON object ({e}); give --number_classes") from e
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{path}: num_classes must be an integer >= 1, got {value!r}; "
+                         "give --number_classes")
+    return value
+

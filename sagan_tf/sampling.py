@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.fileio import atomic_write
+from sagan_tf.truncation import truncated_normal, with_suffix
 from sagan_tf.networks import Generator
 
 __all__ = [
@@ -95,9 +96,11 @@ def to_uint8(images):
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def sample_latents(rng, n, z_dim):
-    """``z ~ N(0, 1)``, float32 ``[n, z_dim]``, from a numpy Generator."""
-    return rng.standard_normal((n, z_dim)).astype(np.float32)
+def sample_latents(rng, n, z_dim, truncation=None):
+    """``z ~ N(0, 1)``, float32 ``[n, z_dim]``, from a numpy Generator; with
+    ``truncation = psi`` each component redrawn until ``|z| <= psi``
+    (:mod:`sagan_tf.truncation`; not the paper's protocol)."""
+    return truncated_normal(rng, (n, z_dim), truncation)
 
 
 def lerp(z0, z1, t):
@@ -154,38 +157,41 @@ def check_classes(classes, num_classes, flag="--classes"):
     return classes
 
 
-def class_grid(G, classes, num_columns, seed=0, batch_size=100, **grid_kwargs):
+def class_grid(G, classes, num_columns, seed=0, batch_size=100, truncation=None,
+               **grid_kwargs):
     """One row per class of ``classes``, ``num_columns`` samples each (independent z)."""
     classes = check_classes(classes, G.num_classes)
     if not classes or num_columns < 1:
         raise ValueError("need at least one class and one column")
     rng = np.random.default_rng(seed)
-    z = sample_latents(rng, len(classes) * num_columns, G.z_dim)
+    z = sample_latents(rng, len(classes) * num_columns, G.z_dim, truncation)
     labels = np.repeat(np.asarray(classes, np.int32), num_columns)
     images = to_uint8(generate(G, z, labels, batch_size))
     return make_grid(images, len(classes), num_columns, **grid_kwargs)
 
 
-def random_grid(G, num_rows, num_columns, seed=0, batch_size=100, **grid_kwargs):
+def random_grid(G, num_rows, num_columns, seed=0, batch_size=100, truncation=None,
+                **grid_kwargs):
     """A grid of samples with random classes (uniform) and random z."""
     if num_rows < 1 or num_columns < 1:
         raise ValueError("num_rows and num_columns must be >= 1")
     rng = np.random.default_rng(seed)
     n = num_rows * num_columns
     labels = rng.integers(0, G.num_classes, n).astype(np.int32)
-    z = sample_latents(rng, n, G.z_dim)
+    z = sample_latents(rng, n, G.z_dim, truncation)
     images = to_uint8(generate(G, z, labels, batch_size))
     return make_grid(images, num_rows, num_columns, **grid_kwargs)
 
 
 def latent_interpolation_grid(G, classes, num_steps, seed=0, method="slerp", batch_size=100,
-                              **grid_kwargs):
+                              truncation=None, **grid_kwargs):
     """Row r: class ``classes[r]``, z interpolated from z0_r to z1_r in ``num_steps``."""
     classes = check_classes(classes, G.num_classes)
     if not classes or num_steps < 2:
         raise ValueError("need at least one class and num_steps >= 2")
     rng = np.random.default_rng(seed)
-    z = np.concatenate([_interpolate(*sample_latents(rng, 2, G.z_dim), num_steps, method)
+    z = np.concatenate([_interpolate(*sample_latents(rng, 2, G.z_dim, truncation), num_steps,
+                                     method)
                         for _ in classes])
     labels = np.repeat(np.asarray(classes, np.int32), num_steps)
     images = to_uint8(generate(G, z, labels, batch_size))
@@ -225,19 +231,19 @@ def class_interpolation_generator(G, class_a, class_b, num_steps):
 
 
 def class_interpolation_grid(G, class_a, class_b, num_steps, num_rows, seed=0, batch_size=100,
-                             **grid_kwargs):
+                             truncation=None, **grid_kwargs):
     """Row r: one z, class conditioning interpolated from ``class_a`` to ``class_b``."""
     if num_steps < 2 or num_rows < 1:
         raise ValueError("need num_steps >= 2 and num_rows >= 1")
     G2 = class_interpolation_generator(G, class_a, class_b, num_steps)
     rng = np.random.default_rng(seed)
-    z = np.repeat(sample_latents(rng, num_rows, G.z_dim), num_steps, axis=0)
+    z = np.repeat(sample_latents(rng, num_rows, G.z_dim, truncation), num_steps, axis=0)
     labels = np.tile(np.arange(num_steps, dtype=np.int32), num_rows)
     images = to_uint8(generate(G2, z, labels, batch_size))
     return make_grid(images, num_rows, num_steps, **grid_kwargs)
 
 
-def sample_arrays(G, num_samples, seed=0, classes=None, batch_size=100):
+def sample_arrays(G, num_samples, seed=0, classes=None, batch_size=100, truncation=None):
     """``{"images": uint8 [N,S,S,3], "labels": int32 [N], "z": float32 [N,z_dim]}``.
 
     Labels uniform over ``classes`` (default: all classes), as the release's
@@ -249,7 +255,7 @@ def sample_arrays(G, num_samples, seed=0, classes=None, batch_size=100):
     pool = np.asarray(check_classes(classes, G.num_classes) if classes
                       else np.arange(G.num_classes), np.int32)
     labels = pool[rng.integers(0, len(pool), num_samples)].astype(np.int32)
-    z = sample_latents(rng, num_samples, G.z_dim)
+    z = sample_latents(rng, num_samples, G.z_dim, truncation)
     images = to_uint8(generate(G, z, labels, batch_size))
     return {"images": images, "labels": labels, "z": z}
 
@@ -259,7 +265,7 @@ SAMPLE_MODES = ("grid", "interpolate_z", "interpolate_class", "npz")
 
 def sample_to_file(G, mode, output, classes=None, num_rows=4, num_columns=8, num_steps=8,
                    interpolation="slerp", num_samples=10000, seed=0, batch_size=100, zoom=1,
-                   padding=2):
+                   padding=2, truncation=None):
     """What ``tools/sample.py`` does: one output file for ``mode``.
 
     - "grid": one row per class of ``classes`` with ``num_columns`` samples,
@@ -271,13 +277,20 @@ def sample_to_file(G, mode, output, classes=None, num_rows=4, num_columns=8, num
     - "npz": ``num_samples`` samples (labels uniform over ``classes``, default
       all) as ``images`` uint8, ``labels`` int32, ``z`` float32.
 
+    With ``truncation = psi`` (:mod:`sagan_tf.truncation`) every z is truncated,
+    the file name gets ``_truncation<psi>`` before its extension and the
+    ``.npz`` a ``truncation`` entry.
+
     Returns ``(output path, array written)`` (grid image or the dict).
     """
     if mode not in SAMPLE_MODES:
         raise ValueError(f"--mode must be one of {SAMPLE_MODES}, got {mode!r}")
-    grid_kwargs = dict(padding=padding, zoom=zoom)
+    output = with_suffix(output, truncation)
+    grid_kwargs = dict(padding=padding, zoom=zoom, truncation=truncation)
     if mode == "npz":
-        arrays = sample_arrays(G, num_samples, seed, classes, batch_size)
+        arrays = sample_arrays(G, num_samples, seed, classes, batch_size, truncation)
+        if truncation:
+            arrays["truncation"] = np.float32(truncation)
         return write_npz(output, arrays), arrays
     if mode == "grid":
         image = (class_grid(G, classes, num_columns, seed, batch_size, **grid_kwargs) if classes

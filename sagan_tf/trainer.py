@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import compilation, devices, ema, layers, losses
+from sagan_tf import collapse_summaries, compilation, devices, ema, layers, losses
 from sagan_tf.distribute import make_strategy_and_plan
 from sagan_tf.networks import Discriminator, Generator
 from sagan_tf.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
@@ -324,32 +324,40 @@ class Trainer:
             return fn(*args)
         if name not in self._jit_passes:
             def deferred(*a):
-                with layers.record_state_updates() as updates:
+                with layers.record_state_updates() as updates, \
+                        collapse_summaries.record_sigmas(self.config.collapse_summaries) as sig:
                     out = fn(*a)
                 self._deferred_variables[name] = [v for v, _ in updates]
-                return out, [value for _, value in updates]
+                return out, [value for _, value in updates], sig
             self._jit_passes[name] = tf.function(deferred, jit_compile=True, autograph=False)
-        out, values = self._jit_passes[name](*args)
+        out, values, sigmas = self._jit_passes[name](*args)
         for var, value in zip(self._deferred_variables[name], values):
             var.assign(value)
+        for layer, sigma in sigmas.items():  # out of the compiled pass, to the step's record
+            collapse_summaries.record_sigma(layer, sigma)
         return out
 
     def _replica_step(self, inputs):
         """One NUMERICS §6 iteration on one replica. Returns per-replica metrics."""
         G, D = self.generator, self.discriminator
         g_loss = None
-        for z, y_fake in inputs["g"]:
-            g_loss, grads = self._run_pass("g", self._g_pass, z, y_fake)
-            self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
+        with collapse_summaries.record_sigmas(self.config.collapse_summaries) as sigmas:
+            for z, y_fake in inputs["g"]:
+                g_loss, g_grads = self._run_pass("g", self._g_pass, z, y_fake)
+                self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 
-        for real_images, real_labels, z, y_fake in inputs["d"]:
-            (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads = (
-                self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
-            self.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
+            for real_images, real_labels, z, y_fake in inputs["d"]:
+                (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
+                    self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
+                self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 
         metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
                    "g_loss": g_loss, "logit_real": tf.reduce_mean(logits_real),
                    "logit_fake": tf.reduce_mean(logits_fake)}
+        if self.config.collapse_summaries:  # read-only extra outputs of the same step
+            metrics.update(collapse_summaries.step_metrics(
+                g_grads, d_grads, logits_real, sigmas,
+                tf.distribute.get_replica_context().num_replicas_in_sync))
         return metrics, real_images, fake
 
     def _step(self, inputs, check=None):

@@ -144,8 +144,13 @@ def test_entry_point_end_to_end(run, capsys):
     assert 1.0 <= res["inception_score"] <= 10.0
     assert res["fid"] > 0 and np.isfinite(res["kid"]) and res["seconds"] > 0
     events = _event_values(run.eval_dir)
+    # Manifold metrics are on by default, on min(real, generated) samples.
+    assert res["manifold_num_samples"] == 48
+    assert res["precision_recall_k"] == 3 and res["density_coverage_k"] == 5
     for tag, key in (("eval/incscore", "inception_score"), ("eval/fid", "fid"),
-                     ("eval/kid", "kid")):
+                     ("eval/kid", "kid"), ("eval/precision", "precision"),
+                     ("eval/recall", "recall"), ("eval/density", "density"),
+                     ("eval/coverage", "coverage")):
         [(step, value)] = events[tag]
         assert step == 3 and float(value) == pytest.approx(res[key], rel=1e-5), tag
     for tag in ("eval/generated_images", "eval/real_images"):
@@ -466,3 +471,62 @@ def test_class_accuracy_only_when_classifier_classes_are_the_data_classes(run, t
     res = evaluation_loop.evaluate_checkpoint(ev.options, path, ev)
     assert "class_accuracy" not in res and "eval/class_accuracy" not in _event_values(
         run.eval_dir)
+
+
+def test_manifold_metrics_on_the_fid_features(run, classifier, monkeypatch):
+    """The JSON line's precision/recall/density/coverage are those of the first
+    manifold_num_samples rows of the cached real pool_3 and of the generated pool_3
+    FID used (full-matrix oracle); --nomanifold_metrics drops them."""
+    from test_manifold_metrics import _oracle
+    seen = {}
+    kernel_distance = metrics.kernel_distance
+
+    def spy(real, generated, **kw):
+        seen["real"], seen["generated"] = np.array(real), np.array(generated)
+        return kernel_distance(real, generated, **kw)
+    monkeypatch.setattr(metrics, "kernel_distance", spy)
+    path = run.save(5)
+    ev = evaluation.Evaluator(run.options(manifold_num_samples=20), classifier=classifier,
+                              out=open(os.devnull, "w"))
+    res = ev.evaluate(path)
+    [cache] = glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))
+    np.testing.assert_array_equal(np.load(cache)[metrics.POOL_KEY], seen["real"])
+    want = _oracle(seen["real"][:20], seen["generated"][:20], 3, 5)
+    assert res["manifold_num_samples"] == 20
+    for key, value in want.items():
+        assert res[key] == pytest.approx(value, abs=1e-12), key
+    off = evaluation.Evaluator(run.options(manifold_metrics=False), classifier=classifier,
+                               out=open(os.devnull, "w")).evaluate(path)
+    assert not {"precision", "recall", "density", "coverage", "manifold_num_samples"} & set(off)
+    assert off["fid"] == pytest.approx(res["fid"], rel=1e-5)  # seeded: same samples
+    with pytest.raises(ValueError, match="manifold_num_samples must be >= 0"):
+        evaluation.Evaluator(run.options(manifold_num_samples=-1), classifier=classifier)
+
+
+def test_truncation_is_named_and_off_is_the_release_sampling(run, classifier):
+    """--truncation: the JSON line's truncation, its own summary directory beside the
+    shared real-activation cache, z inside the bound; off: the release's z draws."""
+    from sagan_tf import truncation_sweep
+    path = run.save(4)
+    off = evaluation.Evaluator(run.options(), classifier=classifier, out=open(os.devnull, "w"))
+    want = tf.random.Generator.from_seed(1).normal([32, ARCH["z_dim"]])
+    np.testing.assert_array_equal(off._latents([32, ARCH["z_dim"]]).numpy(), want.numpy())
+    ev = evaluation.Evaluator(run.options(truncation=0.5), classifier=classifier)
+    z = tf.function(ev._latents)([500, ARCH["z_dim"]]).numpy()
+    assert np.abs(z).max() <= 0.5 and z.std() > 0.2
+    results = truncation_sweep.sweep(run.options(checkpoint_path=path), [None, 0.5],
+                                     classifier=classifier, out=open(os.devnull, "w"))
+    assert [r["truncation"] for r in results] == [None, 0.5]
+    assert results[0]["fid"] != results[1]["fid"]
+    sub = os.path.join(run.eval_dir, "truncation_0.5")
+    assert ev.eval_dir == sub
+    assert glob.glob(os.path.join(sub, "events.out.tfevents.*"))
+    assert json.load(open(os.path.join(sub, "evaluated.json")))["evaluated"][0]["truncation"] == 0.5
+    assert not glob.glob(os.path.join(sub, "real_activations_*.npz"))
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 1
+    assert [t for t in _event_values(sub) if t.startswith("eval/latents")]
+    image, points = truncation_sweep.plot_is_against_fid(results, title="sweep")
+    assert image.shape[2] == 3 and len(points) == 2
+    # x is FID: the point with the larger FID is to the right.
+    fids = [r["fid"] for r in results]
+    assert (points[0][0] < points[1][0]) == (fids[0] < fids[1])

@@ -309,7 +309,7 @@ def test_demo_classifier_tool_trains_and_exports(tmp_path):
                       rng.integers(0, 60, size=(64, 16, 16, 3)),
                       rng.integers(190, 256, size=(64, 16, 16, 3))).astype(np.uint8)
     record_format.write_records(str(tmp_path / "d.tfrecords"), images, labels)
-    info = tool.train_demo_classifier(str(tmp_path), str(tmp_path / "clf"), input_size=24,
+    info = demo_classifier.train_demo_classifier(str(tmp_path), str(tmp_path / "clf"), input_size=24,
                                       steps=30, batch_size=16, learning_rate=3e-3)
     assert info["num_classes"] == 2 and info["input_size"] == 24
     assert info["train_accuracy"] > 0.9
@@ -320,3 +320,32 @@ def test_demo_classifier_tool_trains_and_exports(tmp_path):
     assert (pred == labels).mean() > 0.9
     assert metrics.inception_score(clf(x)["logits"].numpy()) > 1.5
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_demo_classifier_tool_holds_out_and_stops_early(tmp_path):
+    from sagan_tf import demo_classifier, heldout_training, record_format
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 40)
+    images = np.where(labels[:, None, None, None] == 0,
+                      rng.integers(0, 60, size=(80, 16, 16, 3)),
+                      rng.integers(190, 256, size=(80, 16, 16, 3))).astype(np.uint8)
+    record_format.write_records(str(tmp_path / "d.tfrecords"), images, labels)
+    lines = []
+    info = demo_classifier.train_demo_classifier(str(tmp_path), str(tmp_path / "clf"),
+                                                input_size=16, steps=400, batch_size=16,
+                                                learning_rate=3e-3,
+                                                holdout_fraction=0.25, eval_every=20,
+                                                patience=2, log=lines.append)
+    assert (info["num_train"], info["num_heldout"]) == (60, 20)
+    # Separable classes: perfect early, then `patience` rounds without gain end it.
+    assert info["heldout_accuracy"] == 1.0 and info["steps"] < 400
+    assert info["steps"] == info["best_step"] + 2 * 20 and len(lines) == info["steps"] // 20
+    # The reported accuracy is the exported classifier's on the held-out records.
+    _, held = heldout_training.split_heldout(80, 0.25, seed=0)
+    clf = metrics.load_classifier(str(tmp_path / "clf"))
+    x = images[held].astype(np.float32) * (2 / 255) - 1
+    assert np.mean(np.argmax(clf(x)["logits"].numpy(), 1) == labels[held]) == 1.0
+    train, held2 = heldout_training.split_heldout(10, 0.1, seed=3)
+    assert len(held2) == 1 and sorted(np.concatenate([train, held2])) == list(range(10))
+    with pytest.raises(ValueError, match="holdout_fraction must be in"):
+        heldout_training.split_heldout(10, 1.0)

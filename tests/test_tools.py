@@ -414,10 +414,44 @@ def test_export_loads_without_the_package_and_matches(loaded, tmp_path):
     assert images.std() > 0
 
 
+def test_truncation_in_sample_files_and_the_exported_sample_signature(loaded, tmp_path):
+    """--truncation: file names say it, z stays inside, images are G's of that z; the
+    SavedModel's `sample` signature draws truncated z reproducibly."""
+    G = loaded.generator
+    path, arrays = sampling.sample_to_file(G, "npz", str(tmp_path / "s.npz"), num_samples=6,
+                                           seed=3, truncation=0.5)
+    assert path.endswith("s_truncation0.5.npz") and os.path.exists(path)
+    with np.load(path) as f:
+        assert f["truncation"].item() == 0.5 and np.abs(f["z"]).max() <= 0.5
+        np.testing.assert_array_equal(
+            f["images"], sampling.to_uint8(sampling.generate(G, f["z"], f["labels"])))
+    plain, _ = sampling.sample_to_file(G, "grid", str(tmp_path / "g.png"), num_rows=1,
+                                       num_columns=2, seed=3)
+    truncated, _ = sampling.sample_to_file(G, "grid", str(tmp_path / "g.png"), num_rows=1,
+                                           num_columns=2, seed=3, truncation=0.25)
+    assert os.path.basename(plain) == "g.png"
+    assert os.path.basename(truncated) == "g_truncation0.25.png"
+    assert not np.array_equal(_png(plain), _png(truncated))
+
+    module = tf.saved_model.load(export.export_generator(loaded, str(tmp_path / "exported")))
+    labels = tf.constant([0, 1, 2, 3, 1], tf.int32)
+    seed = tf.constant([5, 6], tf.int32)
+    out = module.sample(labels, tf.constant(0.3), seed)
+    again = module.signatures["sample"](labels=labels, truncation=tf.constant(0.3), seed=seed)
+    np.testing.assert_array_equal(out["z"], again["z"])
+    np.testing.assert_array_equal(out["images"], again["images"])
+    assert out["z"].shape == (5, Z_DIM) and np.abs(out["z"].numpy()).max() <= 0.3
+    np.testing.assert_array_equal(out["images"], module.serve(out["z"], labels)["images"])
+    untruncated = module.sample(labels, tf.constant(0.0), seed)["z"].numpy()
+    assert np.abs(untruncated).max() > 0.3  # 80 standard normals: some beyond 0.3
+    np.testing.assert_array_equal(untruncated, tf.random.stateless_normal(
+        [5, Z_DIM], tf.random.experimental.stateless_fold_in(seed, 0)).numpy())
+
+
 def test_help_explains_flags():
     """--help of each tool (absl only: the tools import TensorFlow inside main)."""
     expected = {"sample.py": ("--mode", "--classes", "--num_steps", "--num_samples", "--seed",
-                              "--output", "interpolate_class"),
+                              "--output", "interpolate_class", "--truncation"),
                 "visualize_attention.py": ("--labels", "--queries", "--network", "--image",
                                            "--upsample", "--output"),
                 "export_generator.py": ("--export_dir", "overwrite")}

@@ -167,8 +167,8 @@ def test_end_to_end_two_replicas(run2):
                                f"{B} per replica x 2 = {2 * B}; TF32 off")
     assert lines[1].endswith("graph optimisation: light (--graph_optimization auto)")
     assert any(line.startswith("step 3/3") for line in lines)
-    assert set(result["metrics"]) == {"d_loss", "d_loss_real", "d_loss_fake", "g_loss",
-                                      "logit_real", "logit_fake"}
+    assert {k for k in result["metrics"] if not k.startswith("collapse/")} == {
+        "d_loss", "d_loss_real", "d_loss_fake", "g_loss", "logit_real", "logit_fake"}
     assert all(np.isfinite(v) for v in result["metrics"].values())
     # hinge: d_loss = d_loss_real + d_loss_fake
     m = result["metrics"]
@@ -206,6 +206,17 @@ def test_end_to_end_two_replicas(run2):
         value = events[tag][-1][1]
         assert value.metadata.plugin_data.plugin_name == "scalars"
         assert np.isfinite(tf.make_ndarray(value.tensor))
+    # The collapse/ group (sagan_tf.collapse_summaries): one sigma per spectral-norm layer.
+    collapse = {t for t in events if t.startswith("collapse/")}
+    sn_layers = [l for m in (trainer.generator, trainer.discriminator)
+                 for l in m._flatten_layers(include_self=False)  # pylint: disable=protected-access
+                 if getattr(l, "u", None) is not None]
+    assert collapse == {"collapse/g_grad_norm", "collapse/d_grad_norm",
+                        "collapse/real_positive_share"} | {
+                            f"collapse/sigma/{l.path}" for l in sn_layers}
+    for tag in collapse:
+        assert [s for s, _ in events[tag]] == [1, 2], tag
+        assert np.isfinite(tf.make_ndarray(events[tag][-1][1].tensor)) and tag
     assert tf.make_ndarray(events["d_learning_rate"][0][1].tensor) == pytest.approx(4e-4)
     assert tf.make_ndarray(events["g_learning_rate"][0][1].tensor) == pytest.approx(1e-4)
     for tag in SUMMARY_IMAGES:

@@ -11,6 +11,10 @@ TensorFlow to load, not this package:
   m = tf.saved_model.load("exported/generator")
   images = m.serve(z, labels)["images"]     # or m.signatures["serving_default"](z=z, labels=labels)
   m.z_dim.numpy(), m.image_size.numpy(), m.num_classes.numpy()
+A second signature, `sample` (also a function), draws z in the graph, with the truncation
+trick as an input (BigGAN's; not the paper's protocol: 0 gives z ~ N(0, 1)):
+  out = m.sample(labels, truncation=tf.constant(0.5), seed=tf.constant([1, 2]))
+  out["images"], out["z"]                   # every |z| <= 0.5; the same seed, the same images
 The run's config.json is copied to <export_dir>/assets.extra/sagan_config.json.
 """
 from absl import flags
@@ -32,7 +36,8 @@ def main(argv):
     G = loaded.generator
     print(f"wrote {path} ({cli.loaded_description(loaded)}): "
           f"serve(z float32 [B, {G.z_dim}], labels int32 [B] in [0, {G.num_classes})) -> "
-          f"images uint8 [B, {G.image_size}, {G.image_size}, 3]; G's batch norms: "
+          f"images uint8 [B, {G.image_size}, {G.image_size}, 3]; sample(labels, truncation "
+          f"(0: off), seed int32 [2]) -> images, z; G's batch norms: "
           f"{loaded.bn_statistics}")
     return 0
 

@@ -20,7 +20,9 @@ Examples:
 with config.json and ckpt-N files) or a directory written by tools/convert_tf1_checkpoint.py;
 the newest checkpoint is used unless --checkpoint_path names one. The generator runs in eval
 mode without spectral-norm updates, so nothing is modified. All randomness comes from --seed:
-the same command writes byte-identical files.
+the same command writes byte-identical files. --truncation psi (off by default; not the
+paper's protocol) draws z with every component redrawn until |z| <= psi and names the
+output <name>_truncation<psi>.<ext>.
 """
 from absl import flags
 
@@ -43,22 +45,28 @@ flags.DEFINE_integer("seed", 0, "Seed of every random draw (z and random classes
 flags.DEFINE_integer("sample_batch_size", 100, "Generator batch size.")
 flags.DEFINE_integer("zoom", 1, "Nearest-neighbour magnification of each grid tile.")
 flags.DEFINE_integer("padding", 2, "Pixels between grid tiles.")
+flags.DEFINE_float("truncation", None,
+                   "Truncation trick (BigGAN; not the paper's protocol, which samples z ~ "
+                   "N(0, 1)): every z component with |z| > this is redrawn until inside. The "
+                   "output's file name gets _truncation<value> before its extension. Default: "
+                   "off.", lower_bound=0.0)
 flags.mark_flags_as_required(["output"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     cli.start(argv, FLAGS)  # also --device: one device, memory growth
-    from sagan_tf import sampling
+    from sagan_tf import sampling, truncation
     classes = cli.int_list(FLAGS.classes, "--classes")
     loaded = cli.load_from_flags(FLAGS, seed=FLAGS.seed)
     path, _ = sampling.sample_to_file(
         loaded.generator, FLAGS.mode, FLAGS.output, classes=classes, num_rows=FLAGS.num_rows,
         num_columns=FLAGS.num_columns, num_steps=FLAGS.num_steps,
         interpolation=FLAGS.interpolation, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
-        batch_size=FLAGS.sample_batch_size, zoom=FLAGS.zoom, padding=FLAGS.padding)
+        batch_size=FLAGS.sample_batch_size, zoom=FLAGS.zoom, padding=FLAGS.padding,
+        truncation=FLAGS.truncation)
     print(f"wrote {path} ({cli.loaded_description(loaded)}; "
-          f"G's batch norms: {loaded.bn_statistics})")
+          f"G's batch norms: {loaded.bn_statistics}; {truncation.describe(FLAGS.truncation)})")
     return 0
 
 
