@@ -26,7 +26,8 @@ Examples::
 """
 from absl import app, flags, logging
 
-from sagan_tf import cli, eval_flags
+from sagan_tf import cli
+from sagan_tf.evaluation import eval_flags
 
 eval_flags.define_eval_flags()
 FLAGS = flags.FLAGS
@@ -40,7 +41,7 @@ def main(argv):
         raise app.UsageError("--checkpoint_dir or --checkpoint_path is required")
     cli.quiet_tensorflow()
     device = cli.configure_device(FLAGS)  # before anything runs: one device, memory growth
-    from sagan_tf import evaluation, evaluation_loop
+    from sagan_tf.evaluation import evaluation_loop, evaluator as evaluation
     logging.set_verbosity(logging.INFO)
     options = eval_flags.options_from_flags()
     evaluator = evaluation.Evaluator(options)  # a bad flag or directory fails here, quietly

@@ -1,7 +1,7 @@
 r"""Trains class-conditional SAGAN (the 2018 release's train_imagenet.py, in TF2).
 
 The flags and defaults are the release's (NUMERICS §9) plus a few of this port's.
-Everything happens in sagan_tf.training.train; this script parses flags,
+Everything happens in sagan_tf.training.loop.train; this script parses flags,
 sets up devices and, with --demo, applies the demo-sized defaults and writes
 the demo data set first.
 
@@ -101,7 +101,7 @@ flags.DEFINE_boolean("demo", False,
                      "DEMO_DEFAULTS: 32x32, 10 classes, small networks, standing-statistics "
                      "sample grid, checkpoints for the learning curve, runs/demo), and if "
                      "--data_dir is omitted or holds no records, first write the generated "
-                     "demo data set (sagan_tf.demo_data) there (default data/demo).")
+                     "demo data set (sagan_tf.data.demo_data) there (default data/demo).")
 flags.DEFINE_boolean("shuffle", True,
                      "Shuffle files and records (the release). --noshuffle reads them in "
                      "order, so that a stopped and resumed run equals an uninterrupted one.")
@@ -210,8 +210,8 @@ def _apply_demo_defaults():
 
 def _prepare_demo_data(data_dir):
     """Writes the demo records into ``data_dir`` unless it already holds records."""
-    from sagan_tf import demo_data, record_format
-    from sagan_tf.config import ConfigError
+    from sagan_tf.data import demo_data, record_format
+    from sagan_tf.training.config import ConfigError
     try:
         record_format.list_record_files(data_dir)
         return
@@ -229,8 +229,8 @@ def _prepare_demo_data(data_dir):
 
 def _number_classes_from_manifest(data_dir):
     """Sets --number_classes from ``<data_dir>/manifest.json`` when it states it."""
-    from sagan_tf import record_format
-    from sagan_tf.config import ConfigError
+    from sagan_tf.data import record_format
+    from sagan_tf.training.config import ConfigError
     try:
         n = record_format.manifest_num_classes(data_dir)
     except ValueError as e:
@@ -251,14 +251,14 @@ def main(argv):
     cli.quiet_tensorflow()
     # The replicas' devices (the first --num_towers GPUs, the others hidden;
     # or logical CPUs) must be set before TensorFlow runs any op.
-    from sagan_tf import devices
+    from sagan_tf.training import devices
     if FLAGS.strategy in ("mirrored", "multiworker"):
         devices.configure_training_devices(FLAGS.num_towers, FLAGS.allow_cpu,
                                            FLAGS.num_cpu_replicas)
 
-    from sagan_tf.config import ConfigError, TrainConfig
-    from sagan_tf.faults import TrainingError
-    from sagan_tf.training import train
+    from sagan_tf.training.config import ConfigError, TrainConfig
+    from sagan_tf.training.faults import TrainingError
+    from sagan_tf.training.loop import train
     try:
         data_dir = FLAGS.data_dir
         if FLAGS.demo:

@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 
 # name -> submodule that defines it
 _LAZY = {
-    "SelfAttention": "attention", "SlideSelfAttention": "attention",
-    "ConditionalBatchNorm": "layers", "FinalBatchNorm": "layers",
-    "SpectralNormConv2D": "layers", "SpectralNormDense": "layers",
-    "SpectralNormEmbedding": "layers", "spectral_normalize": "layers",
-    "ARCHS": "layouts", "Discriminator": "networks", "Generator": "networks",
+    "SelfAttention": "models.attention", "SlideSelfAttention": "models.attention",
+    "ConditionalBatchNorm": "models.layers", "FinalBatchNorm": "models.layers",
+    "SpectralNormConv2D": "models.layers", "SpectralNormDense": "models.layers",
+    "SpectralNormEmbedding": "models.layers", "spectral_normalize": "models.layers",
+    "ARCHS": "models.layouts", "Discriminator": "models.networks", "Generator": "models.networks",
 }
 
 
@@ -25,7 +25,7 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(f"sagan_tf.{_LAZY[name]}"), name)
     if name == "losses":
-        return importlib.import_module("sagan_tf.losses")
+        return importlib.import_module("sagan_tf.training.losses")
     raise AttributeError(f"module 'sagan_tf' has no attribute {name!r}")
 
 

@@ -164,7 +164,7 @@ def start(argv, flag_values=None):
 
 def define_device_flags(flag_values=None, _depth=1):
     """Defines ``--device`` and ``--allow_tf32``: the one device the evaluator or
-    a tool runs on (:func:`sagan_tf.devices.configure_single_device`)."""
+    a tool runs on (:func:`sagan_tf.training.devices.configure_single_device`)."""
     from absl import flags  # pylint: disable=import-outside-toplevel
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_string(
@@ -182,7 +182,7 @@ def define_device_flags(flag_values=None, _depth=1):
 def configure_device(flag_values):
     """Applies ``--device`` and ``--allow_tf32`` before TensorFlow runs anything;
     returns the device's description (e.g. ``GPU:4 of 5 visible (...)``)."""
-    from sagan_tf import devices  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
     return devices.configure_single_device(flag_values.device, flag_values.allow_tf32)
 
 
@@ -207,7 +207,7 @@ def _register_key_flags(flag_values, names, depth):
 def define_standing_stats_flags(flag_values=None, _depth=1):
     """Defines ``--standing_stats_batches`` and ``--standing_stats_batch_size``,
     the sampling tools' shared choice of G's batch-norm statistics
-    (:mod:`sagan_tf.standing_statistics`)."""
+    (:mod:`sagan_tf.models.standing_statistics`)."""
     from absl import flags  # pylint: disable=import-outside-toplevel
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_integer(
@@ -225,7 +225,7 @@ def define_standing_stats_flags(flag_values=None, _depth=1):
 
 def define_generator_weights_flag(flag_values=None, _depth=1):
     """Defines ``--generator_weights``: which of a checkpoint's generators to use
-    (:func:`sagan_tf.rundir.generator_child`)."""
+    (:func:`sagan_tf.runs.rundir.generator_child`)."""
     from absl import flags  # pylint: disable=import-outside-toplevel
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_enum(
@@ -276,8 +276,8 @@ def load_from_flags(flag_values, discriminator=False, seed=0):
     """The generator (and with ``discriminator`` the discriminator) the flags of
     :func:`define_checkpoint_flags` name, restored, with G's batch-norm
     statistics as the standing-statistics flags ask (drawn from ``seed``).
-    Returns a :class:`sagan_tf.rundir.LoadedCheckpoint`. Imports TensorFlow."""
-    from sagan_tf import rundir  # pylint: disable=import-outside-toplevel
+    Returns a :class:`sagan_tf.runs.rundir.LoadedCheckpoint`. Imports TensorFlow."""
+    from sagan_tf.runs import rundir  # pylint: disable=import-outside-toplevel
     loaded = rundir.load_checkpoint(
         flag_values.checkpoint_dir, flag_values.checkpoint_path, flag_values.batch_size,
         discriminator=discriminator,
@@ -289,7 +289,7 @@ def load_from_flags(flag_values, discriminator=False, seed=0):
 
 
 def loaded_description(loaded):
-    """``checkpoint <path>, step <N>`` of a :class:`sagan_tf.rundir.LoadedCheckpoint`,
+    """``checkpoint <path>, step <N>`` of a :class:`sagan_tf.runs.rundir.LoadedCheckpoint`,
     for a tool's final line."""
     weights = ", G's averaged weights (generator_ema)" if loaded.generator_weights == "ema" else ""
     return f"checkpoint {loaded.checkpoint_path}, step {loaded.step}{weights}"

@@ -76,7 +76,8 @@ def image_grid(images, image_size, grid_shape=None, max_images=16):
     ``grid_shape`` (rows, cols) takes the first rows*cols images; default: up
     to ``max_images``, as square as possible.
     """
-    from sagan_tf import tfgan  # pylint: disable=import-outside-toplevel  # loads TF-GAN's eval module
+    from sagan_tf import \
+        tfgan  # pylint: disable=import-outside-toplevel  # loads TF-GAN's eval module
     if grid_shape is None:
         grid_shape = _grid_shape(min(max_images, int(images.shape[0])))
     n = grid_shape[0] * grid_shape[1]

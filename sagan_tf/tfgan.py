@@ -35,7 +35,7 @@ Which submodules, and why only these
 
 Deliberately not loaded: ``inception_metrics`` (imports ``tensorflow_hub``;
 its ``classifier_fn_from_tfhub`` flattens with ``tf.compat.v1.layers.flatten``,
-which fails under Keras 3 -- :mod:`sagan_tf.metrics` has its own classifier
+which fails under Keras 3 -- :mod:`sagan_tf.evaluation.metrics` has its own classifier
 function), ``summaries`` (TF1 ``tf.compat.v1.summary`` code that also needs
 ``tensorflow_gan.python.namedtuples``) and ``sliced_wasserstein`` (needs
 ``tensorflow_gan.python.contrib_utils``; not used by the release).

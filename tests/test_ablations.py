@@ -19,15 +19,17 @@ import tensorflow as tf
 
 import numpy_reference as ref
 import sagan_tf
-from sagan_tf import (attention_maps, evaluation, evaluation_loop, record_format, rundir,
-                      sampling)
-from sagan_tf.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
-from sagan_tf.legacy import spec_variable_map
-from sagan_tf.layouts import network_options, parse_resolutions
-from sagan_tf.networks import count_parameters
-from sagan_tf.config import ConfigError, TrainConfig
-from sagan_tf.rundir import load_config
-from sagan_tf.training import train
+from sagan_tf.sampling import attention_maps, samples as sampling
+from sagan_tf.evaluation import evaluator as evaluation, evaluation_loop
+from sagan_tf.data import record_format
+from sagan_tf.runs import rundir
+from sagan_tf.models.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
+from sagan_tf.runs.legacy import spec_variable_map
+from sagan_tf.models.layouts import network_options, parse_resolutions
+from sagan_tf.models.networks import count_parameters
+from sagan_tf.training.config import ConfigError, TrainConfig
+from sagan_tf.training.run_config import load_config
+from sagan_tf.training.loop import train
 from test_metrics import save_standin_classifier
 
 S, Z, CLASSES = 32, 8, 3

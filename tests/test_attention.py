@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import numpy_reference as ref
-from sagan_tf.attention import SelfAttention, SlideSelfAttention, attend
+from sagan_tf.models.attention import SelfAttention, SlideSelfAttention, attend
 
 CONVS = {"release": ("sn_conv_theta", "sn_conv_phi", "sn_conv_g", "sn_conv_attn"),
          "slide": ("sn_conv_f", "sn_conv_g", "sn_conv_h")}

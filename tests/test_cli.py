@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import cli
-from sagan_tf.config import TrainConfig
+from sagan_tf.training.config import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: TensorFlow / absl C++ log lines and the start-up notices.

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import layers
-from sagan_tf.trainer import Trainer
+from sagan_tf.models import layers
+from sagan_tf.training.trainer import Trainer
 from test_training import _inputs, _state, _tiny_config
 
 
@@ -64,7 +64,7 @@ def test_weights_bit_identical_with_and_without_and_values_match_oracles():
 
 
 def test_collapse_plot_reads_the_event_files(tmp_path):
-    from sagan_tf import collapse_plot
+    from sagan_tf.evaluation import collapse_plot
     writer = tf.summary.create_file_writer(str(tmp_path))
     with writer.as_default():
         for step in (10, 20, 30):

@@ -1,4 +1,4 @@
-"""sagan_tf.compilation: Grappler settings carried by every call, GC paused on the first.
+"""sagan_tf.training.compilation: Grappler settings carried by every call, GC paused on the first.
 
 Grappler's effect is observed through its debug stripper, which removes
 ``Assert`` ops when (and only when) the options a call carries turn it on:
@@ -12,9 +12,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 from tensorflow.python.eager import context
 
-from sagan_tf import compilation
-from sagan_tf.config import TrainConfig
-from sagan_tf.trainer import Trainer
+from sagan_tf.training import compilation
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.trainer import Trainer
 
 STRIP_ASSERTS = {"debug_stripper": "ON"}
 

@@ -1,7 +1,7 @@
-"""sagan_tf.config: TrainConfig.validate names the offending flag."""
+"""sagan_tf.training.config: TrainConfig.validate names the offending flag."""
 import pytest
 
-from sagan_tf.config import TrainConfig
+from sagan_tf.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("field,value", [

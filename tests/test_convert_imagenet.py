@@ -1,4 +1,4 @@
-"""ImageNet -> records converter: sagan_tf/imagenet_records.py and
+"""ImageNet -> records converter: sagan_tf/data/imagenet_records.py and
 tools/convert_imagenet_to_records.py (the default pixel pipeline, the release's, is
 checked against tests/improved_gan_reference.py; the pixels themselves on real photos
 in tests/test_release_pixels.py)."""
@@ -13,9 +13,9 @@ import tensorflow as tf
 from PIL import Image
 
 import improved_gan_reference as ref
-from sagan_tf import data, record_format
-from sagan_tf import imagenet_records as ir
-from sagan_tf import pixel_pipelines as pp
+from sagan_tf.data import pipeline as data, record_format
+from sagan_tf.data import imagenet_records as ir
+from sagan_tf.data import pixel_pipelines as pp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "convert_imagenet_to_records.py")

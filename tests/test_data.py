@@ -1,11 +1,11 @@
-"""Record format and input pipeline (NUMERICS §7): sagan_tf/record_format.py, sagan_tf/data.py."""
+"""Record format and input pipeline (NUMERICS §7): sagan_tf/data/record_format.py, sagan_tf/data/pipeline.py."""
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import data, record_format
+from sagan_tf.data import pipeline as data, record_format
 
 S = 8
 

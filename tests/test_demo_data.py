@@ -1,4 +1,4 @@
-"""The procedural demo data set: sagan_tf/demo_data.py and tools/make_demo_data.py."""
+"""The procedural demo data set: sagan_tf/data/demo_data.py and tools/make_demo_data.py."""
 import json
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sagan_tf import demo_data, record_format
+from sagan_tf.data import demo_data, record_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

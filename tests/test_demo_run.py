@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from sagan_tf import standing_statistics
-from sagan_tf.networks import Generator
-from sagan_tf.training import train
+from sagan_tf.models import standing_statistics
+from sagan_tf.models.networks import Generator
+from sagan_tf.training.loop import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

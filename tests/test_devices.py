@@ -1,4 +1,4 @@
-"""Which devices training, evaluation and the tools use (sagan_tf/devices.py).
+"""Which devices training, evaluation and the tools use (sagan_tf/training/devices.py).
 
 The GPUs are simulated: the choices take the device list and the driver's
 presence as arguments, and the command-line tests put a stand-in
@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import devices, record_format
-from sagan_tf.config import TrainConfig
-from sagan_tf.devices import DeviceError, plan_single_device, plan_training_devices
-from sagan_tf.trainer import Trainer
+from sagan_tf.training import devices
+from sagan_tf.data import record_format
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.devices import DeviceError, plan_single_device, plan_training_devices
+from sagan_tf.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPUS5 = [f"/physical_device:GPU:{i}" for i in range(5)]

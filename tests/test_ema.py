@@ -1,4 +1,4 @@
-"""Tests of the averaged generator (sagan_tf/ema.py, --g_ema_decay).
+"""Tests of the averaged generator (sagan_tf/models/ema.py, --g_ema_decay).
 
 The oracle is the definition: the weighted mean of G's weights recorded after
 every iteration, in float64 numpy; tiny networks as in test_training.py.
@@ -8,10 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sagan_tf import checkpoints, ema, rundir
-from sagan_tf.config import ConfigError
-from sagan_tf.trainer import Trainer
-from sagan_tf.training import train
+from sagan_tf.runs import checkpoints, rundir
+from sagan_tf.models import ema
+from sagan_tf.training.config import ConfigError
+from sagan_tf.training.trainer import Trainer
+from sagan_tf.training.loop import train
 
 S, B, C = 32, 2, 4
 

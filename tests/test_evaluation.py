@@ -1,4 +1,4 @@
-"""sagan_tf.evaluation / eval_imagenet.py: end to end on a tiny generator and classifier.
+"""sagan_tf.evaluation.evaluator / eval_imagenet.py: end to end on a tiny generator and classifier.
 
 Checkpoints are written here with ``tf.train.Checkpoint(generator=G, step=...)``
 and a ``tf.train.CheckpointManager`` in the layout of docs/ARCHITECTURE.md,
@@ -15,9 +15,10 @@ import pytest
 import tensorflow as tf
 
 import sagan_tf
-from sagan_tf import record_format
-from sagan_tf import (checkpoints, cli, evaluation, evaluation_loop, metrics,
-                      real_statistics, rundir)
+from sagan_tf.data import record_format
+from sagan_tf.runs import checkpoints, rundir
+from sagan_tf import cli
+from sagan_tf.evaluation import evaluator as evaluation, evaluation_loop, metrics, real_statistics
 from test_metrics import save_standin_classifier
 
 ARCH = dict(generator_type="test", image_size=32, z_dim=16, gf_dim=4, number_classes=10)
@@ -410,7 +411,7 @@ def test_intra_fid_class_accuracy_and_standing_stats_end_to_end(run, classifier,
 
     # Standing statistics replaced the restored moving statistics; the weights are the
     # checkpoint's (the spectral-norm u moves in eval mode, as in the release's eval graph).
-    from sagan_tf import standing_statistics
+    from sagan_tf.models import standing_statistics
     moving = {v.path for v in standing_statistics.moving_statistics_variables(ev.generator)}
     for a, b in zip(ev.generator.variables, run.G.variables):
         if a.path in moving:
@@ -506,7 +507,7 @@ def test_manifold_metrics_on_the_fid_features(run, classifier, monkeypatch):
 def test_truncation_is_named_and_off_is_the_release_sampling(run, classifier):
     """--truncation: the JSON line's truncation, its own summary directory beside the
     shared real-activation cache, z inside the bound; off: the release's z draws."""
-    from sagan_tf import truncation_sweep
+    from sagan_tf.evaluation import truncation_sweep
     path = run.save(4)
     off = evaluation.Evaluator(run.options(), classifier=classifier, out=open(os.devnull, "w"))
     want = tf.random.Generator.from_seed(1).normal([32, ARCH["z_dim"]])

@@ -35,12 +35,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import checkpoints
-from sagan_tf import record_format
-from sagan_tf.config import TrainConfig
-from sagan_tf.faults import NonFiniteGuard
-from sagan_tf.rundir import save_config
-from sagan_tf.trainer import Trainer
+from sagan_tf.runs import checkpoints
+from sagan_tf.data import record_format
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.faults import NonFiniteGuard
+from sagan_tf.training.run_config import save_config
+from sagan_tf.training.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "train_imagenet.py")
@@ -562,7 +562,7 @@ def test_bad_input_is_refused_with_a_clear_message(records, tmp_path):
 
 def test_two_trainers_racing_on_one_run_directory(records, tmp_path):
     import socket
-    from sagan_tf import rundir_lock
+    from sagan_tf.runs import rundir_lock
     ckpt = str(tmp_path / "ckpt")
     logdir = os.path.join(ckpt, f"imagenet_{B}")
     # A lock left by a trainer that is gone (same host, PID no longer exists).

@@ -1,4 +1,4 @@
-"""The GPU check (tools/perf/gpu_benchmark.py, sagan_tf/gpu_check.py) on a CPU-only machine.
+"""The GPU check (tools/perf/gpu_benchmark.py, sagan_tf/perf/gpu_check.py) on a CPU-only machine.
 
 What can be checked without a GPU: its decisions on simulated device
 reports and nvidia-smi output, its flags, its refusal on a machine with a
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sagan_tf import gpu_check
+from sagan_tf.perf import gpu_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "perf", "gpu_benchmark.py")

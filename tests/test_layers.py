@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import numpy_reference as ref
-from sagan_tf.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
+from sagan_tf.models.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
                              SpectralNormDense, SpectralNormEmbedding, spectral_normalize)
 
 
@@ -356,8 +356,8 @@ def test_gradient_of_an_updating_call_matches_float64_oracle(rng, layer_kind, sn
 
 
 def test_sn_gradient_is_validated_and_set_on_every_layer():
-    from sagan_tf.layers import set_sn_gradient
-    from sagan_tf.networks import Discriminator
+    from sagan_tf.models.layers import set_sn_gradient
+    from sagan_tf.models.networks import Discriminator
     with pytest.raises(ValueError, match="sn_gradient must be one of"):
         SpectralNormDense(3, sn_gradient="approximate")
     D = Discriminator(arch="test", image_size=32, df_dim=8, num_classes=3,
@@ -376,7 +376,7 @@ def test_release_gradient_is_the_same_on_every_execution_path(rng, path):
     `tf.function`, XLA (`jit_compile`) and the deferred state writes of the
     XLA training path (`record_state_updates`) give the same gradient and
     the same new `u`."""
-    from sagan_tf.layers import record_state_updates
+    from sagan_tf.models.layers import record_state_updates
     layer = SpectralNormConv2D(4, 3)
     layer.build((None, 6, 6, 3))
     layer.w.assign(rng.uniform(-0.5, 0.5, layer.w.shape))

@@ -1,4 +1,4 @@
-"""sagan_tf.learning_curve and tools/plot_learning_curve.py."""
+"""sagan_tf.evaluation.learning_curve and tools/plot_learning_curve.py."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sagan_tf import learning_curve
+from sagan_tf.evaluation import learning_curve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = [{"step": 1000, "inception_score": 3.0, "fid": 90.0, "intra_fid": 200.0,

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import numpy_reference as ref
 import sagan_tf
-from sagan_tf.legacy import CheckpointMismatchError, convert_tf1_checkpoint, spec_variable_map
+from sagan_tf.runs.legacy import CheckpointMismatchError, convert_tf1_checkpoint, spec_variable_map
 from test_networks import spec_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

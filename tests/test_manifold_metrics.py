@@ -1,8 +1,8 @@
-"""sagan_tf.manifold_metrics against a full-distance-matrix numpy oracle and known cases."""
+"""sagan_tf.evaluation.manifold_metrics against a full-distance-matrix numpy oracle and known cases."""
 import numpy as np
 import pytest
 
-from sagan_tf import manifold_metrics as mm
+from sagan_tf.evaluation import manifold_metrics as mm
 
 
 def _oracle(real, fake, k_pr, k_dc):

@@ -1,4 +1,4 @@
-"""sagan_tf.metrics: classifier loading, IS/FID/KID against numpy/scipy, accumulator.
+"""sagan_tf.evaluation.metrics: classifier loading, IS/FID/KID against numpy/scipy, accumulator.
 
 The real-statistics caches are tested in tests/test_real_statistics.py.
 
@@ -14,7 +14,7 @@ import scipy.linalg
 import scipy.special
 import tensorflow as tf
 
-from sagan_tf import metrics
+from sagan_tf.evaluation import metrics
 
 
 # ---------------------------------------------------------------------------
@@ -296,12 +296,12 @@ def test_class_accuracy_is_argmax_agreement(rng):
 
 
 # ---------------------------------------------------------------------------
-# sagan_tf/demo_classifier.py (tools/train_demo_classifier.py)
+# sagan_tf/evaluation/demo_classifier.py (tools/train_demo_classifier.py)
 # ---------------------------------------------------------------------------
 
 def test_demo_classifier_tool_trains_and_exports(tmp_path):
-    from sagan_tf import demo_classifier as tool
-    from sagan_tf import record_format
+    from sagan_tf.data import record_format
+    from sagan_tf.evaluation import demo_classifier
     rng = np.random.default_rng(0)
     # Two easily separable classes: dark and bright images.
     labels = np.repeat([0, 1], 32)
@@ -309,8 +309,9 @@ def test_demo_classifier_tool_trains_and_exports(tmp_path):
                       rng.integers(0, 60, size=(64, 16, 16, 3)),
                       rng.integers(190, 256, size=(64, 16, 16, 3))).astype(np.uint8)
     record_format.write_records(str(tmp_path / "d.tfrecords"), images, labels)
-    info = demo_classifier.train_demo_classifier(str(tmp_path), str(tmp_path / "clf"), input_size=24,
-                                      steps=30, batch_size=16, learning_rate=3e-3)
+    info = demo_classifier.train_demo_classifier(str(tmp_path), str(tmp_path / "clf"),
+                                                input_size=24, steps=30, batch_size=16,
+                                                learning_rate=3e-3)
     assert info["num_classes"] == 2 and info["input_size"] == 24
     assert info["train_accuracy"] > 0.9
     clf = metrics.load_classifier(str(tmp_path / "clf"))
@@ -323,7 +324,8 @@ def test_demo_classifier_tool_trains_and_exports(tmp_path):
 
 
 def test_demo_classifier_tool_holds_out_and_stops_early(tmp_path):
-    from sagan_tf import demo_classifier, heldout_training, record_format
+    from sagan_tf.evaluation import demo_classifier, heldout_training
+    from sagan_tf.data import record_format
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 40)
     images = np.where(labels[:, None, None, None] == 0,

@@ -1,6 +1,6 @@
 """MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1.
 
-Each worker runs `sagan_tf.training.train` with `strategy="multiworker"` (the
+Each worker runs `sagan_tf.training.loop.train` with `strategy="multiworker"` (the
 cluster from TF_CONFIG) on demo records, then saves its final G/D variables
 to an .npz. Synchronous data-parallel training must leave both workers with
 identical weights; only the chief writes the real logdir.
@@ -27,8 +27,8 @@ WORKER = textwrap.dedent("""
     # The strategy must exist before any TensorFlow op runs in this process.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import numpy as np
-    from sagan_tf.config import TrainConfig
-    from sagan_tf.training import train
+    from sagan_tf.training.config import TrainConfig
+    from sagan_tf.training.loop import train
     data_dir, checkpoint_dir, out = sys.argv[1:4]
     config = TrainConfig(data_dir=data_dir, checkpoint_dir=checkpoint_dir, image_size=32,
                          gf_dim=8, df_dim=8, z_dim=16, number_classes=4, batch_size=2,
@@ -59,7 +59,7 @@ def _free_ports(n):
 
 
 def test_two_workers_train_to_identical_weights(tmp_path):
-    from sagan_tf import demo_data
+    from sagan_tf.data import demo_data
     data_dir = str(tmp_path / "data")
     demo_data.write_demo_dataset(data_dir, num_images=64, image_size=32, num_classes=4,
                                  seed=0, num_shards=2)

@@ -5,8 +5,8 @@ import tensorflow as tf
 
 import numpy_reference as ref
 import sagan_tf
-from sagan_tf import losses
-from sagan_tf.legacy import spec_variable_map
+from sagan_tf.training import losses
+from sagan_tf.runs.legacy import spec_variable_map
 
 
 def spec_names(arch="test", num_g_blocks=5):
@@ -84,7 +84,7 @@ def test_every_arch_and_size_builds(rng, arch, size):
 
 
 def test_layouts_documented():
-    from sagan_tf.layouts import discriminator_layout, generator_layout
+    from sagan_tf.models.layouts import discriminator_layout, generator_layout
     assert generator_layout("test", 128) == ([16, 8, 4, 2, 1], [8, 16, 32, 64, 128], 2)
     assert generator_layout("test_64", 128)[2] == 3
     assert generator_layout("test", 32) == ([16, 8, 4], [8, 16, 32], 2)
@@ -254,7 +254,7 @@ def test_distributed_state_stays_identical_across_replicas(strategy2, rng):
 def test_upsample_value_and_gradient(rng, jit):
     """Nearest 2x upsampling: pixel (i, j) <- (i // 2, j // 2); its custom
     gradient sums each 2x2 block (numpy), also under XLA."""
-    from sagan_tf.networks import _upsample_2x
+    from sagan_tf.models.networks import _upsample_2x
     x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
     dy = rng.standard_normal((2, 6, 10, 4)).astype(np.float32)
 
@@ -274,7 +274,7 @@ def test_upsample_value_and_gradient(rng, jit):
 def test_upsample_keeps_static_spatial_shape_with_unknown_batch():
     """The attention block reshapes with the static H and W (sampling traces
     G with an unknown batch size)."""
-    from sagan_tf.networks import _upsample_2x
+    from sagan_tf.models.networks import _upsample_2x
     fn = tf.function(_upsample_2x, autograph=False).get_concrete_function(
         tf.TensorSpec([None, 4, 5, 3]))
     assert fn.output_shapes.as_list() == [None, 8, 10, 3]

@@ -1,11 +1,11 @@
-"""ReleaseAdam (sagan_tf/optimizers.py) against a numpy oracle of TF1's Adam; the
+"""ReleaseAdam (sagan_tf/training/optimizers.py) against a numpy oracle of TF1's Adam; the
 mixed_float16 loss-scale wrapper on several replicas."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
+from sagan_tf.training.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
 
 LR, B1, B2, EPS = 0.01, 0.0, 0.999, 1e-8
 

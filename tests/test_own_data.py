@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sagan_tf import record_format
+from sagan_tf.data import record_format
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S = 32

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import layers
-from sagan_tf.config import ConfigError, TrainConfig
+from sagan_tf.models import layers
+from sagan_tf.training.config import ConfigError, TrainConfig
 from sagan_tf.perf import benchmark, machine, op_profile, peaks
 from sagan_tf.perf.benchmark import BenchmarkOptions
 from sagan_tf.perf.flops import count_graph_flops
 from sagan_tf.perf.summary import summary_line
-from sagan_tf.trainer import Trainer
+from sagan_tf.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(image_size=32, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=2,
@@ -70,7 +70,7 @@ def test_config_validates_performance_flags():
                          ids=["xla", "light_grappler"])
 def test_compiled_variants_equal_the_default_step(strategy2, variant):
     """Two iterations with XLA, or with the light Grappler settings (the CPU
-    default, sagan_tf/compilation.py), against TensorFlow's default Grappler
+    default, sagan_tf/training/compilation.py), against TensorFlow's default Grappler
     without XLA: same losses, same weights and state.
 
     Tolerances: losses and the SN/BN state to 1e-4. Weights: Adam with beta1 = 0
@@ -148,7 +148,7 @@ def test_discriminator_head_computes_in_float32_under_mixed_precision(policy):
     precision (their last residual add), and the head -- relu, the pooled sum
     over H x W, the linear layer, the class embedding, the projection's product
     and sum and the final add -- in float32, from one cast of the features."""
-    from sagan_tf.networks import Discriminator
+    from sagan_tf.models.networks import Discriminator
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
@@ -261,8 +261,8 @@ def test_tf1_reference_builds_the_ports_model(arch):
     port: exactly the port's variables (NUMERICS §10 names) with the same shapes,
     so the same parameters; an iteration runs with a finite loss, and eager
     mode stays on in this process."""
-    from sagan_tf.legacy import spec_variable_map
-    from sagan_tf.networks import Discriminator, Generator, count_parameters
+    from sagan_tf.runs.legacy import spec_variable_map
+    from sagan_tf.models.networks import Discriminator, Generator, count_parameters
     from sagan_tf.parity.tf1_release_session import ReleaseGraphSession
     reference = ReleaseGraphSession(
         batch_size=2, gf_dim=8, df_dim=8, z_dim=16, number_classes=5, arch=arch)
@@ -435,7 +435,7 @@ def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
     """`tools/perf/benchmark_loop.py` on tiny records: one JSON line per 10 block
     pairs and a final one whose per-step times account for every timed step
     and whose overhead is the ratio of the two totals."""
-    from sagan_tf import record_format
+    from sagan_tf.data import record_format
     rs = np.random.default_rng(0)
     data = tmp_path / "data"
     data.mkdir()

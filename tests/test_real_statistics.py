@@ -1,4 +1,4 @@
-"""sagan_tf.real_statistics: the cached real activations (all records and per class)."""
+"""sagan_tf.evaluation.real_statistics: the cached real activations (all records and per class)."""
 import json
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import metrics, real_statistics
+from sagan_tf.evaluation import metrics, real_statistics
 
 
 def _write(path, content):

@@ -1,4 +1,4 @@
-"""The release's record pixels (sagan_tf/release_pixels.py, the converter's default
+"""The release's record pixels (sagan_tf/data/release_pixels.py, the converter's default
 pixel pipeline) against tests/improved_gan_reference.py, a reference written from
 the improved-GAN converter and scipy 0.18's pilutil, on two real photographs in
 the modes ImageNet files come in (tests/data/README.md)."""
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import improved_gan_reference as ref
-from sagan_tf import pixel_pipelines, release_pixels
+from sagan_tf.data import pixel_pipelines, release_pixels
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PHOTOS = {"china": "photo_china_231x300.jpg",    # crop margin 69 columns: odd

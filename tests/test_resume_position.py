@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import data, record_format
-from sagan_tf.training import TrainConfig, _distributed_iterator
+from sagan_tf.data import pipeline as data, record_format
+from sagan_tf.data.pipeline import training_iterator
+from sagan_tf.training.config import TrainConfig
 
 S = 8
 COUNTS = (5, 0, 7, 4)  # records per file, one file empty
@@ -75,7 +76,7 @@ def test_start_record_images_and_far_positions(records):
 
 def _first_batches(config, strategy, start_step, n):
     t0 = time.perf_counter()
-    it = _distributed_iterator(config, strategy, start_step)
+    it = training_iterator(config, strategy, start_step)
     out = []
     for _ in range(n):
         batch = next(it)

@@ -1,11 +1,11 @@
-"""sagan_tf.rundir: finding a run directory, config.json (save / load / read)."""
+"""sagan_tf.runs.rundir: finding a run directory, config.json (save / load / read)."""
 import os
 
 import pytest
 
-from sagan_tf import rundir
-from sagan_tf.config import TrainConfig
-from sagan_tf.rundir import load_config, save_config
+from sagan_tf.runs import rundir
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.run_config import load_config, save_config
 
 
 def test_find_run_dir(tmp_path):

@@ -1,7 +1,7 @@
-"""One writer per run directory (sagan_tf/rundir_lock.py).
+"""One writer per run directory (sagan_tf/runs/rundir_lock.py).
 
 The racing test starts several processes that import only
-sagan_tf.rundir_lock (the package ``__init__`` is lazy: no TensorFlow, so they
+sagan_tf.runs.rundir_lock (the package ``__init__`` is lazy: no TensorFlow, so they
 start in milliseconds and really race) and release them
 at the same moment; exactly one may win. The end-to-end race of two
 ``train_imagenet.py`` processes is in tests/test_faults.py.
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from sagan_tf import rundir_lock
+from sagan_tf.runs import rundir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The children import this checkout's sagan_tf.
@@ -25,7 +25,7 @@ CHILD_ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTH
 # the winner holds it until the release file appears.
 _CHILD = r"""
 import os, sys, time
-from sagan_tf import rundir_lock as lock_module
+from sagan_tf.runs import rundir_lock as lock_module
 assert "tensorflow" not in sys.modules
 logdir, start, release = sys.argv[1:4]
 while not os.path.exists(start):

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from sagan_tf import data, record_format
+from sagan_tf.data import pipeline as data, record_format
 
 S, PER_FILE = 8, 16
 

@@ -1,4 +1,4 @@
-"""sagan_tf.standing_statistics: standing batch-norm statistics against a numpy oracle.
+"""sagan_tf.models.standing_statistics: standing batch-norm statistics against a numpy oracle.
 
 The oracle records every batch norm's input for the same z/labels batches
 (G in training mode) and averages, in numpy, the per-batch mean and variance
@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import sagan_tf
-from sagan_tf import layers, standing_statistics
+from sagan_tf.models import layers, standing_statistics
 
 Z_DIM, NUM_CLASSES, BATCHES, BATCH = 16, 5, 3, 6
 
@@ -118,7 +118,7 @@ def test_context_restores_moving_statistics_and_changes_samples(generator):
 
 def test_sampling_use_standing_statistics_labels_and_applies(generator):
     """The tools' helper: batch size from config.json, label for their output line."""
-    from sagan_tf import rundir
+    from sagan_tf.runs import rundir
     G = generator
     moving = standing_statistics.moving_statistics_variables(G)
     before = _values(moving)

@@ -1,4 +1,4 @@
-"""tools/sample.py, tools/visualize_attention.py, tools/export_generator.py and sagan_tf.sampling.
+"""tools/sample.py, tools/visualize_attention.py, tools/export_generator.py and sagan_tf.sampling.samples.
 
 Everything runs on a checkpoint written by a few real optimisation steps of a
 small G+D (module fixture). The tools' library functions run in-process; one
@@ -18,8 +18,10 @@ import tensorflow as tf
 from PIL import Image
 
 import sagan_tf
-from sagan_tf import attention_maps, export, losses, rundir, sampling
-from sagan_tf.demo_data import make_demo_images
+from sagan_tf.sampling import attention_maps, export, samples as sampling
+from sagan_tf.training import losses
+from sagan_tf.runs import rundir
+from sagan_tf.data.demo_data import make_demo_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, Z_DIM, CLASSES, WIDTH = 32, 16, 4, 8

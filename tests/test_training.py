@@ -1,4 +1,4 @@
-"""Tests of the training loop (sagan_tf/training.py, sagan_tf/distribute.py).
+"""Tests of the training loop (sagan_tf/training/loop.py, sagan_tf/training/distribute.py).
 
 Tiny networks (32x32, gf = df = 4, 4 classes, 2 images per replica) on tiny
 record files. Tracing the training step is the expensive part (several
@@ -18,13 +18,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sagan_tf import distribute, losses, record_format
-from sagan_tf.layers import spectral_normalize
-from sagan_tf.networks import Discriminator, Generator
-from sagan_tf.config import TrainConfig
-from sagan_tf.rundir import load_config
-from sagan_tf.trainer import Trainer
-from sagan_tf.training import SUMMARY_IMAGES, SUMMARY_SCALARS, open_loop, train
+from sagan_tf.training import distribute, losses
+from sagan_tf.data import record_format
+from sagan_tf.models.layers import spectral_normalize
+from sagan_tf.models.networks import Discriminator, Generator
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.run_config import load_config
+from sagan_tf.training.trainer import Trainer
+from sagan_tf.training.loop import SUMMARY_IMAGES, SUMMARY_SCALARS, open_loop, train
 
 S, B, C = 32, 2, 4  # image size, per-replica batch, classes
 
@@ -206,7 +207,7 @@ def test_end_to_end_two_replicas(run2):
         value = events[tag][-1][1]
         assert value.metadata.plugin_data.plugin_name == "scalars"
         assert np.isfinite(tf.make_ndarray(value.tensor))
-    # The collapse/ group (sagan_tf.collapse_summaries): one sigma per spectral-norm layer.
+    # The collapse/ group (sagan_tf.training.collapse_summaries): one sigma per spectral-norm layer.
     collapse = {t for t in events if t.startswith("collapse/")}
     sn_layers = [l for m in (trainer.generator, trainer.discriminator)
                  for l in m._flatten_layers(include_self=False)  # pylint: disable=protected-access
@@ -359,7 +360,7 @@ def test_dense_gradients_give_tf1_adam_update():
     Adam did; Keras 3's Adam fed the IndexedSlices sums the squares instead.
     """
     import keras
-    from sagan_tf.trainer import _dense as train_dense
+    from sagan_tf.training.trainer import _dense as train_dense
     rows = tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 
     def velocity(densify):

@@ -1,11 +1,11 @@
-"""sagan_tf.truncation: the truncated z samplers against scipy's truncated normal."""
+"""sagan_tf.sampling.truncation: the truncated z samplers against scipy's truncated normal."""
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import stats
 
-from sagan_tf import sampling, truncation
-from sagan_tf.xy_plot import Panel, plot_panels
+from sagan_tf.sampling import samples as sampling, truncation
+from sagan_tf.evaluation.xy_plot import Panel, plot_panels
 
 # Kolmogorov-Smirnov: P(sqrt(n) * D > 1.95) ~ 0.001 for a sample of the distribution.
 KS_BOUND = 1.95

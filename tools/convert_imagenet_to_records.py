@@ -68,7 +68,7 @@ flags.DEFINE_enum("pixel_pipeline", "release", ["release", "tf_half_pixel_biline
 def main(argv):
     cli.quiet_tensorflow()
     del argv
-    from sagan_tf import imagenet_records
+    from sagan_tf.data import imagenet_records
 
     if bool(FLAGS.imagenet_dir) == bool(FLAGS.tfds_name):
         raise app.UsageError("give exactly one of --imagenet_dir and --tfds_name")

@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.start(argv)
-    from sagan_tf.legacy import convert_tf1_checkpoint
+    from sagan_tf.runs.legacy import convert_tf1_checkpoint
     path = convert_tf1_checkpoint(
         FLAGS.tf1_checkpoint, FLAGS.output_dir, generator_type=FLAGS.generator_type,
         discriminator_type=FLAGS.discriminator_type, image_size=FLAGS.image_size,

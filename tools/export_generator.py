@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.start(argv, FLAGS)  # also --device: one device, memory growth
-    from sagan_tf import export
+    from sagan_tf.sampling import export
     loaded = cli.load_from_flags(FLAGS, seed=0)
     path = export.export_generator(loaded, FLAGS.export_dir, overwrite=FLAGS.overwrite)
     G = loaded.generator

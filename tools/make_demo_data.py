@@ -1,4 +1,4 @@
-r"""Writes the procedural class-conditional demo data set (sagan_tf/demo_data.py).
+r"""Writes the procedural class-conditional demo data set (sagan_tf/data/demo_data.py).
 
 Ten classes whose identity needs global consistency (mirrored wings, concentric
 rings, the same shape at opposite corners, stripes continuing behind a disc, ...),
@@ -27,7 +27,7 @@ flags.DEFINE_integer("num_shards", 4, "Number of .tfrecords files.")
 def main(argv):
     cli.quiet_tensorflow()
     del argv
-    from sagan_tf import demo_data
+    from sagan_tf.data import demo_data
 
     start = time.time()
     files = demo_data.write_demo_dataset(FLAGS.output_dir, num_images=FLAGS.num_images,

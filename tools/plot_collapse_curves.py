@@ -23,7 +23,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.start(argv)
-    from sagan_tf import collapse_plot, sampling
+    from sagan_tf.evaluation import collapse_plot
+    from sagan_tf.sampling import samples as sampling
     image, scalars = collapse_plot.plot_collapse_curves(FLAGS.logdir, FLAGS.title)
     path = sampling.write_png(FLAGS.output, image)
     steps = [s for s, _ in scalars.get("collapse/d_grad_norm", [])]

@@ -23,7 +23,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.start(argv)
-    from sagan_tf import learning_curve, sampling
+    from sagan_tf.evaluation import learning_curve
+    from sagan_tf.sampling import samples as sampling
     results = learning_curve.read_results(FLAGS.results)
     bn = sorted({str(r.get("bn_statistics", "moving averages (the release)"))
                  for r in results})

@@ -56,7 +56,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.start(argv, FLAGS)  # also --device: one device, memory growth
-    from sagan_tf import sampling, truncation
+    from sagan_tf.sampling import samples as sampling, truncation
     classes = cli.int_list(FLAGS.classes, "--classes")
     loaded = cli.load_from_flags(FLAGS, seed=FLAGS.seed)
     path, _ = sampling.sample_to_file(

@@ -1,7 +1,7 @@
 """Trains a small classifier on demo records and saves it with the Inception interface.
 
 The offline demo cannot download the TF-GAN Inception: this trains the small
-Keras CNN of ``sagan_tf.demo_classifier`` on the demo records and exports it
+Keras CNN of ``sagan_tf.evaluation.demo_classifier`` on the demo records and exports it
 as a SavedModel that ``eval_imagenet.py --inception_path`` loads exactly like
 the Inception (``pool_3`` features and ``logits``, images resized to the
 classifier's ``--input_size``). Prints what was trained and its final
@@ -43,7 +43,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.start(argv)
-    from sagan_tf.demo_classifier import train_demo_classifier  # pylint: disable=import-outside-toplevel
+    from sagan_tf.evaluation.demo_classifier import \
+        train_demo_classifier  # pylint: disable=import-outside-toplevel
     info = train_demo_classifier(FLAGS.data_dir, FLAGS.output_dir, FLAGS.image_size,
                                  FLAGS.num_classes, FLAGS.input_size, FLAGS.steps,
                                  FLAGS.batch_size, FLAGS.learning_rate, FLAGS.seed, verbose=2,

@@ -16,7 +16,8 @@ per psi, into --output (a PNG, Pillow only).
 
 from absl import flags
 
-from sagan_tf import cli, eval_flags
+from sagan_tf import cli
+from sagan_tf.evaluation import eval_flags
 
 eval_flags.define_eval_flags()
 
@@ -44,7 +45,8 @@ def main(argv):
     if FLAGS.truncation is not None:
         raise ValueError("--truncation is for eval_imagenet.py; give the values to sweep "
                          "with --truncations")
-    from sagan_tf import sampling, truncation_sweep
+    from sagan_tf.evaluation import truncation_sweep
+    from sagan_tf.sampling import samples as sampling
     results = truncation_sweep.sweep(eval_flags.options_from_flags(),
                                      _truncations(FLAGS.truncations))
     step = results[0]["step"]

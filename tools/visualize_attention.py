@@ -46,7 +46,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     cli.start(argv, FLAGS)  # also --device: one device, memory growth
     import numpy as np
-    from sagan_tf import attention_maps, sampling
+
+    from sagan_tf.sampling import attention_maps, samples as sampling
     try:
         queries = attention_maps.parse_query_points(FLAGS.queries)
     except ValueError as e:

@@ -65,9 +65,10 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     (``TrainConfig.graph_optimization``).
     """
     import tensorflow as tf
-    from sagan_tf.legacy import spec_variable_map
-    from sagan_tf.config import TrainConfig
-    from sagan_tf.trainer import Trainer
+
+    from sagan_tf.runs.legacy import spec_variable_map
+    from sagan_tf.training.config import TrainConfig
+    from sagan_tf.training.trainer import Trainer
 
     cfg = TrainConfig(
         data_dir="unused", image_size=128, gf_dim=config["gf_dim"], df_dim=config["df_dim"],
@@ -149,7 +150,8 @@ class Tf1Run:
             _, stderr = self._proc.communicate(timeout=timeout)
             if self._proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(self._cmd)} failed:\n{stderr[-3000:]}")
-            from sagan_tf.parity import tf1_release_session  # pylint: disable=import-outside-toplevel
+            from sagan_tf.parity import \
+                tf1_release_session  # pylint: disable=import-outside-toplevel
             return tf1_release_session.read_parity_output(self._dst)
         finally:
             if self._proc.poll() is None:

@@ -4,7 +4,7 @@ An independent re-implementation, written from the release's ``model.py`` /
 ``ops.py`` / ``generator.py`` / ``discriminator.py`` / ``non_local.py`` as
 they ran under TF 1.5 (docs/NUMERICS.md), with ``tf.compat.v1`` on TF1 ref
 variables. It imports nothing of the port's model code, so that the port
-(``sagan_tf.networks``, ``sagan_tf.trainer``) can be compared with the
+(``sagan_tf.models.networks``, ``sagan_tf.training.trainer``) can be compared with the
 release's algorithm *as TF1 executed it*:
 
 - **ref variables** (``use_resource=False``), as TF 1.5 created them. This

@@ -70,7 +70,7 @@ class BenchmarkOptions:
 
     def train_config(self):
         """The ``TrainConfig`` of the timed model and step."""
-        from sagan_tf.config import TrainConfig  # pylint: disable=import-outside-toplevel
+        from sagan_tf.training.config import TrainConfig  # pylint: disable=import-outside-toplevel
         return TrainConfig(
             batch_size=self.batch_size, image_size=self.image_size, z_dim=self.z_dim,
             gf_dim=self.gf_dim, df_dim=self.df_dim, number_classes=self.number_classes,
@@ -100,8 +100,8 @@ def _config_record(options, devices):
 
 def _build(options, strategy):
     """The trainer and the result's model keys (replicas, batch, parameters)."""
-    from sagan_tf.networks import count_parameters  # pylint: disable=import-outside-toplevel
-    from sagan_tf.trainer import Trainer  # pylint: disable=import-outside-toplevel
+    from sagan_tf.models.networks import count_parameters  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training.trainer import Trainer  # pylint: disable=import-outside-toplevel
     trainer = Trainer(options.train_config(), strategy)
     result = {"num_replicas": trainer.num_replicas,
               "graph_optimization": trainer.graph_optimization,

@@ -23,7 +23,8 @@ def op_type_table(xplane_path, by_name=False):
     (``ExecutorState::Process``, ``ThreadpoolListener::...``, memory events)
     have no ``:<type>`` and are skipped. Durations are each event's own span.
     """
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow.tsl.profiler.protobuf import \
+        xplane_pb2  # pylint: disable=import-outside-toplevel
     space = xplane_pb2.XSpace()
     with open(xplane_path, "rb") as f:
         space.ParseFromString(f.read())

@@ -15,7 +15,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from sagan_tf import pixel_pipelines
+from sagan_tf.data import pixel_pipelines
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("image_size", 128, "Side S of the records compared.", lower_bound=1)

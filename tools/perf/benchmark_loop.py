@@ -1,7 +1,7 @@
 r"""Measures the training loop's overhead over the bare compiled step.
 
 One run, one trainer, one process. The loop is opened as ``train()`` opens
-it (``sagan_tf.training.open_loop``: records from --data_dir, summaries and
+it (``sagan_tf.training.loop.open_loop``: records from --data_dir, summaries and
 progress every 100 steps and a checkpoint every 500, as ``train_imagenet.py
 --demo`` does), then, alternately, --block steps of each:
 
@@ -67,8 +67,8 @@ def bare_step(trainer):
 def main(argv):
     cli.start(argv)
     setup_devices(1, FLAGS.threads)
-    from sagan_tf.config import TrainConfig  # pylint: disable=import-outside-toplevel
-    from sagan_tf.training import open_loop  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training.loop import open_loop  # pylint: disable=import-outside-toplevel
     if not os.path.isdir(FLAGS.data_dir):
         raise FileNotFoundError(f"--data_dir {FLAGS.data_dir} does not exist (make it with "
                                 "tools/make_demo_data.py or train_imagenet.py --demo)")

@@ -1,7 +1,7 @@
 r"""Times positioning the unshuffled input pipeline for a resumed run.
 
 For each --steps value: seconds from building the trainer's input iterator
-(sagan_tf.training._distributed_iterator, the positional start) to its first
+(sagan_tf.data.pipeline.training_iterator, the positional start) to its first
 batch, and, up to --max_naive_step, the same with the old way (the pipeline
 read from its start and advanced with Dataset.skip). Prints one JSON line per
 measurement.
@@ -30,8 +30,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     tf = cli.quiet_tensorflow()
-    from sagan_tf import data, record_format
-    from sagan_tf.training import TrainConfig, _distributed_iterator
+    from sagan_tf.data import pipeline as data, record_format
+    from sagan_tf.data.pipeline import training_iterator
+    from sagan_tf.training.config import TrainConfig
     config = TrainConfig(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
                          number_classes=FLAGS.number_classes, batch_size=FLAGS.batch_size,
                          seed=0, shuffle=False)
@@ -39,7 +40,7 @@ def main(argv):
     records = record_format.count_records(record_format.list_record_files(FLAGS.data_dir))
 
     def positional(step):
-        next(_distributed_iterator(config, strategy, step))
+        next(training_iterator(config, strategy, step))
 
     def naive(step):
         ds = data.make_dataset(FLAGS.data_dir, FLAGS.image_size, FLAGS.batch_size,

@@ -1,7 +1,7 @@
 r"""The GPU check of docs/PERFORMANCE.md §7: one call, within 8 minutes, on a machine with GPUs.
 
 Phases, in this order, each in its own process with a timeout (the library
-side is ``sagan_tf/gpu_check.py``):
+side is ``sagan_tf/perf/gpu_check.py``):
 
   devices   the GPUs TensorFlow sees, its CUDA build, the driver. A driver
             without visible GPUs (a TensorFlow without CUDA) fails the
@@ -10,7 +10,7 @@ side is ``sagan_tf/gpu_check.py``):
             stand-in classifier (no download) for the evaluator.
   forward   G and D at paper widths on the first GPU, TF32 off (and on, for
             comparison), against float32 on the CPU: relative errors.
-  train     20 iterations of the real training loop (sagan_tf.training.train:
+  train     20 iterations of the real training loop (sagan_tf.training.loop.train:
             records -> input pipeline, non-finite guard, summaries, a
             checkpoint half way and at the end, sample grid), paper widths,
             batch 64 per replica: fp32 on 1 replica, then on every GPU,
@@ -47,7 +47,7 @@ import time
 
 from absl import app, flags
 
-from sagan_tf import gpu_check  # imports no TensorFlow
+from sagan_tf.perf import gpu_check  # imports no TensorFlow
 
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,7 +93,8 @@ def run_phase(name, args):
     sizes = gpu_check.TINY if args["dry_run"] else gpu_check.PAPER
     if name == "data":
         out = gpu_check.write_records(args["data_dir"], sizes, args["num_records"])
-        from sagan_tf import demo_classifier as classifier  # pylint: disable=import-outside-toplevel
+        from sagan_tf.evaluation import \
+            demo_classifier as classifier  # pylint: disable=import-outside-toplevel
         size = sizes["image_size"] if args["dry_run"] else 299  # Inception's input size
         model = classifier.build_classifier_model(size, sizes["number_classes"])
         out["classifier"] = classifier.save_classifier(model, size, args["classifier_dir"])

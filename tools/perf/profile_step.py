@@ -29,7 +29,7 @@ once per variant, each in a new process; ``--grappler`` sets Grappler
 ``RewriterConfig`` fields for every call (e.g. ``--grappler
 layout_optimizer=OFF``) to see what a pass costs. The plain variants run the
 trainer's default Grappler settings (``--graph_optimization auto``: light on
-a CPU, ``sagan_tf/compilation.py``); the ``_full`` variants TensorFlow's.
+a CPU, ``sagan_tf/training/compilation.py``); the ``_full`` variants TensorFlow's.
 
   python tools/perf/profile_step.py --what ratios --variants fp32,bf16 --tf1_reference
   python tools/perf/profile_step.py --what ops --variants fp32,bf16 --steps 3
@@ -67,7 +67,9 @@ def make_trainer(variant, size):
     """A ``Trainer`` of the size dict in the variant's precision, and its fixed inputs."""
     import numpy as np
     import tensorflow as tf
-    from sagan_tf.training import TrainConfig, Trainer
+
+    from sagan_tf.training.config import TrainConfig
+    from sagan_tf.training.trainer import Trainer
     cfg = TrainConfig(batch_size=size["batch_size"], image_size=128, gf_dim=size["gf_dim"],
                       df_dim=size["df_dim"], number_classes=size["number_classes"],
                       generator_type="test", discriminator_type="test", seed=0,
@@ -84,7 +86,7 @@ def make_trainer(variant, size):
         return float(out["d_loss"])
 
     if variant.startswith("bf16_unfused_bn"):
-        from sagan_tf import layers
+        from sagan_tf.models import layers
         fused, layers._uses_fused_kernel = layers._uses_fused_kernel, lambda x, training: False
         try:
             iteration()  # traces now, with the patch
@@ -268,7 +270,8 @@ def main(argv):
     setup_devices(1, FLAGS.threads)
     if FLAGS.grappler:
         from tensorflow.python.eager import context
-        from sagan_tf import compilation
+
+        from sagan_tf.training import compilation
         context.context().function_call_options.config_proto_serialized = (
             compilation.rewrite_options(dict(item.split("=", 1) for item in FLAGS.grappler)))
     result = {"machine": machine_info(), "size": _size(), "what": FLAGS.what}

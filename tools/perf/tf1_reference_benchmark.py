@@ -42,6 +42,7 @@ def run_reference(batch_size=8, gf_dim=16, df_dim=16, z_dim=128, number_classes=
     """
     import numpy as np
     import tensorflow as tf
+
     from sagan_tf.parity.tf1_release_session import ReleaseGraphSession
     ref = ReleaseGraphSession(batch_size, gf_dim, df_dim, z_dim, number_classes, arch, threads)
     result = {"model_variables": ref.model_variables, "parameters": ref.parameters}

@@ -1,0 +1,293 @@
+"""The phases of the GPU check (``tools/perf/gpu_benchmark.py``), each run in its own process.
+
+* :func:`device_report` -- the GPUs TensorFlow sees, its CUDA build, the
+  NVIDIA driver; :func:`check_device_report` decides whether a check can run
+  (a driver without visible GPUs is a failure naming the fix).
+* :func:`write_records` -- generated training records in the release's format.
+* :func:`forward_parity` -- G and D forward passes on the GPU (TF32 off, and
+  on for comparison) against the same weights and inputs in float32 on the
+  CPU: relative error figures.
+* :func:`train_run` -- iterations of the real training loop
+  (:func:`sagan_tf.training.loop.train`: input pipeline from the records, the
+  non-finite guard, summaries, checkpoints, the end-of-run grid) at a
+  precision on 1 replica or on every GPU.
+* :func:`parse_gpu_query`, :func:`untouched_gpus` -- the evaluator's device
+  check: per-GPU memory from ``nvidia-smi`` before and while it runs.
+
+Sizes: :data:`PAPER` (the release's 128x128 networks, batch 64 per replica)
+on a GPU; :data:`TINY` in ``--dry_run``, which runs the same phases on the
+CPU. TensorFlow is imported inside the phases only: the tool's own process
+never touches the GPUs.
+"""
+import os
+import subprocess
+
+__all__ = ["PAPER", "TINY", "PRECISIONS", "FORWARD_TOLERANCE", "UNTOUCHED_MIB",
+           "device_report", "check_device_report", "write_records", "forward_parity",
+           "train_run", "gpu_memory_query", "parse_gpu_query", "untouched_gpus"]
+
+#: The release's configuration (one replica's batch).
+PAPER = dict(image_size=128, gf_dim=64, df_dim=64, z_dim=128, number_classes=1000,
+             batch_size=64, generator_type="test", discriminator_type="test")
+#: --dry_run: the same phases at a size that runs in seconds on a CPU.
+TINY = dict(image_size=32, gf_dim=4, df_dim=4, z_dim=16, number_classes=10, batch_size=2,
+            generator_type="test", discriminator_type="test")
+#: Precision name -> --mixed_precision.
+PRECISIONS = {"fp32": "none", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+#: Largest relative error (max |GPU - CPU| / max |CPU|) of a float32 forward pass
+#: at TF32 off that counts as agreement (a sanity bound: float32 kernels in
+#: another order differ by ~1e-6 relative per op).
+FORWARD_TOLERANCE = 1e-3
+#: Memory (MiB) a GPU may gain while the evaluator runs on another one and
+#: still count as untouched (a CUDA context alone is several hundred MiB).
+UNTOUCHED_MIB = 64
+
+
+def device_report():
+    """What this process's TensorFlow sees: ``{"tensorflow", "cuda_build",
+    "gpus": [{"name", "device_name", "compute_capability"}], "driver",
+    "hidden", "tf32_default"}``."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
+    build = tf.sysconfig.get_build_info()
+    gpus = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
+        gpus.append({"name": gpu.name, "device_name": details.get("device_name"),
+                     "compute_capability": ".".join(map(str, capability)) if capability
+                     else None})
+    return {"tensorflow": tf.__version__,
+            "cuda_build": {k: build.get(k) for k in ("is_cuda_build", "cuda_version",
+                                                     "cudnn_version")},
+            "gpus": gpus, "driver": devices.nvidia_driver(),
+            "hidden": devices.gpus_hidden_on_purpose(),
+            "tf32_default": bool(tf.config.experimental.tensor_float_32_execution_enabled())}
+
+
+def check_device_report(report, dry_run=False):
+    """``(ok, message)``: whether the GPU check can run on what
+    :func:`device_report` found. Without GPUs it cannot (except in a dry run):
+    with a driver present that names the fix, without one it says there is
+    nothing to check."""
+    from sagan_tf.training.devices import GPU_INSTALL_FIX  # pylint: disable=import-outside-toplevel
+    gpus = report["gpus"]
+    if gpus:
+        names = ", ".join(f"{g['device_name'] or g['name']}" for g in gpus)
+        return True, f"{len(gpus)} GPU(s): {names}"
+    if dry_run:
+        return True, "dry run: no GPU used (CPU, tiny sizes)"
+    if report["driver"] and not report["hidden"]:
+        return False, (f"this machine has an NVIDIA driver ({report['driver']}) but "
+                       f"TensorFlow {report['tensorflow']} sees no GPU (CUDA build: "
+                       f"{report['cuda_build'].get('is_cuda_build')}): {GPU_INSTALL_FIX}")
+    why = "CUDA_VISIBLE_DEVICES hides them" if report["hidden"] else "no NVIDIA driver"
+    return False, (f"no GPU visible to TensorFlow ({why}): nothing checked; --dry_run runs "
+                   "the same phases on the CPU")
+
+
+def write_records(data_dir, sizes, num_records, seed=0):
+    """``num_records`` random images and labels of ``sizes`` in 4 record files
+    of the release's format; returns ``{"records", "files"}``."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    from sagan_tf.data import record_format  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(seed)
+    s, files = sizes["image_size"], 4
+    os.makedirs(data_dir, exist_ok=True)
+    for i in range(files):
+        n = num_records // files + (i < num_records % files)
+        record_format.write_records(
+            os.path.join(data_dir, f"check-{i:05d}-of-{files:05d}.tfrecords"),
+            rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8),
+            rng.integers(0, sizes["number_classes"], n))
+    return {"records": int(num_records), "files": files}
+
+
+def _relative(got, want):
+    """Max and mean relative error of ``got`` against ``want`` (float64)."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    diff = np.abs(got - want)
+    return {"max_rel": float(diff.max() / max(np.abs(want).max(), 1e-30)),
+            "mean_rel": float(diff.mean() / max(np.abs(want).mean(), 1e-30)),
+            "finite": bool(np.all(np.isfinite(got)))}
+
+
+def forward_parity(sizes, batch=8, seed=0):
+    """G and D (``test`` networks of ``sizes``, float32) on the first GPU with
+    TF32 off and on, against the same weights and inputs on the CPU.
+
+    G runs in eval mode (moving statistics) without SN updates; D runs on G's
+    CPU images, so that its figure is its own. Returns ``{"device",
+    "tf32_off": {"generator": {max_rel, mean_rel, finite}, "discriminator":
+    ...}, "tf32_on": ..., "ok"}``; ``ok``: every TF32-off figure within
+    :data:`FORWARD_TOLERANCE`.
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from sagan_tf.models.networks import (Discriminator,  # pylint: disable=import-outside-toplevel
+                                          Generator,)
+    from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
+    keras.utils.set_random_seed(seed)
+    common = dict(image_size=sizes["image_size"], num_classes=sizes["number_classes"])
+    G = Generator(arch=sizes["generator_type"], z_dim=sizes["z_dim"], gf_dim=sizes["gf_dim"],
+                  **common).ensure_built()
+    D = Discriminator(arch=sizes["discriminator_type"], df_dim=sizes["df_dim"],
+                      **common).ensure_built()
+    rng = np.random.default_rng(seed)
+    z = tf.constant(rng.standard_normal((batch, sizes["z_dim"])), tf.float32)
+    y = tf.constant(rng.integers(0, sizes["number_classes"], batch), tf.int32)
+
+    def run(device, tf32, images=None):
+        devices.set_tf32(tf32)
+        with tf.device(device):
+            fake = G(z, y, training=False, update_sn=False)
+            logits = D(fake if images is None else images, y, update_sn=False)
+        return fake.numpy(), logits.numpy()
+    cpu_images, cpu_logits = run("/cpu:0", False)
+    gpu = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+    result = {"device": gpu, "batch": batch}
+    try:
+        for name, tf32 in (("tf32_off", False), ("tf32_on", True)):
+            images, _ = run(gpu, tf32)
+            _, logits = run(gpu, tf32, tf.constant(cpu_images))
+            result[name] = {"generator": _relative(images, cpu_images),
+                            "discriminator": _relative(logits, cpu_logits)}
+    finally:
+        devices.set_tf32(False)
+    off = result["tf32_off"].values()
+    result["ok"] = all(f["finite"] and f["max_rel"] <= FORWARD_TOLERANCE for f in off)
+    return result
+
+
+def train_run(sizes, precision, replicas, iterations, data_dir, checkpoint_dir, dry_run=False):
+    """``iterations`` steps of :func:`sagan_tf.training.loop.train` on the records of
+    ``data_dir``, then what they did.
+
+    Args:
+      sizes: :data:`PAPER` or :data:`TINY`.
+      precision: a key of :data:`PRECISIONS`.
+      replicas: GPUs (the first ones; ``--num_towers``), or in a dry run
+        logical CPU replicas.
+      iterations: training steps; a checkpoint half way and at the end.
+
+    Returns:
+      ``{"ok", "start_line", "num_replicas", "global_batch_size",
+      "first_step_s", "steps_per_second", "images_per_second", "metrics",
+      "finite", "checkpoints", "checkpoint_complete", "applied_steps",
+      "loss_scale", "peak_gpu_memory_bytes", "last_progress_line"}``.
+    """
+    import math  # pylint: disable=import-outside-toplevel
+
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from sagan_tf.runs import checkpoints
+    from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training.loop import train  # pylint: disable=import-outside-toplevel
+    plan = devices.configure_training_devices(0 if dry_run else replicas, allow_cpu=dry_run,
+                                              num_cpu_replicas=replicas if dry_run else 0)
+    config = TrainConfig(
+        data_dir=data_dir, checkpoint_dir=checkpoint_dir, seed=0, max_steps=iterations,
+        num_towers=0 if dry_run else replicas, num_cpu_replicas=replicas if dry_run else 0,
+        allow_cpu=dry_run, mixed_precision=PRECISIONS[precision], shuffle_buffer_size=256,
+        log_every_steps=5, save_summaries_steps=10, save_checkpoint_secs=0,
+        save_checkpoint_steps=max(iterations // 2, 1), keep_checkpoint_max=3, **sizes)
+    lines = []
+    result = train(config, log=lines.append)
+    trainer = result["trainer"]
+    metrics = result["metrics"]
+    logdir = config.logdir
+    complete = checkpoints.list_complete_checkpoints(logdir)
+    out = {
+        "precision": precision, "replicas": replicas, "plan": plan.note,
+        "start_line": next((ln for ln in lines if ln.startswith("Replicas:")), None),
+        "num_replicas": result["num_replicas"], "global_batch_size": result["global_batch_size"],
+        "steps": result["step"], "first_step_s": round(result["first_step_s"], 3),
+        "steps_per_second": result["steps_per_second"],
+        "images_per_second": result["images_per_second"], "metrics": metrics,
+        "finite": all(math.isfinite(v) for v in metrics.values()),
+        "checkpoints": [os.path.basename(p) for p in complete],
+        "checkpoint_complete": bool(complete) and complete[-1] == result["checkpoint"],
+        "applied_steps": {"g": int(trainer.g_optimizer.iterations.numpy()),
+                          "d": int(trainer.d_optimizer.iterations.numpy())},
+        "loss_scale": ({n: float(getattr(trainer, f"{n}_optimizer").dynamic_scale.numpy())
+                        for n in ("g", "d")} if precision == "fp16" else None),
+        "peak_gpu_memory_bytes": [
+            tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"]
+            for i in range(len(tf.config.list_logical_devices("GPU")))],
+        "last_progress_line": next((ln for ln in reversed(lines) if ln.startswith("step ")),
+                                   None)}
+    out["ok"] = (out["finite"] and out["checkpoint_complete"] and out["steps"] == iterations
+                 and out["num_replicas"] == replicas)
+    return out
+
+
+_GPU_QUERY = ("nvidia-smi", "--query-gpu=index,uuid,memory.used,memory.total",
+              "--format=csv,noheader,nounits")
+
+
+def gpu_memory_query(run=subprocess.run):
+    """``{index: {"uuid", "used_mib", "total_mib"}}`` from ``nvidia-smi``, or None
+    when it is not there or fails."""
+    try:
+        proc = run(list(_GPU_QUERY), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode:
+        return None
+    return parse_gpu_query(proc.stdout)
+
+
+def parse_gpu_query(text):
+    """Parses ``nvidia-smi --query-gpu=index,uuid,memory.used,memory.total
+    --format=csv,noheader,nounits`` output."""
+    gpus = {}
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 4 or not parts[0].isdigit():
+            continue
+        try:
+            gpus[int(parts[0])] = {"uuid": parts[1], "used_mib": float(parts[2]),
+                                   "total_mib": float(parts[3])}
+        except ValueError:
+            continue
+    return gpus
+
+
+def untouched_gpus(baseline, samples, chosen, threshold_mib=UNTOUCHED_MIB):
+    """Whether a process ran on GPU ``chosen`` only, from per-GPU memory before
+    it started (``baseline``) and while it ran (``samples``, each a
+    :func:`parse_gpu_query` dict; ``chosen`` is an ``nvidia-smi`` index).
+
+    Returns ``{"chosen", "grew_mib": {index: max increase}, "others_untouched",
+    "chosen_used", "chosen_fraction"}``: the others untouched when none grew by
+    more than ``threshold_mib``; ``chosen_fraction`` the chosen GPU's largest
+    increase over its memory (small with memory growth, ~1 without).
+    """
+    grew = {i: max([s[i]["used_mib"] - base["used_mib"] for s in samples if i in s] or [0.0])
+            for i, base in baseline.items()}
+    others = {i: g for i, g in grew.items() if i != chosen}
+    total = baseline.get(chosen, {}).get("total_mib") or 0
+    return {"chosen": chosen, "grew_mib": grew,
+            "others_untouched": all(g <= threshold_mib for g in others.values()),
+            "chosen_used": grew.get(chosen, 0.0) > threshold_mib,
+            "chosen_fraction": grew.get(chosen, 0.0) / total if total else None}
+
+
+def train_order(precisions, num_gpus, replicas=("1", "all")):
+    """``[(precision, replicas)]``: the first precision (fp32) on 1 replica, then
+    on every GPU, then the other precisions on every GPU, then on 1; only the
+    replica counts in ``replicas`` ("1", "all"), without repeats (1 GPU)."""
+    counts = {"1": 1, "all": num_gpus}
+    first = [(precisions[0], counts[r]) for r in ("1", "all") if r in replicas]
+    rest = [(p, counts[r]) for r in ("all", "1") if r in replicas for p in precisions[1:]]
+    out = []
+    for item in first + rest:
+        if item not in out:
+            out.append(item)
+    return out

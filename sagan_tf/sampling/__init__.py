@@ -1,0 +1,1 @@
+"""Sampling a trained generator: sample grids and interpolations, attention maps, export as a SavedModel."""

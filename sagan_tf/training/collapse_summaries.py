@@ -1,0 +1,58 @@
+"""Early signs of a training collapse, as TensorBoard scalars under ``collapse/``.
+
+Read-only additions of this port (``--collapse_summaries``, on by default);
+none changes what an iteration computes (``tests/test_collapse_summaries.py``
+checks the weights bit for bit with and without them):
+
+* ``collapse/sigma/<layer>``: the largest singular value of each
+  spectral-norm layer's weight (G's and D's), the estimate ``sigma`` the
+  layer's own spectral normalisation computed in the iteration (its last call:
+  for G the D step's forward pass, for D the D step's). BigGAN found it to
+  rise, in a few layers sharply, before a collapse;
+* ``collapse/g_grad_norm``, ``collapse/d_grad_norm``: the global norm of G's
+  gradient of the last G step and of D's of the last D step, as the
+  optimiser receives them times the number of replicas (each replica's loss
+  is scaled by 1/replicas), i.e. one replica's gradient of its mean loss
+  (under ``mixed_float16`` the loss scale multiplies them);
+* ``collapse/real_positive_share``: the share of the last D step's real
+  images with a positive D logit (StyleGAN2-ADA's overfitting heuristic
+  ``r_t``, there ``E[sign(D(x))]``; here ``(r_t + 1) / 2``): it climbs
+  towards 1 as D memorises the training set.
+
+The sigmas come from the iteration itself: while
+:func:`sagan_tf.models.sigma_recorder.record_sigmas` is open, each
+spectral-norm call hands its ``sigma`` tensor to it, so no extra pass over the
+networks or their weights is made. They are metrics of the compiled step and
+are read back, like the losses, only at summary and log steps.
+"""
+import tensorflow as tf
+
+__all__ = ["PREFIX", "step_metrics"]
+
+PREFIX = "collapse/"
+
+
+def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas):
+    """The ``collapse/...`` metrics of one replica's iteration (scalar tensors).
+
+    Args:
+      g_grads, d_grads: the gradients of the last G and D step (lists of tensors).
+      logits_real: D's logits ``[B]`` (or ``[B, 1]``) of the last D step's real images.
+      sigmas: :func:`sagan_tf.models.sigma_recorder.record_sigmas`' dict.
+      num_replicas: replicas in sync (the losses were scaled by its inverse).
+    """
+    scale = tf.cast(num_replicas, tf.float32)
+    out = {
+        PREFIX + "g_grad_norm": _global_norm(g_grads) * scale,
+        PREFIX + "d_grad_norm": _global_norm(d_grads) * scale,
+        PREFIX + "real_positive_share": tf.reduce_mean(
+            tf.cast(tf.reshape(logits_real, [-1]) > 0, tf.float32)),
+    }
+    for name in sorted(sigmas):
+        out[f"{PREFIX}sigma/{name}"] = tf.cast(sigmas[name], tf.float32)
+    return out
+
+
+def _global_norm(grads):
+    grads = [tf.cast(g, tf.float32) for g in grads if g is not None]
+    return tf.linalg.global_norm(grads)
