@@ -246,7 +246,7 @@ def _write_shard(output_dir, name, results, fingerprint, settings, progress, log
     """Writes shard ``name`` from ``_process_task`` results, then its state file;
     returns the state (with ``resumed=False``)."""
     from sagan_tf.data.record_format import (  # pylint: disable=import-outside-toplevel
-        RecordWriter, encode_example,)
+        RecordWriter, encode_example)
     per_label: dict[str, int] = {}
     skipped = []
     with RecordWriter(os.path.join(output_dir, name)) as writer:

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.data.record_format import (RECORD_OVERHEAD, assert_lazily, count_complete_records,
-                                         list_record_files, parse_examples, peek_image_size,)
+                                         list_record_files, parse_examples, peek_image_size)
 
 __all__ = [
     "SkippedRecordCounter",

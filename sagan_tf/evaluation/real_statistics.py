@@ -257,7 +257,7 @@ def real_statistics(classifier, data_dir, eval_dir, count, image_size, num_class
     ``data_dir``: read from its :class:`RealActivationCache` in ``eval_dir`` when
     present, else computed from ``count`` shuffled records (repeating) and cached."""
     from sagan_tf.data import (pipeline as data,  # pylint: disable=import-outside-toplevel
-                               record_format,)
+                               record_format)
     cache = RealActivationCache(eval_dir, record_format.list_record_files(data_dir), classifier.source,
                                 count, image_size)
 
@@ -277,7 +277,7 @@ def real_class_statistics(classifier, data_dir, eval_dir, per_class, image_size,
     each class (one shuffled epoch of ``data_dir``), read from / written to the
     :class:`RealClassActivationCache` in ``eval_dir``."""
     from sagan_tf.data import (pipeline as data,  # pylint: disable=import-outside-toplevel
-                               record_format,)
+                               record_format)
     cache = RealClassActivationCache(eval_dir, record_format.list_record_files(data_dir),
                                      classifier.source, per_class, num_classes, image_size)
 

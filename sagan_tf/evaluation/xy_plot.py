@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from sagan_tf.evaluation.learning_curve import (_AXIS, _GRID, _LINE, _MARGIN, _PANEL, _fmt,
-                                                _nice_ticks,)
+                                                _nice_ticks)
 
 __all__ = ["Panel", "plot_panels", "COLOURS", "MAX_NAMED"]
 

@@ -26,11 +26,12 @@ import tensorflow as tf
 
 from sagan_tf.models.attention import GatedResidualBlock, SelfAttention, SlideSelfAttention
 from sagan_tf.models.layers import (ConditionalBatchNorm, FinalBatchNorm, SpectralNormConv2D,
-                                    SpectralNormDense, SpectralNormEmbedding, set_sn_gradient,)
+                                    SpectralNormDense, SpectralNormEmbedding, set_sn_gradient)
 from sagan_tf.models.layouts import (ATTENTION_TYPES, _placements, discriminator_layout,
-                                     generator_layout, parse_resolutions,)
+                                     generator_layout, parse_resolutions)
 
 __all__ = ["Generator", "Discriminator", "count_parameters"]
+
 
 @tf.custom_gradient
 def _upsample_2x(x):

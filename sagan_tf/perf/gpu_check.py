@@ -130,7 +130,7 @@ def forward_parity(sizes, batch=8, seed=0):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from sagan_tf.models.networks import (Discriminator,  # pylint: disable=import-outside-toplevel
-                                          Generator,)
+                                          Generator)
     from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
     keras.utils.set_random_seed(seed)
     common = dict(image_size=sizes["image_size"], num_classes=sizes["number_classes"])

@@ -5,8 +5,6 @@ random generator in one ``tf.train.Checkpoint`` (the layout of
 docs/ARCHITECTURE.md) and runs the training iteration ``train_step``; the
 loop around it is :func:`sagan_tf.training.loop.train`.
 
-  write a sample grid at the end.
-
 One training iteration (NUMERICS §6) is, per replica::
 
     repeat g_step times:                       # G step
