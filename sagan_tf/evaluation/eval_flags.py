@@ -38,6 +38,28 @@ def define_eval_flags(flag_values=None, _depth=1):
     """Defines every flag of the evaluator on ``flag_values`` (default: absl's
     global ``FLAGS``), as key flags of the calling script."""
     fv = flags.FLAGS if flag_values is None else flag_values
+    _define_schedule_flags(fv)
+    _define_run_flags(fv)
+    _define_measurement_flags(fv)
+    cli._register_key_flags(fv, EVAL_FLAG_NAMES, _depth)  # pylint: disable=protected-access
+    cli.define_generator_weights_flag(fv, _depth=_depth + 1)
+    cli.define_device_flags(fv, _depth=_depth + 1)
+
+
+def options_from_flags(flag_values=None):
+    """Builds :class:`sagan_tf.evaluation.evaluator.EvalOptions` from the parsed flags."""
+    from sagan_tf.evaluation import (
+        evaluator as evaluation,
+    )  # pylint: disable=import-outside-toplevel
+
+    fv = flags.FLAGS if flag_values is None else flag_values
+    return evaluation.EvalOptions(
+        **{name: fv[name].value for name in EVAL_FLAG_NAMES}, generator_weights=fv.generator_weights
+    )
+
+
+def _define_schedule_flags(fv):
+    """Where the run and the results are, how many samples, how often."""
     flags.DEFINE_string(
         "checkpoint_dir",
         None,
@@ -61,6 +83,10 @@ def define_eval_flags(flag_values=None, _depth=1):
     flags.DEFINE_integer(
         "eval_interval_secs", 300, "Minimum seconds between evaluation rounds.", flag_values=fv
     )
+
+
+def _define_run_flags(fv):
+    """The run's architecture (default: config.json), data, classifier, which checkpoints."""
     flags.DEFINE_integer(
         "num_classes", None, "Number of classes (default: from config.json).", flag_values=fv
     )
@@ -79,7 +105,7 @@ def define_eval_flags(flag_values=None, _depth=1):
     flags.DEFINE_string(
         "data_dir",
         None,
-        "Training records for the real statistics " "(default: data_dir of config.json).",
+        "Training records for the real statistics (default: data_dir of config.json).",
         flag_values=fv,
     )
     flags.DEFINE_integer(
@@ -103,14 +129,18 @@ def define_eval_flags(flag_values=None, _depth=1):
     flags.DEFINE_float(
         "timeout",
         None,
-        "Stop after this many seconds without a new checkpoint " "(default: wait forever).",
+        "Stop after this many seconds without a new checkpoint (default: wait forever).",
         flag_values=fv,
     )
     flags.DEFINE_integer("max_evals", None, "Stop after this many evaluations.", flag_values=fv)
+
+
+def _define_measurement_flags(fv):
+    """Real samples, seed, intra-FID, batch-norm statistics, manifold metrics, truncation."""
     flags.DEFINE_integer(
         "num_real_samples",
         None,
-        "Real records for the statistics " "(default: --eval_sample_size).",
+        "Real records for the statistics (default: --eval_sample_size).",
         flag_values=fv,
     )
     flags.DEFINE_integer(
@@ -172,18 +202,4 @@ def define_eval_flags(flag_values=None, _depth=1):
         "<eval_dir>/truncation_<value>. Default: off.",
         lower_bound=0.0,
         flag_values=fv,
-    )
-    cli._register_key_flags(fv, EVAL_FLAG_NAMES, _depth)  # pylint: disable=protected-access
-    cli.define_generator_weights_flag(fv, _depth=_depth + 1)
-    cli.define_device_flags(fv, _depth=_depth + 1)
-
-
-def options_from_flags(flag_values=None):
-    """Builds :class:`sagan_tf.evaluation.evaluator.EvalOptions` from the parsed flags."""
-    from sagan_tf.evaluation import \
-        evaluator as evaluation  # pylint: disable=import-outside-toplevel
-
-    fv = flags.FLAGS if flag_values is None else flag_values
-    return evaluation.EvalOptions(
-        **{name: fv[name].value for name in EVAL_FLAG_NAMES}, generator_weights=fv.generator_weights
     )
