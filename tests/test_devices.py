@@ -224,3 +224,13 @@ def test_gpu_install_is_the_one_the_errors_name():
         readme = f.read()
     assert 'python3 -m pip install -e ".[gpu,test]"' in readme
     assert "pip install -e '.[gpu]'" in devices.GPU_INSTALL_FIX
+
+
+def test_start_line_and_record_of_the_default_strategy():
+    """The default strategy has no device list: the line and the record say
+    what they know."""
+    strategy = tf.distribute.get_strategy()
+    assert devices.describe_replicas(strategy, None, 8) == (
+        "Replicas: 1; global batch = 8 per replica x 1 = 8")
+    record = devices.run_record(strategy, None, 8)
+    assert record["replica_devices"] == [] and record["global_batch_size"] == 8
