@@ -219,7 +219,8 @@ def test_gpu_install_is_the_one_the_errors_name():
     keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords
                 if k.arg in ("install_requires", "extras_require")}
     [plain] = [r for r in keywords["install_requires"] if r.startswith("tensorflow>=")]
-    assert keywords["extras_require"]["gpu"] == [plain.replace("tensorflow", "tensorflow[and-cuda]")]
+    gpu = [plain.replace("tensorflow", "tensorflow[and-cuda]")]
+    assert keywords["extras_require"]["gpu"] == gpu
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     assert 'python3 -m pip install -e ".[gpu,test]"' in readme
