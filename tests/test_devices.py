@@ -219,8 +219,56 @@ def test_gpu_install_is_the_one_the_errors_name():
     keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords
                 if k.arg in ("install_requires", "extras_require")}
     [plain] = [r for r in keywords["install_requires"] if r.startswith("tensorflow>=")]
-    assert keywords["extras_require"]["gpu"] == [plain.replace("tensorflow", "tensorflow[and-cuda]")]
+    gpu = [plain.replace("tensorflow", "tensorflow[and-cuda]")]
+    assert keywords["extras_require"]["gpu"] == gpu
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     assert 'python3 -m pip install -e ".[gpu,test]"' in readme
     assert "pip install -e '.[gpu]'" in devices.GPU_INSTALL_FIX
+
+
+def test_start_line_and_record_of_the_default_strategy():
+    """The default strategy has no device list: the line and the record say
+    what they know."""
+    strategy = tf.distribute.get_strategy()
+    assert devices.describe_replicas(strategy, None, 8) == (
+        "Replicas: 1; global batch = 8 per replica x 1 = 8")
+    record = devices.run_record(strategy, None, 8)
+    assert record["replica_devices"] == [] and record["global_batch_size"] == 8
+
+
+@pytest.fixture
+def five_fake_gpus(monkeypatch):
+    """Five simulated physical GPUs, no driver file checks, nothing hidden,
+    and TensorFlow's device-configuration calls recorded instead of made."""
+    gpus = [tf.config.PhysicalDevice(name=name, device_type="GPU") for name in GPUS5]
+    calls = []
+    monkeypatch.setattr(devices, "_physical_gpus", lambda: gpus)
+    monkeypatch.setattr(devices, "nvidia_driver", lambda: DRIVER)
+    monkeypatch.setattr(devices, "gpus_hidden_on_purpose", lambda: False)
+    monkeypatch.setattr(tf.config, "set_visible_devices",
+                        lambda chosen, kind: calls.append(("visible", list(chosen), kind)))
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth",
+                        lambda gpu, on: calls.append(("growth", gpu, on)))
+    was = tf.config.experimental.tensor_float_32_execution_enabled()
+    yield gpus, calls
+    tf.config.experimental.enable_tensor_float_32_execution(was)
+
+
+def test_configured_devices_hide_the_other_gpus(five_fake_gpus):
+    """What is applied: the trainer's process sees only its first 4 GPUs; the
+    evaluator's only GPU 4, with memory growth, TF32 off unless allowed."""
+    gpus, calls = five_fake_gpus
+    plan = devices.configure_training_devices(4)
+    assert plan.devices == ("/gpu:0", "/gpu:1", "/gpu:2", "/gpu:3")
+    assert calls == [("visible", gpus[:4], "GPU")]
+    calls.clear()
+    tf.config.experimental.enable_tensor_float_32_execution(True)
+    text = devices.configure_single_device("gpu:4")
+    assert calls == [("visible", [gpus[4]], "GPU"), ("growth", gpus[4], True)]
+    assert text.startswith("GPU:4 of 5 visible (--device gpu:4; memory growth")
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    calls.clear()
+    devices.configure_single_device("cpu", allow_tf32=True)
+    assert calls == [("visible", [], "GPU")]
+    assert tf.config.experimental.tensor_float_32_execution_enabled()

@@ -278,8 +278,12 @@ def set_tf32(allowed):
 
 
 def _replica_devices(strategy):
-    extended = getattr(strategy, "extended", None)
-    return list(getattr(extended, "worker_devices", ()) or ())
+    """This worker's replica devices; [] where the strategy has no such list
+    (the default strategy raises RuntimeError)."""
+    try:
+        return list(getattr(getattr(strategy, "extended", None), "worker_devices", ()) or ())
+    except RuntimeError:
+        return []
 
 
 def describe_replicas(strategy, plan, batch_size):

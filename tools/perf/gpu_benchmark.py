@@ -263,7 +263,8 @@ def summarize(runs, dry_run):
     """The markdown summary of the runs."""
     title = ("GPU check, dry run (CPU, tiny sizes): not a measurement" if dry_run
              else "GPU check (paper widths, batch 64 per replica)")
-    lines = [f"# {title}", "", "| phase | status | seconds | figures |", "| --- | --- | --- | --- |"]
+    lines = [f"# {title}", "", "| phase | status | seconds | figures |",
+             "| --- | --- | --- | --- |"]
     for run in runs:
         lines.append(f"| {run['name']} | {run['status']} | {run['seconds']:.0f} | "
                      f"{_figures(run['name'], run.get('result'))} |")
