@@ -24,7 +24,7 @@ from sagan_tf import checkpoints, rundir, rundir_lock, summaries
 from sagan_tf.config import ConfigError, TrainConfig
 from sagan_tf.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                              TrainingDivergedError, TrainingError, check_logdir_writable,
-                             first_line)
+                             diverged, first_line)
 from sagan_tf.trainer import Trainer
 
 __all__ = ["train", "open_loop", "ConfigError", "TrainConfig", "Trainer", "TrainingError",
@@ -109,7 +109,6 @@ def open_loop(config, strategy=None, log=print):
         config = rundir.resume_config(config)  # same architecture as the stored run; its seed
         trainer = Trainer(config, strategy)
         yield _Loop(trainer, *_open_run(trainer, log, cleanup), stop, log)
-
 
 
 def _write_sample_grids(trainer, logdir, step, log):
@@ -221,6 +220,7 @@ class _Loop:
 
     def save_now(self):
         """Checkpoints the current step; a failed save is a :class:`TrainingError`."""
+        self._settle()  # nothing non-finite is saved
         try:
             path = checkpoints.save(self.manager, self.step)
         except checkpoints.CheckpointSaveError as e:
@@ -267,19 +267,17 @@ class _Loop:
         if guard.injects(step + 1):  # the test seam: this step's noise made non-finite
             noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
             outputs = trainer.train_step(trainer.make_inputs(real, noise))
-            all_finite = None
+            all_finite = guard.all_finite(outputs[0])
         else:  # noise drawn and state checked inside the one compiled call
             *outputs, all_finite = trainer.train_iteration(real, guard.state_check)
+        if guard.defer(step + 1, outputs[0], all_finite):  # read in _settle, no sync now
+            return outputs
         problem = guard.check(outputs[0], all_finite)
         if not problem:
             self.consecutive_skips = 0
             return outputs
-        last_good = checkpoints.latest_complete_checkpoint(self.ckpt_dir)
         if self.config.on_nan == "stop":
-            raise TrainingDivergedError(
-                f"training diverged at step {step + 1}: {problem}. Stopped without saving; "
-                f"the last good checkpoint {last_good or '(none)'} is untouched (lower the "
-                f"learning rates, or --on_nan=skip_step to skip such steps)")
+            raise diverged(step + 1, problem, self.ckpt_dir, "stop")
         guard.undo()
         self.skipped_steps += 1
         self.consecutive_skips += 1
@@ -287,11 +285,12 @@ class _Loop:
                  f"state restored to step {step}, its batch and noise discarded "
                  f"({self.skipped_steps} skipped so far)")
         if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-            raise TrainingDivergedError(
-                f"training diverged at step {step + 1}: {self.consecutive_skips} consecutive "
-                f"iterations were non-finite ({problem}); stopped. The last good "
-                f"checkpoint {last_good or '(none)'} is untouched")
+            raise diverged(step + 1, problem, self.ckpt_dir, "skip_step")
         return None
+
+    def _settle(self):  # acts on the deferred non-finite checks (--on_nan=stop)
+        if bad := self.guard.settle():
+            raise diverged(*bad, self.ckpt_dir, "stop")
 
     def _after_step(self, out, input_images, generated_images):
         """Summaries, progress line and checkpoint cadence after step ``self.step``."""
@@ -301,7 +300,8 @@ class _Loop:
             first or step % config.save_summaries_steps == 0)
         show = config.log_every_steps and (first or step % config.log_every_steps == 0
                                            or step == config.max_steps)
-        if summarise or show or step == config.max_steps:
+        if summarise or show or step == config.max_steps or self.guard.must_settle():
+            self._settle()
             self.metrics = {k: float(v) for k, v in out.items()}  # waits for the step to finish
         now = time.time()
         if summarise:
@@ -368,6 +368,7 @@ class _Loop:
         """The final checkpoint, end-of-run messages and sample grids; returns
         :func:`train`'s summary dict."""
         step, manager, log = self.step, self.manager, self.log
+        self._settle()
         if self.last_ckpt_step != step or manager.latest_checkpoint is None:
             self.save_now()
         if self.stop.signal:
@@ -466,7 +467,7 @@ def _distributed_iterator(config, strategy, start_step, skipped_counter=None):
         seed = int((seed * 1_000_003 + start_step) % (2 ** 31 - 1))
     kwargs = dict(shuffle=config.shuffle, shuffle_buffer_size=config.shuffle_buffer_size,
                   seed=seed, skip_corrupt_records=config.skip_corrupt_records,
-                  skipped_counter=skipped_counter)
+                  skipped_counter=skipped_counter, uint8_images=True)  # scaled on device
     if config.shuffle or start_step == 0:
         return iter(data.distributed_dataset(strategy, config.data_dir, config.image_size,
                                              config.batch_size, config.number_classes,
