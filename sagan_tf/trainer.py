@@ -28,6 +28,8 @@ by replica id. One iteration is therefore a pure function of (state, real
 batches, noise), and a run that is stopped and resumed draws exactly the
 noise an uninterrupted run would have drawn.
 """
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -337,16 +339,22 @@ class Trainer:
         """One NUMERICS §6 iteration on one replica. Returns per-replica metrics."""
         G, D = self.generator, self.discriminator
         g_loss = None
-        for z, y_fake in inputs["g"]:
-            g_loss, grads = self._run_pass("g", self._g_pass, z, y_fake)
-            self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
+        with contextlib.ExitStack() as reuse:
+            # D's power iterations of the G steps serve the first D step too
+            # (same weights, same u); not across XLA's separately compiled passes.
+            if not self.config.xla:
+                reuse.enter_context(layers.reuse_power_iterations(D))
+            for z, y_fake in inputs["g"]:
+                g_loss, grads = self._run_pass("g", self._g_pass, z, y_fake)
+                self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
 
-        for real_images, real_labels, z, y_fake in inputs["d"]:
-            if real_images.dtype == tf.uint8:  # records as stored: scaled here, on the device
-                real_images = record_format.to_unit_range(real_images)
-            (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads = (
-                self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
-            self.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
+            for real_images, real_labels, z, y_fake in inputs["d"]:
+                if real_images.dtype == tf.uint8:  # records as stored: scaled on the device
+                    real_images = record_format.to_unit_range(real_images)
+                (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads = (
+                    self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
+                reuse.close()  # D's weights change now
+                self.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
 
         metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
                    "g_loss": g_loss, "logit_real": tf.reduce_mean(logits_real),
