@@ -12,8 +12,10 @@ checks the weights bit for bit with and without them):
 * ``collapse/g_grad_norm``, ``collapse/d_grad_norm``: the global norm of G's
   gradient of the last G step and of D's of the last D step, as the
   optimiser receives them times the number of replicas (each replica's loss
-  is scaled by 1/replicas), i.e. one replica's gradient of its mean loss
-  (under ``mixed_float16`` the loss scale multiplies them);
+  is scaled by 1/replicas), i.e. one replica's gradient of its mean loss;
+  under ``mixed_float16`` they are divided by the step's loss scale (the
+  gradient the optimiser applies), and a step the loss-scale optimiser skips
+  for an overflow reads ``inf`` (its next step has half the scale);
 * ``collapse/real_positive_share``: the share of the last D step's real
   images with a positive D logit (StyleGAN2-ADA's overfitting heuristic
   ``r_t``, there ``E[sign(D(x))]``; here ``(r_t + 1) / 2``): it climbs
@@ -32,7 +34,8 @@ __all__ = ["PREFIX", "step_metrics"]
 PREFIX = "collapse/"
 
 
-def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas):
+def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas,
+                 g_loss_scale=1.0, d_loss_scale=1.0):
     """The ``collapse/...`` metrics of one replica's iteration (scalar tensors).
 
     Args:
@@ -40,11 +43,13 @@ def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas):
       logits_real: D's logits ``[B]`` (or ``[B, 1]``) of the last D step's real images.
       sigmas: :func:`sagan_tf.models.sigma_recorder.record_sigmas`' dict.
       num_replicas: replicas in sync (the losses were scaled by its inverse).
+      g_loss_scale, d_loss_scale: the loss scale each loss was multiplied by
+        before its gradient (``mixed_float16``); 1 otherwise.
     """
     scale = tf.cast(num_replicas, tf.float32)
     out = {
-        PREFIX + "g_grad_norm": _global_norm(g_grads) * scale,
-        PREFIX + "d_grad_norm": _global_norm(d_grads) * scale,
+        PREFIX + "g_grad_norm": _global_norm(g_grads) * scale / _as_float(g_loss_scale),
+        PREFIX + "d_grad_norm": _global_norm(d_grads) * scale / _as_float(d_loss_scale),
         PREFIX + "real_positive_share": tf.reduce_mean(
             tf.cast(tf.reshape(logits_real, [-1]) > 0, tf.float32)),
     }
@@ -56,3 +61,7 @@ def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas):
 def _global_norm(grads):
     grads = [tf.cast(g, tf.float32) for g in grads if g is not None]
     return tf.linalg.global_norm(grads)
+
+
+def _as_float(x):
+    return tf.cast(tf.convert_to_tensor(x), tf.float32)

@@ -304,6 +304,14 @@ class Trainer:
             return optimizer.scale_loss(loss)
         return loss
 
+    @staticmethod
+    def _loss_scale(optimizer):
+        """The factor ``_scale_loss`` multiplied the loss by (a float32 tensor)."""
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return 1.0
+        scale = optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
+        return tf.identity(tf.convert_to_tensor(scale, tf.float32))
+
     def _run_pass(self, name, fn, *args):
         """Runs ``fn(*args)``; with ``config.xla``, as one XLA-compiled function.
 
@@ -339,11 +347,13 @@ class Trainer:
         with sigma_recorder.record_sigmas(self.config.collapse_summaries) as sigmas:
             for z, y_fake in inputs["g"]:
                 g_loss, g_grads = self._run_pass("g", self._g_pass, z, y_fake)
+                g_scale = self._loss_scale(self.g_optimizer)  # read before the apply
                 self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 
             for real_images, real_labels, z, y_fake in inputs["d"]:
                 (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
                     self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
+                d_scale = self._loss_scale(self.d_optimizer)
                 self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 
         metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
@@ -352,7 +362,7 @@ class Trainer:
         if self.config.collapse_summaries:  # read-only extra outputs of the same step
             metrics.update(collapse_summaries.step_metrics(
                 g_grads, d_grads, logits_real, sigmas,
-                tf.distribute.get_replica_context().num_replicas_in_sync))
+                tf.distribute.get_replica_context().num_replicas_in_sync, g_scale, d_scale))
         return metrics, real_images, fake
 
     def _step(self, inputs, check=None):
