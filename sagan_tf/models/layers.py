@@ -22,6 +22,8 @@ import keras
 import tensorflow as tf
 
 from sagan_tf.models.sigma_recorder import record_sigma
+# One power iteration with its hand-written backward (both of NUMERICS §1.2).
+from sagan_tf.spectral_norm_op import l2_normalize, normalized_weight, spectral_normalize
 
 __all__ = [
     "assign_state",
@@ -41,9 +43,6 @@ __all__ = [
 #: "release" is what the 2018 release ran (TF1 ref variables), "exact" the
 #: exact gradient of W / sigma(W).
 SN_GRADIENTS = ("release", "exact")
-
-# The release's `_l2normalize` adds eps to the norm (not to the squared norm).
-_L2_EPS = 1e-12
 
 # Per-thread stack of recorders (MirroredStrategy runs each replica in its own thread).
 _RECORDERS = threading.local()
@@ -80,53 +79,6 @@ def assign_state(var, value):
         stack[-1].append((var, value))
         return None
     return var.assign(value)
-
-
-def l2_normalize(x, eps=_L2_EPS):
-    """`x / (sqrt(sum(x**2)) + eps)` over all elements (the release's `_l2normalize`)."""
-    return x / (tf.sqrt(tf.reduce_sum(tf.square(x))) + eps)
-
-
-def spectral_normalize(w, u, release_backward=False):
-    """One power iteration of the release's `spectral_normed_weight`.
-
-    Args:
-      w: weight whose last axis has `out` units, e.g. a conv kernel
-        `[kh, kw, in, out]` or a matrix `[in, out]`. float32.
-      u: the persistent left vector, `[1, out]`.
-      release_backward: if True, the backward pass is the one the release ran
-        when its pass wrote `u` (docs/NUMERICS.md §1.2): the gradient of the
-        first product `u @ w_mat^T` with respect to `w` is taken with `u_new`
-        in place of `u`. The forward values are identical either way.
-
-    Returns:
-      `(w_bar, u_new, sigma)`: `w_bar = w / sigma` with the shape of `w`,
-      `u_new [1, out]` (what the layer may write back into `u`), and the scalar
-      `sigma`. No `stop_gradient` on the forward path: the gradient flows
-      through `sigma`, `v` and `u_new`, as in the release (a
-      reparameterisation, unlike Keras' `SpectralNormalization`).
-    """
-    out_units = w.shape[-1]
-    w_mat = tf.reshape(w, [-1, out_units])                            # [k, out]
-    if release_backward:
-        # In the release `u` was a TF1 ref variable: its read aliased the
-        # buffer that `u.assign(u_new)` overwrote before the backward pass,
-        # so MatMul's gradient w.r.t. `w` read `u_new`. Forward value: the
-        # exact `u @ w_mat^T`; gradient w.r.t. `w`: that of
-        # `stop_gradient(u_new) @ w_mat^T`. `probe - stop_gradient(probe)`
-        # is exactly zero in the forward pass, so the values do not change.
-        w_const = tf.stop_gradient(w_mat)
-        first = tf.matmul(u, w_const, transpose_b=True)                  # [1, k]
-        u_written = tf.stop_gradient(l2_normalize(tf.matmul(l2_normalize(first), w_const)))
-        probe = tf.matmul(u_written, w_mat, transpose_b=True)
-        first = first + (probe - tf.stop_gradient(probe))
-    else:
-        first = tf.matmul(u, w_mat, transpose_b=True)                    # [1, k]
-    v = l2_normalize(first)                                           # [1, k]
-    u_new = l2_normalize(tf.matmul(v, w_mat))                         # [1, out]
-    sigma = tf.matmul(tf.matmul(v, w_mat), u_new, transpose_b=True)   # [1, 1]
-    sigma = tf.reshape(sigma, [])
-    return w / sigma, u_new, sigma
 
 
 class _SpectralNormBase(keras.layers.Layer):
@@ -178,7 +130,7 @@ class _SpectralNormBase(keras.layers.Layer):
         # The release's backward saw `u` as it stood after the forward pass:
         # `u_new` when this call writes it, the stored `u` otherwise.
         release_backward = bool(update_sn) and self.sn_gradient == "release"
-        w_bar, u_new, sigma = spectral_normalize(w, tf.convert_to_tensor(self.u), release_backward)
+        w_bar, u_new, sigma = normalized_weight(w, tf.convert_to_tensor(self.u), release_backward)
         record_sigma(self.path, sigma)  # collapse summaries: read-only, no extra op
         if update_sn:
             assign_state(self.u, u_new)
