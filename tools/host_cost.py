@@ -1,0 +1,393 @@
+r"""The host's share of a training iteration: kernels, reductions, host work.
+
+At minimal compute (``test`` networks, 128x128, gf=df=8, batch 2 per
+replica, 10 classes) a training iteration is almost all per-op overhead:
+every kernel the executor runs costs a launch and bookkeeping on the host,
+whatever its size. On a GPU that overhead is what the host must finish in
+the GPU's time per iteration. This tool measures it, in ONE process, for the
+port with 1, 2 and 4 logical CPU replicas (``--replicas``) and for the
+release's TF1 graph (one tower), alternating their iterations (ABBA) so
+that all see the same machine state:
+
+* ``ops_traced_per_replica``: ops of the traced iteration graph placed on
+  each replica's device (``ops_traced_unplaced``: the cross-replica part);
+* ``kernels_per_replica``: nodes of the optimised graph's partition on each
+  replica's device after Grappler (what the executor runs per call; from
+  the function's instantiation run metadata), ``kernels_by_type`` the top
+  types of replica 0, and ``kernels_executed_per_replica`` the kernels the
+  TensorFlow profiler saw run per iteration (all devices) / replicas;
+* ``cross_replica_reductions``: collective all-reduce ops per iteration in
+  the optimised graph (``CollectiveReduceV2``, ``NcclAllReduce`` ...), counted
+  on replica 0's partition, and ``reduce_calls_traced``: the
+  strategy's reduce / batch-reduce calls and the values they carry;
+* ``seconds_per_iteration``: median and minimum over ``--rounds`` rounds of
+  ``--steps`` iterations, and ratios to 1 replica and to the release graph.
+
+The port's iteration is what the training loop runs: ``Trainer.train_iteration``
+on fixed per-replica real batches, the noise drawn inside, the loop's
+non-finite check (``NonFiniteGuard.state_check``) inside, its result read
+on the host. The release graph's iteration is ``sess.run(g_train_op)``
+then ``sess.run(d_train_op)``; its partition graphs and step statistics
+come from a ``FULL_TRACE`` run.
+
+``--loop``: the loop's own per-step host work besides the compiled call,
+from ``sagan_tf.training.open_loop`` on a small demo data set (128x128):
+the input iterator's ``next``, the finiteness read, the summaries and
+progress line, each timed per step.
+
+  python tools/host_cost.py --replicas 1,2,4 --release --rounds 10
+  python tools/host_cost.py --replicas 1 --loop
+
+Prints one JSON line on stdout (with ``machine``: CPU model, load average)
+and a table on stderr.
+"""
+import collections
+import glob
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list("replicas", ["1", "2", "4"], "Logical CPU replica counts of the port.")
+flags.DEFINE_bool("release", True, "Also time the release's TF1 graph (one tower).")
+flags.DEFINE_integer("gf_dim", 8, "G width.")
+flags.DEFINE_integer("df_dim", 8, "D width.")
+flags.DEFINE_integer("batch_size", 2, "Images per replica.")
+flags.DEFINE_integer("number_classes", 10, "Classes.")
+flags.DEFINE_integer("rounds", 10, "Timed rounds (each runs every variant --steps times).")
+flags.DEFINE_integer("steps", 2, "Iterations per variant and round.")
+flags.DEFINE_integer("warmup", 2, "Untimed iterations of each variant first.")
+flags.DEFINE_integer("profile_steps", 2, "Iterations under the TF profiler (0: none).")
+flags.DEFINE_integer("threads", 2, "Intra- and inter-op threads (0: TensorFlow's default).")
+flags.DEFINE_bool("loop", False, "Measure the training loop's per-step host work instead.")
+flags.DEFINE_integer("loop_steps", 40, "Timed loop steps with --loop.")
+FLAGS = flags.FLAGS
+
+#: Op types of a cross-replica all-reduce in an optimised graph.
+REDUCTION_OPS = ("CollectiveReduce", "CollectiveReduceV2", "CollectiveReduceV3",
+                 "NcclAllReduce", "CollectiveAllToAllV2", "CollectiveGatherV2")
+
+
+def machine():
+    """CPU model (``/proc/cpuinfo``), CPUs and the load average now."""
+    import platform
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                         model)
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
+
+
+def _device_index(device):
+    """``"/job:localhost/replica:0/task:0/device:CPU:1"`` -> 1 (None if unplaced)."""
+    if not device:
+        return None
+    import tensorflow as tf
+    return tf.DeviceSpec.from_string(device).device_index
+
+
+def traced_ops(graph):
+    """``({device index: op count}, unplaced count)`` of a traced ``tf.Graph``."""
+    per_device, unplaced = collections.Counter(), 0
+    for op in graph.get_operations():
+        index = _device_index(op.device)
+        if index is None:
+            unplaced += 1
+        else:
+            per_device[index] += 1
+    return dict(per_device), unplaced
+
+
+def partition_counts(graph_defs):
+    """``{device index: Counter(op type)}`` over partition ``GraphDef``s."""
+    out = collections.defaultdict(collections.Counter)
+    for graph_def in graph_defs:
+        for node in graph_def.node:
+            out[_device_index(node.device)][node.op] += 1
+    return dict(out)
+
+
+def kernel_summary(counts, replicas):
+    """Kernels per replica, reductions, top types of replica 0 (from ``partition_counts``)."""
+    per_replica = [sum(counts.get(i, {}).values()) for i in range(replicas)]
+    first = counts.get(0, collections.Counter())
+    return {"kernels_per_replica": per_replica,
+            "cross_replica_reductions": sum(first[t] for t in REDUCTION_OPS),
+            "kernels_by_type": dict(first.most_common(15))}
+
+
+def profiled_kernels(fn, steps):
+    """Kernels the TF profiler saw run per call of ``fn`` (all devices), by type."""
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            for _ in range(steps):
+                fn()
+        finally:
+            tf.profiler.experimental.stop()
+        path = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))
+        space = xplane_pb2.XSpace()
+        with open(path[-1], "rb") as f:
+            space.ParseFromString(f.read())
+    counts = collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                meta = plane.event_metadata[event.metadata_id]
+                # TensorFlow op events are "<op name>:<op type>", display name the type.
+                if ("::" in meta.name or not meta.display_name
+                        or meta.name.rsplit(":", 1)[-1] != meta.display_name):
+                    continue
+                counts[meta.display_name] += 1
+    return {k: v / steps for k, v in counts.items()}
+
+
+class _ReduceCounter:
+    """Counts the strategy's reduce / batch-reduce calls while the step is traced."""
+
+    def __init__(self, strategy):
+        self.calls, self.values = 0, 0
+        extended = strategy.extended
+        for name in ("_reduce_to", "_batch_reduce_to"):
+            original = getattr(extended, name)
+            setattr(extended, name, self._wrap(original, batched=name == "_batch_reduce_to"))
+
+    def _wrap(self, original, batched):
+        def counted(reduce_op, value_destination_pairs_or_value, *args, **kwargs):
+            self.calls += 1
+            self.values += (len(value_destination_pairs_or_value) if batched else 1)
+            return original(reduce_op, value_destination_pairs_or_value, *args, **kwargs)
+        return counted
+
+
+def port_variant(replicas, size):
+    """A trainer on the first ``replicas`` logical CPUs; returns ``(run_once, info)``."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+    from sagan_tf.faults import NonFiniteGuard
+    from sagan_tf.training import TrainConfig, Trainer
+    cfg = TrainConfig(batch_size=size["batch_size"], image_size=128, gf_dim=size["gf_dim"],
+                      df_dim=size["df_dim"], number_classes=size["number_classes"],
+                      generator_type="test", discriminator_type="test", seed=0)
+    # Strategies of one process need distinct collective group keys (else the
+    # 4-replica step joins the 2-replica one's group).
+    base, tf.distribute.MirroredStrategy._collective_key_base = (  # pylint: disable=protected-access
+        tf.distribute.MirroredStrategy._collective_key_base, 1000 * replicas)  # pylint: disable=protected-access
+    try:
+        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+    finally:
+        tf.distribute.MirroredStrategy._collective_key_base = base  # pylint: disable=protected-access
+    reduce_counter = _ReduceCounter(strategy)
+    trainer = Trainer(cfg, strategy)
+    guard = NonFiniteGuard(trainer, "stop")
+    rs = np.random.default_rng(0)
+    n = trainer.global_batch_size
+    images = tf.constant(rs.uniform(-1, 1, (n, 128, 128, 3)), tf.float32)
+    labels = tf.constant(rs.integers(0, size["number_classes"], n), tf.int32)
+    real = [trainer.distribute((images, labels))]
+
+    def run_once():
+        *outputs, all_finite = trainer.train_iteration(real, guard.state_check)
+        if not bool(all_finite):
+            raise RuntimeError(f"non-finite iteration ({replicas} replicas)")
+        return outputs
+
+    ctx = context.context()
+    ctx.enable_run_metadata()  # the instantiation records the optimised graphs
+    t0 = time.perf_counter()
+    try:
+        run_once()
+    finally:
+        metadata = ctx.export_run_metadata()
+        ctx.disable_run_metadata()
+    first = time.perf_counter() - t0
+    function = trainer._compiled_iterations[guard.state_check].function  # pylint: disable=protected-access
+    graph = function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
+    per_device, unplaced = traced_ops(graph)
+    partitions = [p for fg in metadata.function_graphs for p in fg.partition_graphs]
+    info = {"replicas": replicas, "first_iteration_seconds": first,
+            "ops_traced": len(graph.get_operations()),
+            "ops_traced_per_replica": [per_device.get(i, 0) for i in range(replicas)],
+            "ops_traced_unplaced": unplaced,
+            "reduce_calls_traced": {"calls": reduce_counter.calls,
+                                    "values": reduce_counter.values}}
+    info.update(kernel_summary(partition_counts(partitions), replicas))
+    return run_once, info
+
+
+def release_variant(size):
+    """The release's TF1 graph (one tower); returns ``(run_once, info)``."""
+    import tensorflow as tf
+    try:
+        from sagan_tf.parity.tf1_release_graph import ReleaseGraphSession
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from tf1_release_graph import ReleaseGraphSession
+    v1 = tf.compat.v1
+    ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"], 128,
+                              size["number_classes"], "test", FLAGS.threads)
+    t0 = time.perf_counter()
+    ref.iteration()
+    first = time.perf_counter() - t0
+    partitions, executed = [], collections.Counter()
+    for part in ("g", "d"):
+        meta = v1.RunMetadata()
+        ref.session.run(ref._ops[f"{part}_train_op"],  # pylint: disable=protected-access
+                        options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE,
+                                              output_partition_graphs=True),
+                        run_metadata=meta)
+        partitions += list(meta.partition_graphs)
+        for dev in meta.step_stats.dev_stats:
+            executed[dev.device] += len(dev.node_stats)
+    info = {"replicas": 1, "first_iteration_seconds": first,
+            "ops_traced": len(ref.graph.get_operations()),
+            "ops_traced_per_replica": [len(ref.graph.get_operations())],
+            "kernels_step_stats": dict(executed)}
+    info.update(kernel_summary(partition_counts(partitions), 1))
+    return ref.iteration, info
+
+
+def alternate(runners, rounds, steps, warmup):
+    """ABBA-alternated timing; ``{name: {"median", "min", "n"}}`` seconds per iteration."""
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    names, times = list(runners), {k: [] for k in runners}
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                runners[k]()
+                times[k].append(time.perf_counter() - t0)
+    return {k: {"median": statistics.median(t), "min": min(t), "n": len(t)}
+            for k, t in times.items()}
+
+
+def measure_iterations(replica_counts, size):
+    """Builds every variant, counts its graph, profiles and times them alternately."""
+    runners, infos = {}, {}
+    for r in replica_counts:
+        name = f"port_{r}"
+        runners[name], infos[name] = port_variant(r, size)
+    if FLAGS.release:
+        runners["release_tf1"], infos["release_tf1"] = release_variant(size)
+    if FLAGS.profile_steps:
+        for name, fn in runners.items():
+            fn()
+            kernels = profiled_kernels(fn, FLAGS.profile_steps)
+            total = sum(kernels.values())
+            infos[name]["kernels_executed"] = total
+            infos[name]["kernels_executed_per_replica"] = total / infos[name]["replicas"]
+    load_before = os.getloadavg()[0]
+    timing = alternate(runners, FLAGS.rounds, FLAGS.steps, FLAGS.warmup)
+    for name, t in timing.items():
+        infos[name]["seconds_per_iteration"] = t
+        for base in ("port_1", "release_tf1"):
+            if base in timing and base != name:
+                infos[name][f"median_vs_{base}"] = t["median"] / timing[base]["median"]
+                infos[name][f"min_vs_{base}"] = t["min"] / timing[base]["min"]
+    return {"variants": infos, "load_average_during": [load_before, os.getloadavg()[0]]}
+
+
+def measure_loop(size, steps):
+    """Per-step host work of the training loop besides the compiled iteration."""
+    import tensorflow as tf
+    from sagan_tf import demo_data, training
+    timers = collections.defaultdict(list)
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timers[name].append(time.perf_counter() - t0)
+        return wrapper
+
+    with tempfile.TemporaryDirectory(prefix="host_cost_") as scratch:
+        data_dir = os.path.join(scratch, "data")
+        demo_data.write_demo_dataset(data_dir, num_images=64, image_size=128,
+                                     num_classes=size["number_classes"], num_shards=2)
+        config = training.TrainConfig(
+            data_dir=data_dir, checkpoint_dir=os.path.join(scratch, "run"), image_size=128,
+            number_classes=size["number_classes"], gf_dim=size["gf_dim"],
+            df_dim=size["df_dim"], batch_size=size["batch_size"], seed=0,
+            max_steps=steps + 2, save_summaries_steps=10, log_every_steps=10,
+            save_checkpoint_steps=0, save_checkpoint_secs=0)
+        with training.open_loop(config, log=lambda *a: None) as loop:
+            loop.run(until=2)  # tracing, first summaries
+            trainer, guard = loop.trainer, loop.guard
+            loop._real_batches = timed("iterator_next", loop._real_batches)  # pylint: disable=protected-access
+            trainer.train_iteration = timed("compiled_iteration", trainer.train_iteration)
+            guard.check = timed("finiteness_read", guard.check)
+            loop._write_summaries = timed("summaries", loop._write_summaries)  # pylint: disable=protected-access
+            loop._log_progress = timed("progress_line", loop._log_progress)  # pylint: disable=protected-access
+            loop._after_step = timed("after_step", loop._after_step)  # pylint: disable=protected-access
+            t0 = time.perf_counter()
+            loop.run(until=2 + steps)
+            wall = time.perf_counter() - t0
+    per_step = {k: sum(v) / steps for k, v in timers.items()}
+    per_step["host_work"] = wall / steps - per_step.get("compiled_iteration", 0.0)
+    return {"loop_seconds_per_step": wall / steps, "per_step_seconds": per_step,
+            "calls": {k: len(v) for k, v in timers.items()}, "steps": steps,
+            "tensorflow": tf.__version__}
+
+
+def format_table(result):
+    lines = ["| variant | ops traced / replica | kernels / replica (graph) | executed / replica "
+             "(profiler) | reductions | s/it median (min) | vs 1 replica | vs release |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for name, v in result["variants"].items():
+        t = v.get("seconds_per_iteration", {})
+        lines.append(
+            f"| {name} | {v['ops_traced_per_replica'][0]} | {v['kernels_per_replica'][0]} | "
+            f"{v.get('kernels_executed_per_replica', float('nan')):.0f} | "
+            f"{v['cross_replica_reductions']} | {t.get('median', float('nan')):.4f} "
+            f"({t.get('min', float('nan')):.4f}) | {v.get('median_vs_port_1', 1.0):.2f} | "
+            f"{v.get('median_vs_release_tf1', 1.0):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    replica_counts = sorted({int(r) for r in FLAGS.replicas})
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    if max(replica_counts) > 1:
+        from sagan_tf.distribute import configure_cpu_replicas
+        configure_cpu_replicas(max(replica_counts))
+    result = {"machine": machine()}
+    size = {k: FLAGS[k].value for k in ("gf_dim", "df_dim", "batch_size", "number_classes")}
+    if FLAGS.loop:
+        result["loop"] = measure_loop(size, FLAGS.loop_steps)
+    else:
+        result.update(measure_iterations(replica_counts, size))
+        print(format_table(result), file=sys.stderr)
+    result["config"] = dict(size, image_size=128, arch="test", threads=FLAGS.threads,
+                            rounds=FLAGS.rounds, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                            tensorflow=tf.__version__)
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
