@@ -177,7 +177,8 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
                  skip_corrupt_records: bool = False, pattern: str = "*.tfrecords",
                  cycle_length: int = 16, check_image_size: bool = True,
                  start_record: int = 0,
-                 skipped_counter: SkippedRecordCounter | None = None) -> tf.data.Dataset:
+                 skipped_counter: SkippedRecordCounter | None = None,
+                 uint8_images: bool = False) -> tf.data.Dataset:
     """The training input pipeline of NUMERICS §7 for one input pipeline.
 
     Args:
@@ -213,6 +214,9 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         ``skip_corrupt_records``, drops its rest.)
       skipped_counter: a :class:`SkippedRecordCounter` that counts the records
         ``skip_corrupt_records`` drops (this process's pipelines only).
+      uint8_images: yield the images as stored, uint8 (the trainer scales
+        them on its device with ``record_format.to_unit_range``: the same
+        floats, a quarter of the bytes to copy there).
 
     Returns:
       ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in [-1, 1],
@@ -244,7 +248,7 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         records = records.repeat()
 
     def decode(filenames, serialized):
-        return parse_examples(serialized, image_size, num_classes, filenames)
+        return parse_examples(serialized, image_size, num_classes, filenames, uint8_images)
 
     # Decoding whole batches keeps the per-record work to reading and counting.
     ds = records.batch(int(batch_size), drop_remainder=True)

@@ -39,6 +39,7 @@ __all__ = [
     "assert_lazily",
     "parse_example",
     "parse_examples",
+    "to_unit_range",
 ]
 
 FEATURE_KEYS = ("image_raw", "label", "height", "width", "depth")
@@ -330,8 +331,13 @@ def assert_lazily(ok, make_message):
     return tf.cond(ok, lambda: tf.identity(ok), fail)
 
 
+def to_unit_range(images):
+    """uint8 images -> float32 ``uint8 * (2/255) - 1`` in [-1, 1] (NUMERICS §7)."""
+    return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
+
+
 def parse_examples(serialized, image_size: int, num_classes: int | None = None,
-                   filenames=None):
+                   filenames=None, uint8_images: bool = False):
     """Decodes a vector of serialized records at once (graph-compatible).
 
     Args:
@@ -342,10 +348,12 @@ def parse_examples(serialized, image_size: int, num_classes: int | None = None,
       num_classes: when given, every label must lie in ``[0, num_classes)``.
       filenames: string tensor ``[B]`` (or a scalar for all), the record's file
         named in the error messages.
+      uint8_images: return the images as stored (uint8), for
+        :func:`to_unit_range` on the device (a quarter of the bytes to copy).
 
     Returns:
-      ``(images, labels)``: float32 ``[B, S, S, 3]`` equal to ``uint8 * (2/255) - 1``,
-      and int32 ``[B]``.
+      ``(images, labels)``: float32 ``[B, S, S, 3]`` equal to ``uint8 * (2/255) - 1``
+      (:func:`to_unit_range`; uint8 with ``uint8_images``), and int32 ``[B]``.
 
     Raises (when the dataset is iterated):
       tf.errors.InvalidArgumentError naming the file of the first record in the
@@ -381,7 +389,7 @@ def parse_examples(serialized, image_size: int, num_classes: int | None = None,
         labels = tf.cast(label64, tf.int32)
     images = tf.reshape(raw, [-1, size, size, 3])
     images.set_shape(serialized.shape.concatenate([size, size, 3]))
-    return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0, labels
+    return (images if uint8_images else to_unit_range(images)), labels
 
 
 def parse_example(serialized, image_size: int, num_classes: int | None = None,

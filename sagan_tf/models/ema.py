@@ -43,16 +43,32 @@ def update_average(average, model, decay, num_updates):
     the same order) towards ``model``.
 
     Call it in cross-replica context (the compiled step, after the replicas
-    ran): a mirrored variable's ``assign`` there writes every replica's copy
-    with the same value. Args: ``decay`` a Python float in (0, 1);
-    ``num_updates`` the iteration count ``t`` (a scalar tensor).
+    ran). Under a mirrored strategy each replica's copy is updated in place
+    from that replica's copy of ``model`` (``strategy.extended.update``),
+    instead of computing the average on one device and copying it to every
+    replica; the copies are equal, so the values are the same. Args:
+    ``decay`` a Python float in (0, 1); ``num_updates`` the iteration count
+    ``t`` (a scalar tensor).
     """
     d = decay_at(decay, num_updates)
     for target, source in zip(average.variables, model.variables):
         if source.trainable:
-            target.assign(d * target + (1.0 - d) * tf.cast(source, target.dtype))
+            def average_into(t, s):
+                return t.assign(d * t + (1.0 - d) * tf.cast(s, t.dtype))
         else:
-            target.assign(source)
+            def average_into(t, s):
+                return t.assign(s)
+        inner_target, inner_source = _tf_variable(target), _tf_variable(source)
+        if isinstance(inner_target, tf.distribute.DistributedValues):
+            inner_target.distribute_strategy.extended.update(
+                inner_target, average_into, args=(inner_source,), group=False)
+        else:
+            average_into(target, source)
+
+
+def _tf_variable(v):
+    """The TensorFlow variable (possibly distributed) behind a Keras variable."""
+    return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
 
 
 def copy_weights(target, source):

@@ -21,9 +21,10 @@ import threading
 import keras
 import tensorflow as tf
 
+from sagan_tf.models import state_writes
 from sagan_tf.models.sigma_recorder import record_sigma
 # One power iteration with its hand-written backward (both of NUMERICS §1.2).
-from sagan_tf.spectral_norm_op import l2_normalize, normalized_weight, spectral_normalize
+from sagan_tf.models.spectral_norm_op import l2_normalize, normalized_weight, spectral_normalize
 
 __all__ = [
     "assign_state",
@@ -84,10 +85,10 @@ def assign_state(var, value):
 class _SpectralNormBase(keras.layers.Layer):
     """Shared `u` handling for the spectral-normalised layers.
 
-    `u` is non-trainable with `aggregation="mean"`: written inside a replica
-    step, MirroredStrategy averages the (identical) per-replica values and so
-    keeps every replica's copy equal; with the default aggregation they would
-    silently drift apart.
+    `u` is non-trainable and sync-on-read: every replica computes the same
+    `u_new` from the same weights and `u`, and writes its own copy without
+    a cross-replica reduction; reads outside the replicas (checkpoints,
+    summaries) take replica 0's copy (sagan_tf/state_writes.py).
 
     `use_sn=False` makes the layer a plain one (no `u`, no normalisation; the
     other variables and names unchanged): the generator without spectral norm
@@ -118,10 +119,15 @@ class _SpectralNormBase(keras.layers.Layer):
         if not self.use_sn:
             self.u = None
             return
-        self.u = self.add_weight(
-            name="u", shape=(1, out_units),
-            initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
-            trainable=False, aggregation="mean", autocast=False)
+        # `add_weight` with a `synchronization`: each replica keeps and writes
+        # its own copy of `u` (identical on all, sagan_tf/state_writes.py).
+        with keras.name_scope(self.name, caller=self):
+            self.u = keras.Variable(
+                initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
+                shape=(1, out_units), dtype="float32", trainable=False, autocast=False,
+                aggregation=state_writes.LOCAL_U_AGGREGATION,
+                synchronization=state_writes.LOCAL_U_SYNCHRONIZATION, name="u")
+        self._track_variable(self.u)
 
     def _normalized_weight(self, w, update_sn):
         """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`."""

@@ -30,7 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.models import ema, layers, sigma_recorder
+from sagan_tf.data import record_format
+from sagan_tf.models import ema, layers, sigma_recorder, state_writes
 from sagan_tf.models.networks import Discriminator, Generator
 from sagan_tf.runs import rundir
 from sagan_tf.training import collapse_summaries, compilation, devices, losses
@@ -315,16 +316,21 @@ class Trainer:
     def _run_pass(self, name, fn, *args):
         """Runs ``fn(*args)``; with ``config.xla``, as one XLA-compiled function.
 
-        The compiled function computes the pass with every state write (SN
-        ``u``, BN moving statistics) deferred (``layers.record_state_updates``)
-        and returns the new values; they are assigned here, outside XLA, in
-        replica context (a mirrored variable's assign needs a ``merge_call``,
-        which XLA cannot compile). Same values, same order of reads and
-        writes as the eager-assign path: within one pass each state variable
-        is read once, before its only write.
+        The pass's state writes (SN ``u``, BN moving statistics) are deferred
+        (``layers.record_state_updates``) and made after it by
+        ``state_writes.write``: the ``u`` locally on each replica, the BN
+        statistics averaged over replicas in one grouped reduction. With XLA
+        the compiled function returns the new values and they are assigned
+        here, outside XLA, in replica context (a mirrored variable's assign
+        needs a ``merge_call``, which XLA cannot compile). Same values as
+        assigning in place: within one pass each state variable is read
+        once, before its only write.
         """
         if not self.config.xla:
-            return fn(*args)
+            with layers.record_state_updates() as updates:
+                out = fn(*args)
+            state_writes.write(updates)
+            return out
         if name not in self._jit_passes:
             def deferred(*a):
                 with layers.record_state_updates() as updates, \
@@ -334,8 +340,7 @@ class Trainer:
                 return out, [value for _, value in updates], sig
             self._jit_passes[name] = tf.function(deferred, jit_compile=True, autograph=False)
         out, values, sigmas = self._jit_passes[name](*args)
-        for var, value in zip(self._deferred_variables[name], values):
-            var.assign(value)
+        state_writes.write(list(zip(self._deferred_variables[name], values)))
         for layer, sigma in sigmas.items():  # out of the compiled pass, to the step's record
             sigma_recorder.record_sigma(layer, sigma)
         return out
@@ -351,6 +356,8 @@ class Trainer:
                 self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 
             for real_images, real_labels, z, y_fake in inputs["d"]:
+                if real_images.dtype == tf.uint8:  # records as stored: scaled here, on the device
+                    real_images = record_format.to_unit_range(real_images)
                 (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
                     self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
                 d_scale = self._loss_scale(self.d_optimizer)
@@ -387,8 +394,11 @@ class Trainer:
         return self._finish_step(metrics, real, fake, check)
 
     def _finish_step(self, metrics, real, fake, check):
-        metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                   for k, v in metrics.items()}
+        # One cross-replica mean for all the scalars (the same means).
+        names = sorted(metrics)
+        stacked = self.strategy.run(lambda m: tf.stack([m[k] for k in names]), args=(metrics,))
+        means = tf.unstack(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, stacked, axis=None))
+        metrics = dict(zip(names, means))
         self.step.assign_add(1)
         if self.generator_ema is not None:
             ema.update_average(self.generator_ema, self.generator, self.config.g_ema_decay,

@@ -1,0 +1,53 @@
+"""Images cross to the device as stored (uint8) and are scaled there, to the same floats."""
+import numpy as np
+import tensorflow as tf
+
+from sagan_tf import data, record_format
+from sagan_tf.training import TrainConfig, Trainer
+
+S, C, B = 32, 3, 2
+
+
+def _records(tmp_path, n=8):
+    rng = np.random.default_rng(0)
+    record_format.write_records(str(tmp_path / "a.tfrecords"),
+                                rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8),
+                                rng.integers(0, C, n))
+    return str(tmp_path)
+
+
+def test_uint8_dataset_scaled_on_device_equals_the_float_dataset(tmp_path):
+    data_dir = _records(tmp_path)
+    kwargs = dict(shuffle=False, repeat=False)
+    floats = list(data.make_dataset(data_dir, S, 4, C, **kwargs))
+    raw = list(data.make_dataset(data_dir, S, 4, C, uint8_images=True, **kwargs))
+    assert len(floats) == len(raw) == 2
+    for (x, y), (x8, y8) in zip(floats, raw):
+        assert x8.dtype == tf.uint8 and x.dtype == tf.float32
+        np.testing.assert_array_equal(record_format.to_unit_range(x8).numpy(), x.numpy())
+        np.testing.assert_array_equal(y8.numpy(), y.numpy())
+    assert float(tf.reduce_min(floats[0][0])) >= -1.0 and float(tf.reduce_max(floats[0][0])) <= 1.0
+
+
+def test_iteration_on_uint8_batches_equals_float_batches(strategy2):
+    """The trainer scales uint8 batches inside the step: the same iteration,
+    bit for bit, as on the host-scaled floats (2 replicas)."""
+    config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
+                  seed=0, data_dir="unused")
+    on_floats, on_uint8 = (Trainer(TrainConfig(**config), strategy2) for _ in range(2))
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2 * B, S, S, 3), dtype=np.uint8)
+    labels = rng.integers(0, C, 2 * B).astype(np.int32)
+    check = lambda metrics: tf.constant(True)  # noqa: E731
+    outs = []
+    for trainer, x in ((on_floats, record_format.to_unit_range(images)),
+                       (on_uint8, tf.constant(images))):
+        real = list(trainer.distribute([(x, tf.constant(labels))]))
+        outs.append(trainer.train_iteration(real, check))
+    (m_f, real_f, fake_f, _), (m_u, real_u, fake_u, _) = outs
+    for k in m_f:
+        assert float(m_f[k]) == float(m_u[k]), k
+    np.testing.assert_array_equal(real_u.numpy(), real_f.numpy())  # summaries see floats
+    np.testing.assert_array_equal(fake_u.numpy(), fake_f.numpy())
+    for a, b in zip(on_floats.discriminator.variables, on_uint8.discriminator.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
