@@ -349,14 +349,17 @@ def measure_loop(size, steps):
 
 def format_table(result):
     lines = ["| variant | ops traced / replica | kernels / replica (graph) | executed / replica "
-             "(profiler) | reductions | s/it median (min) | vs 1 replica | vs release |",
-             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+             "(profiler) | all-reduce ops | reduce calls (values) | s/it median (min) "
+             "| vs 1 replica | vs release |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for name, v in result["variants"].items():
         t = v.get("seconds_per_iteration", {})
+        calls = v.get("reduce_calls_traced", {})
         lines.append(
             f"| {name} | {v['ops_traced_per_replica'][0]} | {v['kernels_per_replica'][0]} | "
             f"{v.get('kernels_executed_per_replica', float('nan')):.0f} | "
-            f"{v['cross_replica_reductions']} | {t.get('median', float('nan')):.4f} "
+            f"{v['cross_replica_reductions']} | {calls.get('calls', '-')} "
+            f"({calls.get('values', '-')}) | {t.get('median', float('nan')):.4f} "
             f"({t.get('min', float('nan')):.4f}) | {v.get('median_vs_port_1', 1.0):.2f} | "
             f"{v.get('median_vs_release_tf1', 1.0):.2f} |")
     return "\n".join(lines)

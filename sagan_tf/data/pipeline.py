@@ -363,7 +363,7 @@ def training_iterator(config, strategy, start_step, skipped_counter=None):
         seed = int((seed * 1_000_003 + start_step) % (2 ** 31 - 1))
     kwargs = dict(shuffle=config.shuffle, shuffle_buffer_size=config.shuffle_buffer_size,
                   seed=seed, skip_corrupt_records=config.skip_corrupt_records,
-                  skipped_counter=skipped_counter)
+                  skipped_counter=skipped_counter, uint8_images=True)  # scaled on the device
     if config.shuffle or start_step == 0:
         return iter(distributed_dataset(strategy, config.data_dir, config.image_size,
                                         config.batch_size, config.number_classes, **kwargs))

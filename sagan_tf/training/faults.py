@@ -24,10 +24,12 @@ import tempfile
 
 import tensorflow as tf
 
+from sagan_tf.runs import checkpoints
 from sagan_tf.training.config import ConfigError
 
 __all__ = ["TrainingError", "TrainingDivergedError", "StopSignals", "NonFiniteGuard",
-           "NAN_FAULT_ENV", "MAX_CONSECUTIVE_SKIPS", "check_logdir_writable", "first_line"]
+           "NAN_FAULT_ENV", "MAX_CONSECUTIVE_SKIPS", "MAX_UNSETTLED_CHECKS",
+           "check_logdir_writable", "diverged", "first_line"]
 
 
 class TrainingError(RuntimeError):
@@ -87,6 +89,9 @@ class StopSignals:
 NAN_FAULT_ENV = "SAGAN_TF_TEST_NAN_AT_STEPS"
 #: ``--on_nan=skip_step`` gives up after this many consecutive bad iterations.
 MAX_CONSECUTIVE_SKIPS = 10
+#: ``--on_nan=stop`` reads the iterations' checks at most this many iterations
+#: late (and before every summary, progress line and checkpoint, and at the end).
+MAX_UNSETTLED_CHECKS = 50
 _LOSS_NAMES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss")
 
 
@@ -108,13 +113,35 @@ def _state_variables(trainer):
     return out
 
 
+def _unwrapped(v):
+    """The TensorFlow variable (possibly distributed) behind a Keras variable."""
+    return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+
+
 def _components(strategy, v):
     """Per-device copies of a (mirrored) variable; ``[v]`` where there are none."""
-    inner = getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+    inner = _unwrapped(v)
     if isinstance(strategy, (tf.distribute.MirroredStrategy,
                              tf.distribute.MultiWorkerMirroredStrategy)):
         return list(strategy.experimental_local_results(inner))
     return [inner]
+
+
+def _sums_are_finite(tensors):
+    """A boolean tensor: False when some element of ``tensors`` (tensors or
+    variables) is NaN or infinite, True when none is -- or, rarely, False when
+    all are finite but their sum overflows (:meth:`NonFiniteGuard.check`
+    settles that case element by element on the host).
+
+    A NaN or an infinity makes its tensor's sum, and the sum of sums, NaN or
+    infinite. Two ops per tensor (read, sum) and one ``AddN``, instead of a
+    finiteness map, a reduction and a stack per tensor.
+    """
+    sums = []
+    for t in tensors:
+        total = tf.reduce_sum(t)
+        sums.append(total if total.dtype == tf.float32 else tf.cast(total, tf.float32))
+    return tf.math.is_finite(tf.add_n(sums))
 
 
 class NonFiniteGuard:
@@ -132,19 +159,28 @@ class NonFiniteGuard:
     the ``u`` vectors and BN statistics. The random generator and the input
     iterator are *not* rewound: the retried iteration draws fresh noise and a
     fresh batch (the same inputs would blow up again).
+
+    No host round trip per iteration with ``--on_nan=stop``: each
+    iteration's check is a tensor computed in the compiled call; the loop
+    keeps them (:meth:`defer`) and reads them (:meth:`settle`) before it
+    writes anything -- summaries, progress lines, checkpoints -- and at
+    least every :data:`MAX_UNSETTLED_CHECKS` iterations. Nothing non-finite
+    is checkpointed, and the error still names the first bad iteration.
+    ``skip_step`` reads every check at once (it undoes the iteration).
     """
 
     def __init__(self, trainer, on_nan):
         self.trainer, self.on_nan = trainer, on_nan
         strategy = trainer.strategy
-        self.named = [(name, c) for name, v in _state_variables(trainer)
-                      for c in _components(strategy, v)]
-        floats = [c for _, c in self.named if c.dtype.is_floating]
+        state = _state_variables(trainer)
+        self.named = [(name, c) for name, v in state for c in _components(strategy, v)]
+        # What a checkpoint saves: each variable as read in cross-replica
+        # context (a mirrored variable's primary copy; the copies are equal).
+        floats = [inner for inner in (_unwrapped(v) for _, v in state)
+                  if inner.dtype.is_floating]
 
         def all_finite(losses):
-            checks = [tf.reduce_all(tf.math.is_finite(x)) for x in losses]
-            checks += [tf.reduce_all(tf.math.is_finite(c.read_value())) for c in floats]
-            return tf.reduce_all(tf.stack(checks))
+            return _sums_are_finite(list(losses) + floats)
         self._all_finite_body = all_finite
         self._all_finite = tf.function(all_finite, autograph=False)
         self._shadows = None
@@ -169,6 +205,7 @@ class NonFiniteGuard:
             self._undo = tf.function(undo, autograph=False)
         self._inject = {int(x) for x in os.environ.get(NAN_FAULT_ENV, "").split(",")
                         if x.strip().isdigit()}
+        self._pending = []  # (step, metrics, all_finite) not yet read (on_nan="stop")
 
     def injects(self, step):
         """Whether the test seam replaces the noise of ``step`` (see :meth:`noise`)."""
@@ -189,8 +226,38 @@ class NonFiniteGuard:
     def state_check(self, metrics):
         """The check as ops (for ``Trainer.train_iteration``, which runs it in the
         compiled iteration): a boolean tensor, True when the losses in
-        ``metrics`` and every floating state variable are finite."""
+        ``metrics`` and every floating state variable are finite (False can
+        also mean that their sums overflowed; :meth:`check` tells)."""
         return self._all_finite_body([metrics[k] for k in _LOSS_NAMES if k in metrics])
+
+    def all_finite(self, metrics):
+        """:meth:`state_check` of ``metrics`` and the current state, run now."""
+        return self._all_finite([metrics[k] for k in _LOSS_NAMES if k in metrics])
+
+    def defer(self, step, metrics, all_finite):
+        """With ``on_nan="stop"``, keeps iteration ``step``'s check (its
+        ``metrics`` and ``all_finite`` tensors) for :meth:`settle` and returns
+        True; otherwise returns False (the caller checks now)."""
+        if self.on_nan != "stop":
+            return False
+        self._pending.append((step, metrics, all_finite))
+        return True
+
+    def must_settle(self):
+        """True when :data:`MAX_UNSETTLED_CHECKS` checks are waiting."""
+        return len(self._pending) >= MAX_UNSETTLED_CHECKS
+
+    def settle(self):
+        """Reads the deferred checks: ``(step, problem)`` of the first iteration
+        that was not finite, or None. Forgets them all."""
+        pending, self._pending = self._pending, []
+        if not pending or bool(tf.reduce_all(tf.stack([f for _, _, f in pending]))):
+            return None
+        for step, metrics, all_finite in pending:
+            problem = self.check(metrics, all_finite)
+            if problem:
+                return step, problem
+        return None
 
     def check(self, out, all_finite=None):
         """None if the iteration's losses and the new state are finite, else a
@@ -208,10 +275,26 @@ class NonFiniteGuard:
         for name, c in self.named:
             if c.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(c))):
                 return f"non-finite weight {name} (the losses were finite)"
-        return "non-finite values"
+        return None  # all finite: the in-graph sums overflowed
 
     def undo(self):
         self._undo()
+
+
+def diverged(step, problem, ckpt_dir, on_nan):
+    """The :class:`TrainingDivergedError` of a non-finite iteration ``step``
+    (``problem``: :meth:`NonFiniteGuard.check`'s description), naming the
+    newest complete checkpoint in ``ckpt_dir``."""
+    last_good = checkpoints.latest_complete_checkpoint(ckpt_dir)
+    if on_nan == "stop":
+        return TrainingDivergedError(
+            f"training diverged at step {step}: {problem}. Stopped without saving; "
+            f"the last good checkpoint {last_good or '(none)'} is untouched (lower the "
+            f"learning rates, or --on_nan=skip_step to skip such steps)")
+    return TrainingDivergedError(
+        f"training diverged at step {step}: {MAX_CONSECUTIVE_SKIPS} consecutive "
+        f"iterations were non-finite ({problem}); stopped. The last good "
+        f"checkpoint {last_good or '(none)'} is untouched")
 
 
 def check_logdir_writable(logdir):

@@ -28,7 +28,7 @@ from sagan_tf.training import devices, run_config
 from sagan_tf.training.config import ConfigError
 from sagan_tf.training.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                                       TrainingDivergedError, TrainingError, check_logdir_writable,
-                                      first_line)
+                                      diverged, first_line)
 from sagan_tf.training.trainer import Trainer
 
 __all__ = ["train", "open_loop", "SUMMARY_SCALARS", "SKIPPED_RECORDS_SCALAR",
@@ -195,6 +195,7 @@ class _Loop:
 
     def save_now(self):
         """Checkpoints the current step; a failed save is a :class:`TrainingError`."""
+        self._settle()  # nothing non-finite is saved
         try:
             path = checkpoints.save(self.manager, self.step)
         except checkpoints.CheckpointSaveError as e:
@@ -241,19 +242,17 @@ class _Loop:
         if guard.injects(step + 1):  # the test seam: this step's noise made non-finite
             noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
             outputs = trainer.train_step(trainer.make_inputs(real, noise))
-            all_finite = None
+            all_finite = guard.all_finite(outputs[0])
         else:  # noise drawn and state checked inside the one compiled call
             *outputs, all_finite = trainer.train_iteration(real, guard.state_check)
+        if guard.defer(step + 1, outputs[0], all_finite):  # read in _settle, no sync now
+            return outputs
         problem = guard.check(outputs[0], all_finite)
         if not problem:
             self.consecutive_skips = 0
             return outputs
-        last_good = checkpoints.latest_complete_checkpoint(self.ckpt_dir)
         if self.config.on_nan == "stop":
-            raise TrainingDivergedError(
-                f"training diverged at step {step + 1}: {problem}. Stopped without saving; "
-                f"the last good checkpoint {last_good or '(none)'} is untouched (lower the "
-                f"learning rates, or --on_nan=skip_step to skip such steps)")
+            raise diverged(step + 1, problem, self.ckpt_dir, "stop")
         guard.undo()
         self.skipped_steps += 1
         self.consecutive_skips += 1
@@ -261,11 +260,12 @@ class _Loop:
                  f"state restored to step {step}, its batch and noise discarded "
                  f"({self.skipped_steps} skipped so far)")
         if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-            raise TrainingDivergedError(
-                f"training diverged at step {step + 1}: {self.consecutive_skips} consecutive "
-                f"iterations were non-finite ({problem}); stopped. The last good "
-                f"checkpoint {last_good or '(none)'} is untouched")
+            raise diverged(step + 1, problem, self.ckpt_dir, "skip_step")
         return None
+
+    def _settle(self):  # acts on the deferred non-finite checks (--on_nan=stop)
+        if bad := self.guard.settle():
+            raise diverged(*bad, self.ckpt_dir, "stop")
 
     def _after_step(self, out, input_images, generated_images):
         """Summaries, progress line and checkpoint cadence after step ``self.step``."""
@@ -275,7 +275,8 @@ class _Loop:
             first or step % config.save_summaries_steps == 0)
         show = config.log_every_steps and (first or step % config.log_every_steps == 0
                                            or step == config.max_steps)
-        if summarise or show or step == config.max_steps:
+        if summarise or show or step == config.max_steps or self.guard.must_settle():
+            self._settle()
             self.metrics = {k: float(v) for k, v in out.items()}  # waits for the step to finish
         now = time.time()
         if summarise:
@@ -342,6 +343,7 @@ class _Loop:
         """The final checkpoint, end-of-run messages and sample grids; returns
         :func:`train`'s summary dict."""
         step, manager, log = self.step, self.manager, self.log
+        self._settle()
         if self.last_ckpt_step != step or manager.latest_checkpoint is None:
             self.save_now()
         if self.stop.signal:
