@@ -51,3 +51,33 @@ def test_iteration_on_uint8_batches_equals_float_batches(strategy2):
     np.testing.assert_array_equal(fake_u.numpy(), fake_f.numpy())
     for a, b in zip(on_floats.discriminator.variables, on_uint8.discriminator.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_k_iterations_in_one_call_equal_k_calls(strategy2):
+    """`train_iterations` (two iterations per compiled call) gives the state,
+    metrics, checks and random-generator state of two `train_iteration`
+    calls, bit for bit (2 replicas)."""
+    config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
+                  seed=0, data_dir="unused")
+    single, looped = (Trainer(TrainConfig(**config), strategy2) for _ in range(2))
+    rng = np.random.default_rng(2)
+    batches = [(tf.constant(rng.integers(0, 256, (2 * B, S, S, 3), dtype=np.uint8)),
+                tf.constant(rng.integers(0, C, 2 * B).astype(np.int32))) for _ in range(2)]
+    check = lambda metrics: tf.math.is_finite(metrics["d_loss"])  # noqa: E731
+    singles = [single.train_iteration(list(single.distribute([b])), check) for b in batches]
+    results, real, fake = looped.train_iterations(
+        [list(looped.distribute([b])) for b in batches], check)
+    assert len(results) == 2
+    for (metrics, finite), (m1, _, _, f1) in zip(results, singles):
+        assert bool(finite) and bool(f1)
+        for k in m1:
+            assert float(metrics[k]) == float(m1[k]), k
+    np.testing.assert_array_equal(fake.numpy(), singles[-1][2].numpy())
+    np.testing.assert_array_equal(real.numpy(), singles[-1][1].numpy())
+    for net in ("generator", "discriminator"):
+        for a, b in zip(getattr(single, net).variables, getattr(looped, net).variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for a, b in zip(single.d_optimizer.variables, looped.d_optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(single.rng.state.numpy(), looped.rng.state.numpy())
+    assert int(looped.step.numpy()) == 2
