@@ -57,15 +57,27 @@ def test_only_stop_defers_and_settling_is_due_after_the_limit(trainer):
     assert guard.settle() is None and not guard.must_settle()
 
 
-def test_a_non_finite_weight_is_found_when_the_losses_are_finite(trainer):
+@pytest.mark.parametrize("steps", [[5], [3, 4, 5]])
+def test_a_non_finite_weight_is_found_when_the_losses_are_finite(trainer, steps):
+    """With ``stop`` the iterations check their losses; the state is checked
+    when the checks are read, and a bad weight is reported at the last step
+    read, with the range since the state was last seen finite."""
     guard = NonFiniteGuard(trainer, "stop")
     var = trainer.generator.trainable_variables[3]
     saved = var.numpy()
     try:
         var.assign(np.full(saved.shape, np.inf, saved.dtype))
-        metrics = _metrics(1.0)
-        guard.defer(5, metrics, guard.state_check(metrics))
+        for step in steps:
+            metrics = _metrics(1.0)
+            check = guard.state_check(metrics)
+            assert bool(check)  # the losses alone
+            guard.defer(step, metrics, check)
         step, problem = guard.settle()
-        assert step == 5 and problem == f"non-finite weight {var.path} (the losses were finite)"
+        want = f"non-finite weight {var.path} (the losses were finite)"
+        if len(steps) > 1:
+            want += "; the state was finite after step 2"
+        assert step == 5 and problem == want
+        # The in-step check of skip_step covers the state itself.
+        assert not bool(NonFiniteGuard(trainer, "skip_step").state_check(_metrics(1.0)))
     finally:
         var.assign(saved)

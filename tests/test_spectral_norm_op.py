@@ -37,7 +37,8 @@ def _values_and_gradient(fn, w, u, release, upstream):
         loss = tf.reduce_sum(w_bar * r_w)
         if r_u is not None:
             loss += tf.reduce_sum(u_new * r_u) + r_s * sigma
-    return [w_bar.numpy(), u_new.numpy(), sigma.numpy()], tape.gradient(loss, w).numpy()
+    return ([w_bar.numpy(), u_new.numpy(), np.reshape(sigma.numpy(), [])],
+            tape.gradient(loss, w).numpy())
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])

@@ -124,7 +124,7 @@ class _SpectralNormBase(keras.layers.Layer):
         with keras.name_scope(self.name, caller=self):
             self.u = keras.Variable(
                 initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
-                shape=(1, out_units), dtype="float32", trainable=False, autocast=False,
+                shape=(1, out_units), dtype=self.variable_dtype, trainable=False, autocast=False,
                 aggregation=state_writes.LOCAL_U_AGGREGATION,
                 synchronization=state_writes.LOCAL_U_SYNCHRONIZATION, name="u")
         self._track_variable(self.u)

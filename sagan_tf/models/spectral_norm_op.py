@@ -75,7 +75,8 @@ def _power_iteration(w, u, release_backward, differentiable_state):
         v, norm_a, den_a = _normalize_with_norm(tf.matmul(u, w_mat, transpose_b=True))  # [1, k]
         b = tf.matmul(v, w_mat)                                          # [1, out]
         u_new, norm_b, den_b = _normalize_with_norm(b)
-        sigma = tf.reshape(tf.matmul(b, u_new, transpose_b=True), [])
+        # [1, 1]: dividing by it is dividing by the scalar (no reshape op).
+        sigma = tf.matmul(b, u_new, transpose_b=True)
         w_bar = w / sigma
 
         def grad(grad_w_bar, grad_u_new=None, grad_sigma=None):
@@ -99,7 +100,7 @@ def _power_iteration(w, u, release_backward, differentiable_state):
             return grad_w + tf.reshape(grad_w_mat, shape), None
 
         if differentiable_state:
-            return (w_bar, u_new, sigma), grad
+            return (w_bar, u_new, tf.reshape(sigma, [])), grad
         state.extend([u_new, sigma])
         return w_bar, grad
 
@@ -133,6 +134,7 @@ def spectral_normalize(w, u, release_backward=False):
 
 def normalized_weight(w, u, release_backward=False):
     """`spectral_normalize` for a layer: `(w_bar, u_new, sigma)`, the same
-    values; only `w_bar` takes the hand-written backward (a layer writes
-    `u_new` into its state and reports `sigma`, neither is differentiated)."""
+    values (`sigma` shaped `[1, 1]`); only `w_bar` takes the hand-written
+    backward (a layer writes `u_new` into its state, neither is
+    differentiated)."""
     return _power_iteration(w, u, release_backward, differentiable_state=False)

@@ -226,9 +226,14 @@ class NonFiniteGuard:
     def state_check(self, metrics):
         """The check as ops (for ``Trainer.train_iteration``, which runs it in the
         compiled iteration): a boolean tensor, True when the losses in
-        ``metrics`` and every floating state variable are finite (False can
-        also mean that their sums overflowed; :meth:`check` tells)."""
-        return self._all_finite_body([metrics[k] for k in _LOSS_NAMES if k in metrics])
+        ``metrics`` are finite and, with ``skip_step``, every floating state
+        variable too (False can also mean that their sums overflowed;
+        :meth:`check` tells). With ``stop`` the state is checked when the
+        checks are read (:meth:`settle`), not in every iteration."""
+        losses = [metrics[k] for k in _LOSS_NAMES if k in metrics]
+        if self.on_nan == "stop":
+            return _sums_are_finite(losses)
+        return self._all_finite_body(losses)
 
     def all_finite(self, metrics):
         """:meth:`state_check` of ``metrics`` and the current state, run now."""
@@ -248,16 +253,24 @@ class NonFiniteGuard:
         return len(self._pending) >= MAX_UNSETTLED_CHECKS
 
     def settle(self):
-        """Reads the deferred checks: ``(step, problem)`` of the first iteration
-        that was not finite, or None. Forgets them all."""
+        """Reads the deferred checks, then checks the current state: ``(step,
+        problem)`` of the first iteration with a non-finite loss or state
+        (a state found non-finite only now is reported at the last deferred
+        step, with the steps since the last finite one), or None. Forgets
+        the checks it read."""
         pending, self._pending = self._pending, []
-        if not pending or bool(tf.reduce_all(tf.stack([f for _, _, f in pending]))):
+        if not pending:
             return None
-        for step, metrics, all_finite in pending:
-            problem = self.check(metrics, all_finite)
-            if problem:
-                return step, problem
-        return None
+        if not bool(tf.reduce_all(tf.stack([f for _, _, f in pending]))):
+            for step, metrics, all_finite in pending:
+                problem = self.check(metrics, all_finite)
+                if problem:
+                    return step, problem
+        first, last, metrics = pending[0][0], pending[-1][0], pending[-1][1]
+        problem = self.check(metrics)  # the losses again (finite) and the state now
+        if problem and first < last:
+            problem += f"; the state was finite after step {first - 1}"
+        return (last, problem) if problem else None
 
     def check(self, out, all_finite=None):
         """None if the iteration's losses and the new state are finite, else a
