@@ -24,11 +24,13 @@ import tensorflow as tf
 from sagan_tf.models import state_writes
 from sagan_tf.models.sigma_recorder import record_sigma
 # One power iteration with its hand-written backward (both of NUMERICS §1.2).
-from sagan_tf.models.spectral_norm_op import l2_normalize, normalized_weight, spectral_normalize
+from sagan_tf.models.spectral_norm_op import (l2_normalize, normalized_weight,
+                                              power_iteration, spectral_normalize)
 
 __all__ = [
     "assign_state",
     "record_state_updates",
+    "reuse_power_iterations",
     "l2_normalize",
     "spectral_normalize",
     "set_sn_gradient",
@@ -47,6 +49,8 @@ SN_GRADIENTS = ("release", "exact")
 
 # Per-thread stack of recorders (MirroredStrategy runs each replica in its own thread).
 _RECORDERS = threading.local()
+# Per-thread stack of `reuse_power_iterations` scopes: (layer ids, {layer id: forward}).
+_REUSE = threading.local()
 
 
 @contextlib.contextmanager
@@ -71,6 +75,39 @@ def record_state_updates():
         yield updates
     finally:
         stack.pop()
+
+
+@contextlib.contextmanager
+def reuse_power_iterations(model):
+    """Inside, a spectral-norm layer of `model` keeps the forward pass of a
+    call that does not write `u`, and its next calls reuse it instead of
+    computing it again, until a call that writes `u` (which uses it once).
+
+    For the training iteration: D's pass in the G step (no write) and D's
+    pass in the first D step (writes) normalise the same weights with the
+    same `u`, so the second can take the first's forward tensors, the same
+    values; only the backward (release or exact) is attached anew. The
+    caller must leave the context before `model`'s weights change (the D
+    optimizer's update). Per thread, like `record_state_updates`.
+    """
+    stack = getattr(_REUSE, "stack", None)
+    if stack is None:
+        stack = _REUSE.stack = []
+    members = {id(layer) for layer in model._flatten_layers(include_self=True, recursive=True)  # pylint: disable=protected-access
+               if isinstance(layer, _SpectralNormBase)}
+    stack.append((members, {}))
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _reuse_cache(layer):
+    """The innermost `reuse_power_iterations` cache that covers `layer`, or None."""
+    for members, cache in reversed(getattr(_REUSE, "stack", None) or []):
+        if id(layer) in members:
+            return cache
+    return None
 
 
 def assign_state(var, value):
@@ -136,7 +173,14 @@ class _SpectralNormBase(keras.layers.Layer):
         # The release's backward saw `u` as it stood after the forward pass:
         # `u_new` when this call writes it, the stored `u` otherwise.
         release_backward = bool(update_sn) and self.sn_gradient == "release"
-        w_bar, u_new, sigma = normalized_weight(w, tf.convert_to_tensor(self.u), release_backward)
+        reuse = _reuse_cache(self)
+        forward = None if reuse is None else (reuse.pop(id(self), None) if update_sn
+                                              else reuse.get(id(self)))
+        if forward is None:
+            forward = power_iteration(w, tf.convert_to_tensor(self.u))
+            if reuse is not None and not update_sn:
+                reuse[id(self)] = forward
+        w_bar, u_new, sigma = normalized_weight(w, forward.u, release_backward, forward)
         record_sigma(self.path, sigma)  # collapse summaries: read-only, no extra op
         if update_sn:
             assign_state(self.u, u_new)

@@ -21,9 +21,12 @@ Shapes: `w` has `out` units on its last axis (`[kh, kw, in, out]` or
 `[in, out]`), `W_mat = reshape(w, [-1, out])` is `[k, out]`, `u` is
 `[1, out]`.
 """
+import collections
+
 import tensorflow as tf
 
-__all__ = ["L2_EPS", "l2_normalize", "spectral_normalize", "normalized_weight"]
+__all__ = ["L2_EPS", "PowerIteration", "l2_normalize", "normalized_weight", "power_iteration",
+           "spectral_normalize"]
 
 #: The release's `_l2normalize` adds this to the norm (not to the squared norm).
 L2_EPS = 1e-12
@@ -52,63 +55,82 @@ def _is_zero(t):
 
 
 def _l2n_backward(grad_y, y, norm, denominator):
-    """Gradient w.r.t. `x` of `y = x / (||x|| + eps)` for an upstream `grad_y`:
+    """Gradient w.r.t. `x` of `y = x / (||x|| + eps)` for an upstream `grad_y [1, n]`:
     `grad_y / (||x|| + eps) - y * (y . grad_y) / ||x||` (docs/NUMERICS.md §1.3)."""
-    return grad_y / denominator - y * (tf.reduce_sum(y * grad_y) / norm)
+    return grad_y / denominator - y * (tf.matmul(y, grad_y, transpose_b=True) / norm)
 
 
-def _power_iteration(w, u, release_backward, differentiable_state):
-    """The forward pass and its backward as one `tf.custom_gradient` function.
+class PowerIteration(collections.namedtuple(
+        "PowerIteration", "w u w_mat v norm_a den_a b u_new norm_b den_b sigma w_bar")):
+    """The forward tensors of one power iteration (what the backward reads).
+
+    `w_mat [k, out]`, `v [1, k]` with `a = u @ W_mat^T`'s norm `norm_a` and
+    `den_a = norm_a + eps`, `b = v @ W_mat [1, out]`, `u_new [1, out]` with
+    `norm_b`, `den_b`, `sigma [1, 1]` and `w_bar = w / sigma`.
+    """
+
+
+def power_iteration(w, u):
+    """The forward pass of §1.1, op for op: a :class:`PowerIteration`."""
+    w = tf.convert_to_tensor(w)
+    u = tf.convert_to_tensor(u, dtype=w.dtype)
+    w_mat = tf.reshape(w, [-1, w.shape[-1]])                             # [k, out]
+    v, norm_a, den_a = _normalize_with_norm(tf.matmul(u, w_mat, transpose_b=True))  # [1, k]
+    b = tf.matmul(v, w_mat)                                              # [1, out]
+    u_new, norm_b, den_b = _normalize_with_norm(b)
+    # [1, 1]: dividing by it is dividing by the scalar (no reshape op).
+    sigma = tf.matmul(b, u_new, transpose_b=True)
+    return PowerIteration(w, u, w_mat, v, norm_a, den_a, b, u_new, norm_b, den_b, sigma,
+                          w / sigma)
+
+
+def _backward(it, release_backward, grad_w_bar, grad_u_new=None, grad_sigma=None):
+    """d L / d w from the upstream gradients of `w_bar` (and of `u_new`, `sigma`)."""
+    # W_bar = W / sigma: the direct term, and d L / d sigma.
+    grad_w = grad_w_bar / it.sigma
+    grad_s = -tf.reduce_sum(grad_w_bar * it.w_bar) / it.sigma
+    if not _is_zero(grad_sigma):
+        grad_s = grad_s + grad_sigma
+    # sigma = b . u_new with u_new = b / (|b| + eps): d sigma / d b is
+    # u_new (1 + eps / (|b| + eps)) (§1.3).
+    grad_b = (grad_s * (1.0 + L2_EPS / it.den_b)) * it.u_new            # [1, out]
+    if not _is_zero(grad_u_new):
+        grad_b = grad_b + _l2n_backward(grad_u_new, it.u_new, it.norm_b, it.den_b)
+    # b = v @ W_mat; v = a / (|a| + eps); a = u @ W_mat^T.
+    grad_v = tf.matmul(grad_b, it.w_mat, transpose_b=True)               # [1, k]
+    grad_a = _l2n_backward(grad_v, it.v, it.norm_a, it.den_a)            # [1, k]
+    u_seen = it.u_new if release_backward else it.u
+    grad_w_mat = (tf.matmul(it.v, grad_b, transpose_a=True)
+                  + tf.matmul(grad_a, u_seen, transpose_a=True))         # [k, out]
+    w = it.w
+    shape = w.shape if w.shape.is_fully_defined() else tf.shape(w)
+    return grad_w + tf.reshape(grad_w_mat, shape)
+
+
+def _power_iteration(w, u, release_backward, differentiable_state, forward=None):
+    """`w_bar` as a `tf.custom_gradient` function of `w` over `forward` (a
+    :class:`PowerIteration` of the same `w` and `u`; computed here if None).
 
     Returns `(w_bar, u_new, sigma)`. With `differentiable_state` all three
     are outputs of the custom-gradient function (the hand-written backward
-    takes upstream gradients for each); without, only `w_bar` is, and
-    `u_new`, `sigma` are the forward pass's own tensors (the tape then builds
-    no zero gradients for them; differentiated anyway, they give autodiff's
-    exact gradients, as the tape records the forward ops too).
+    takes upstream gradients for each, `sigma` a scalar); without, only
+    `w_bar` is, and `u_new`, `sigma [1, 1]` are the forward pass's own
+    tensors (the tape then builds no zero gradients for them; differentiated
+    anyway, they give autodiff's exact gradients, as the tape records the
+    forward ops too). No gradient flows to `u`.
     """
-    state = []
+    it = power_iteration(w, u) if forward is None else forward
 
     @tf.custom_gradient
-    def normalize(w, u):
-        w_mat = tf.reshape(w, [-1, w.shape[-1]])                         # [k, out]
-        v, norm_a, den_a = _normalize_with_norm(tf.matmul(u, w_mat, transpose_b=True))  # [1, k]
-        b = tf.matmul(v, w_mat)                                          # [1, out]
-        u_new, norm_b, den_b = _normalize_with_norm(b)
-        # [1, 1]: dividing by it is dividing by the scalar (no reshape op).
-        sigma = tf.matmul(b, u_new, transpose_b=True)
-        w_bar = w / sigma
-
-        def grad(grad_w_bar, grad_u_new=None, grad_sigma=None):
-            # W_bar = W / sigma: the direct term, and d L / d sigma.
-            grad_w = grad_w_bar / sigma
-            grad_s = -tf.reduce_sum(grad_w_bar * w_bar) / sigma
-            if not _is_zero(grad_sigma):
-                grad_s = grad_s + grad_sigma
-            # sigma = b . u_new with u_new = b / (|b| + eps): d sigma / d b is
-            # u_new (1 + eps / (|b| + eps)) (§1.3).
-            grad_b = (grad_s * (1.0 + L2_EPS / den_b)) * u_new           # [1, out]
-            if not _is_zero(grad_u_new):
-                grad_b = grad_b + _l2n_backward(grad_u_new, u_new, norm_b, den_b)
-            # b = v @ W_mat; v = a / (|a| + eps); a = u @ W_mat^T.
-            grad_v = tf.matmul(grad_b, w_mat, transpose_b=True)           # [1, k]
-            grad_a = _l2n_backward(grad_v, v, norm_a, den_a)              # [1, k]
-            u_seen = u_new if release_backward else u
-            grad_w_mat = (tf.matmul(v, grad_b, transpose_a=True)
-                          + tf.matmul(grad_a, u_seen, transpose_a=True))  # [k, out]
-            shape = w.shape if w.shape.is_fully_defined() else tf.shape(w)
-            return grad_w + tf.reshape(grad_w_mat, shape), None
-
+    def normalize(w):  # pylint: disable=unused-argument
+        def grad(*upstream):
+            return _backward(it, release_backward, *upstream)
         if differentiable_state:
-            return (w_bar, u_new, tf.reshape(sigma, [])), grad
-        state.extend([u_new, sigma])
-        return w_bar, grad
+            return (it.w_bar, it.u_new, tf.reshape(it.sigma, [])), grad
+        return it.w_bar, grad
 
-    w = tf.convert_to_tensor(w)
-    u = tf.convert_to_tensor(u, dtype=w.dtype)
-    if differentiable_state:
-        return normalize(w, u)
-    return (normalize(w, u),) + tuple(state)
+    out = normalize(tf.convert_to_tensor(w))
+    return out if differentiable_state else (out, it.u_new, it.sigma)
 
 
 def spectral_normalize(w, u, release_backward=False):
@@ -132,9 +154,10 @@ def spectral_normalize(w, u, release_backward=False):
     return _power_iteration(w, u, release_backward, differentiable_state=True)
 
 
-def normalized_weight(w, u, release_backward=False):
+def normalized_weight(w, u, release_backward=False, forward=None):
     """`spectral_normalize` for a layer: `(w_bar, u_new, sigma)`, the same
     values (`sigma` shaped `[1, 1]`); only `w_bar` takes the hand-written
     backward (a layer writes `u_new` into its state, neither is
-    differentiated)."""
-    return _power_iteration(w, u, release_backward, differentiable_state=False)
+    differentiated). `forward`: this `w`'s and `u`'s :class:`PowerIteration`
+    computed before (the same values), reused instead of computing it again."""
+    return _power_iteration(w, u, release_backward, False, forward)

@@ -26,6 +26,8 @@ by replica id. One iteration is therefore a pure function of (state, real
 batches, noise), and a run that is stopped and resumed draws exactly the
 noise an uninterrupted run would have drawn.
 """
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -349,7 +351,12 @@ class Trainer:
         """One NUMERICS §6 iteration on one replica. Returns per-replica metrics."""
         G, D = self.generator, self.discriminator
         g_loss = None
-        with sigma_recorder.record_sigmas(self.config.collapse_summaries) as sigmas:
+        with sigma_recorder.record_sigmas(self.config.collapse_summaries) as sigmas, \
+                contextlib.ExitStack() as reuse:
+            # D's power iterations of the G steps serve the first D step too
+            # (same weights, same u); not across XLA's separately compiled passes.
+            if not self.config.xla:
+                reuse.enter_context(layers.reuse_power_iterations(D))
             for z, y_fake in inputs["g"]:
                 g_loss, g_grads = self._run_pass("g", self._g_pass, z, y_fake)
                 g_scale = self._loss_scale(self.g_optimizer)  # read before the apply
@@ -360,6 +367,7 @@ class Trainer:
                     real_images = record_format.to_unit_range(real_images)
                 (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
                     self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
+                reuse.close()  # D's weights change now
                 d_scale = self._loss_scale(self.d_optimizer)
                 self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 

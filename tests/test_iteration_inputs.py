@@ -1,4 +1,6 @@
-"""Images cross to the device as stored (uint8) and are scaled there, to the same floats."""
+"""What the training iteration is given and how it runs, the same numbers bit for bit:
+uint8 images scaled on the device, k iterations per compiled call, D's power
+iterations shared between the G step and the D step."""
 import numpy as np
 import tensorflow as tf
 
@@ -81,3 +83,38 @@ def test_k_iterations_in_one_call_equal_k_calls(strategy2):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     np.testing.assert_array_equal(single.rng.state.numpy(), looped.rng.state.numpy())
     assert int(looped.step.numpy()) == 2
+
+
+def test_reusing_d_power_iterations_changes_no_number(monkeypatch):
+    """The first D step takes D's spectral-norm forward tensors from the G
+    step's D pass (`layers.reuse_power_iterations`): two iterations give the
+    state and metrics of recomputing them, bit for bit, with fewer ops."""
+    import contextlib
+    from sagan_tf import layers
+    config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
+                  seed=0, data_dir="unused")
+    strategy = tf.distribute.get_strategy()
+    rng = np.random.default_rng(4)
+    batches = [(tf.constant(rng.integers(0, 256, (B, S, S, 3), dtype=np.uint8)),
+                tf.constant(rng.integers(0, C, B).astype(np.int32))) for _ in range(2)]
+    check = lambda metrics: tf.constant(True)  # noqa: E731
+    runs = {}
+    for reuse in (True, False):
+        with monkeypatch.context() as patch:
+            if not reuse:
+                patch.setattr(layers, "reuse_power_iterations",
+                              lambda model: contextlib.nullcontext())
+            trainer = Trainer(TrainConfig(**config), strategy)
+            outs = [trainer.train_iteration([b], check) for b in batches]
+        fn = trainer._compiled_iterations[check].function  # pylint: disable=protected-access
+        ops = len(fn._list_all_concrete_functions()[0].graph.get_operations())  # pylint: disable=protected-access
+        runs[reuse] = trainer, outs, ops
+    (reused, outs_r, ops_r), (plain, outs_p, ops_p) = runs[True], runs[False]
+    assert ops_r < ops_p - 10 * 16  # ~16 forward ops of each of D's layers
+    for (m_r, _, fake_r, _), (m_p, _, fake_p, _) in zip(outs_r, outs_p):
+        for k in m_p:
+            assert float(m_r[k]) == float(m_p[k]), k
+        np.testing.assert_array_equal(fake_r.numpy(), fake_p.numpy())
+    for net in ("generator", "discriminator", "d_optimizer", "g_optimizer"):
+        for a, b in zip(getattr(reused, net).variables, getattr(plain, net).variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
