@@ -8,7 +8,7 @@ elementwise op: TensorFlow's gradient of one `RealDiv` alone is about ten ops
 (shape arithmetic, broadcasting reductions, two divisions), and the
 release's backward (§1.2) additionally needed a second, stop-gradient copy
 of the power iteration. A one-layer step (forward, a loss, the backward,
-the `u` write) traces 73 ops here against 105 (exact) and 127 (release)
+the `u` write) traces 61 ops here against 105 (exact) and 127 (release)
 with autodiff. Both backwards of §1.2 are offered:
 
 * exact: the gradient of `W / sigma(W)` with `u` held fixed;
@@ -85,26 +85,35 @@ def power_iteration(w, u):
 
 
 def _backward(it, release_backward, grad_w_bar, grad_u_new=None, grad_sigma=None):
-    """d L / d w from the upstream gradients of `w_bar` (and of `u_new`, `sigma`)."""
+    """d L / d w from the upstream gradients of `w_bar` (and of `u_new`, `sigma`).
+
+    Everything after `d L / d sigma` is linear in it and carried negated
+    (`minus_*`), which spares a negation op; negation is exact.
+    """
     # W_bar = W / sigma: the direct term, and d L / d sigma.
     grad_w = grad_w_bar / it.sigma
-    grad_s = -tf.reduce_sum(grad_w_bar * it.w_bar) / it.sigma
+    minus_grad_s = tf.reduce_sum(grad_w_bar * it.w_bar) / it.sigma     # -dL/dsigma
     if not _is_zero(grad_sigma):
-        grad_s = grad_s + grad_sigma
+        minus_grad_s = minus_grad_s - grad_sigma
     # sigma = b . u_new with u_new = b / (|b| + eps): d sigma / d b is
-    # u_new (1 + eps / (|b| + eps)) (§1.3).
-    grad_b = (grad_s * (1.0 + L2_EPS / it.den_b)) * it.u_new            # [1, out]
+    # u_new (1 + eps / (|b| + eps)) (§1.3). The factor is kept where it can
+    # differ from 1: in float32 and narrower types 1 + eps / (|b| + eps)
+    # rounds to 1 unless |b| < 1.7e-5 (weights all but zero).
+    if it.den_b.dtype.size <= 4:
+        minus_grad_b = minus_grad_s * it.u_new                           # [1, out]
+    else:
+        minus_grad_b = (minus_grad_s * (1.0 + L2_EPS / it.den_b)) * it.u_new
     if not _is_zero(grad_u_new):
-        grad_b = grad_b + _l2n_backward(grad_u_new, it.u_new, it.norm_b, it.den_b)
+        minus_grad_b = minus_grad_b - _l2n_backward(grad_u_new, it.u_new, it.norm_b, it.den_b)
     # b = v @ W_mat; v = a / (|a| + eps); a = u @ W_mat^T.
-    grad_v = tf.matmul(grad_b, it.w_mat, transpose_b=True)               # [1, k]
-    grad_a = _l2n_backward(grad_v, it.v, it.norm_a, it.den_a)            # [1, k]
+    minus_grad_v = tf.matmul(minus_grad_b, it.w_mat, transpose_b=True)   # [1, k]
+    minus_grad_a = _l2n_backward(minus_grad_v, it.v, it.norm_a, it.den_a)  # [1, k]
     u_seen = it.u_new if release_backward else it.u
-    grad_w_mat = (tf.matmul(it.v, grad_b, transpose_a=True)
-                  + tf.matmul(grad_a, u_seen, transpose_a=True))         # [k, out]
+    minus_grad_w_mat = (tf.matmul(it.v, minus_grad_b, transpose_a=True)
+                        + tf.matmul(minus_grad_a, u_seen, transpose_a=True))  # [k, out]
     w = it.w
     shape = w.shape if w.shape.is_fully_defined() else tf.shape(w)
-    return grad_w + tf.reshape(grad_w_mat, shape)
+    return grad_w - tf.reshape(minus_grad_w_mat, shape)
 
 
 def _power_iteration(w, u, release_backward, differentiable_state, forward=None):
