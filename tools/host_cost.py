@@ -39,7 +39,9 @@ progress line, each timed per step.
   python tools/host_cost.py --replicas 1 --loop
 
 Prints one JSON line on stdout (with ``machine``: CPU model, load average)
-and a table on stderr.
+and a table on stderr. With as many GPUs as replicas, the replicas are
+GPUs (the same figures on a GPU machine; the kernel counts then include the
+GPU partitions' host-side ops).
 """
 import collections
 import glob
@@ -54,19 +56,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_list("replicas", ["1", "2", "4"], "Logical CPU replica counts of the port.")
-flags.DEFINE_bool("release", True, "Also time the release's TF1 graph (one tower).")
-flags.DEFINE_integer("gf_dim", 8, "G width.")
-flags.DEFINE_integer("df_dim", 8, "D width.")
-flags.DEFINE_integer("batch_size", 2, "Images per replica.")
-flags.DEFINE_integer("number_classes", 10, "Classes.")
-flags.DEFINE_integer("rounds", 10, "Timed rounds (each runs every variant --steps times).")
-flags.DEFINE_integer("steps", 2, "Iterations per variant and round.")
-flags.DEFINE_integer("warmup", 2, "Untimed iterations of each variant first.")
-flags.DEFINE_integer("profile_steps", 2, "Iterations under the TF profiler (0: none).")
-flags.DEFINE_integer("threads", 2, "Intra- and inter-op threads (0: TensorFlow's default).")
-flags.DEFINE_bool("loop", False, "Measure the training loop's per-step host work instead.")
-flags.DEFINE_integer("loop_steps", 40, "Timed loop steps with --loop.")
 FLAGS = flags.FLAGS
 
 #: Op types of a cross-replica all-reduce in an optimised graph.
@@ -85,6 +74,14 @@ def machine():
     except OSError:
         pass
     return {"cpu_model": model, "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
+
+
+def replica_devices(replicas):
+    """The first ``replicas`` GPUs if there are that many, else logical CPUs."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    kind = "gpu" if len(gpus) >= replicas else "cpu"
+    return [f"/{kind}:{i}" for i in range(replicas)]
 
 
 def _device_index(device):
@@ -188,7 +185,7 @@ def port_variant(replicas, size):
     base, tf.distribute.MirroredStrategy._collective_key_base = (  # pylint: disable=protected-access
         tf.distribute.MirroredStrategy._collective_key_base, 1000 * replicas)  # pylint: disable=protected-access
     try:
-        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+        strategy = tf.distribute.MirroredStrategy(replica_devices(replicas))
     finally:
         tf.distribute.MirroredStrategy._collective_key_base = base  # pylint: disable=protected-access
     reduce_counter = _ReduceCounter(strategy)
@@ -365,6 +362,23 @@ def format_table(result):
     return "\n".join(lines)
 
 
+def define_flags():
+    """The command line (defined only when run as a script)."""
+    flags.DEFINE_list("replicas", ["1", "2", "4"], "Logical CPU replica counts of the port.")
+    flags.DEFINE_bool("release", True, "Also time the release's TF1 graph (one tower).")
+    flags.DEFINE_integer("gf_dim", 8, "G width.")
+    flags.DEFINE_integer("df_dim", 8, "D width.")
+    flags.DEFINE_integer("batch_size", 2, "Images per replica.")
+    flags.DEFINE_integer("number_classes", 10, "Classes.")
+    flags.DEFINE_integer("rounds", 10, "Timed rounds (each runs every variant --steps times).")
+    flags.DEFINE_integer("steps", 2, "Iterations per variant and round.")
+    flags.DEFINE_integer("warmup", 2, "Untimed iterations of each variant first.")
+    flags.DEFINE_integer("profile_steps", 2, "Iterations under the TF profiler (0: none).")
+    flags.DEFINE_integer("threads", 2, "Intra- and inter-op threads (0: TensorFlow's default).")
+    flags.DEFINE_bool("loop", False, "Measure the training loop's per-step host work instead.")
+    flags.DEFINE_integer("loop_steps", 40, "Timed loop steps with --loop.")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -374,7 +388,8 @@ def main(argv):
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    if max(replica_counts) > 1:
+    if max(replica_counts) > len(tf.config.list_physical_devices("GPU")) and (
+            max(replica_counts) > 1):
         from sagan_tf.distribute import configure_cpu_replicas
         configure_cpu_replicas(max(replica_counts))
     result = {"machine": machine()}
@@ -393,4 +408,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
