@@ -4,7 +4,7 @@ iterations shared between the G step and the D step."""
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import data, record_format
+from sagan_tf import data, loop_iterations, record_format
 from sagan_tf.training import TrainConfig, Trainer
 
 S, C, B = 32, 3, 2
@@ -56,9 +56,9 @@ def test_iteration_on_uint8_batches_equals_float_batches(strategy2):
 
 
 def test_k_iterations_in_one_call_equal_k_calls(strategy2):
-    """`train_iterations` (two iterations per compiled call) gives the state,
-    metrics, checks and random-generator state of two `train_iteration`
-    calls, bit for bit (2 replicas)."""
+    """`loop_iterations.train_iterations` (two iterations per compiled call)
+    gives the state, metrics, checks and random-generator state of two
+    `train_iteration` calls, bit for bit (2 replicas)."""
     config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
                   seed=0, data_dir="unused")
     single, looped = (Trainer(TrainConfig(**config), strategy2) for _ in range(2))
@@ -67,8 +67,8 @@ def test_k_iterations_in_one_call_equal_k_calls(strategy2):
                 tf.constant(rng.integers(0, C, 2 * B).astype(np.int32))) for _ in range(2)]
     check = lambda metrics: tf.math.is_finite(metrics["d_loss"])  # noqa: E731
     singles = [single.train_iteration(list(single.distribute([b])), check) for b in batches]
-    results, real, fake = looped.train_iterations(
-        [list(looped.distribute([b])) for b in batches], check)
+    results, real, fake = loop_iterations.train_iterations(
+        looped, [list(looped.distribute([b])) for b in batches], check)
     assert len(results) == 2
     for (metrics, finite), (m1, _, _, f1) in zip(results, singles):
         assert bool(finite) and bool(f1)

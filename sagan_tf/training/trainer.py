@@ -446,29 +446,6 @@ class Trainer:
                 lambda real: self._step_drawing_noise(real, check))
         return self._compiled_iterations[check](list(real_batches))
 
-    def train_iterations(self, real_batches_per_iteration, check):
-        """``k = len(real_batches_per_iteration)`` loop iterations in one compiled
-        call (TPUEstimator's ``iterations_per_loop``): the same numbers as ``k``
-        calls of :meth:`train_iteration`, one host round trip instead of ``k``.
-
-        Returns ``[(metrics, check result)] * k`` and the last iteration's real
-        and generated images (replica 0). The iterations are unrolled: the
-        traced graph is ``k`` times the iteration's. Not on TPUs.
-        """
-        key = (check, len(real_batches_per_iteration))
-        if key not in self._compiled_iterations:
-            def iterations(batches):
-                results, images = [], None
-                for real in batches:
-                    metrics, real_images, fake, finite = self._step_drawing_noise(real, check)
-                    results.append((metrics, finite))
-                    images = (real_images, fake)
-                return results, images
-            self._compiled_iterations[key] = self._compiled(iterations)
-        results, (real_images, fake) = self._compiled_iterations[key](
-            [list(real) for real in real_batches_per_iteration])
-        return results, real_images, fake
-
     # -- Sampling ---------------------------------------------------------------
 
     @property
