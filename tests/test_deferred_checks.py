@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import faults
-from sagan_tf.faults import NonFiniteGuard
-from sagan_tf.training import TrainConfig, Trainer
+from sagan_tf.training import faults
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.faults import NonFiniteGuard
+from sagan_tf.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,12 @@
-"""tools/host_cost.py's counting: ops per device, kernels per replica, all-reduces."""
+"""sagan_tf.perf.host_cost's counting (tools/perf/host_cost.py): ops per device, kernels per replica, all-reduces."""
 import collections
-import importlib.util
-import os
 
 import tensorflow as tf
 
-_TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
-                     "host_cost.py")
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("host_cost_tool", _TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from sagan_tf.perf import host_cost as tool
 
 
 def test_counts_ops_per_device_and_all_reduces(strategy2):
-    tool = _tool()
 
     @tf.function(autograph=False)
     def step(x):

@@ -4,8 +4,10 @@ iterations shared between the G step and the D step."""
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import data, loop_iterations, record_format
-from sagan_tf.training import TrainConfig, Trainer
+from sagan_tf.data import pipeline as data, record_format
+from sagan_tf.training import loop_iterations
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.trainer import Trainer
 
 S, C, B = 32, 3, 2
 

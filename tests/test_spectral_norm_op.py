@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf.spectral_norm_op import l2_normalize, normalized_weight, spectral_normalize
+from sagan_tf.models.spectral_norm_op import l2_normalize, normalized_weight, spectral_normalize
 
 
 def autodiff_spectral_normalize(w, u, release_backward):

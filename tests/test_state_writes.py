@@ -1,4 +1,4 @@
-"""State writes across replicas (sagan_tf/state_writes.py), on 2 logical CPUs.
+"""State writes across replicas (sagan_tf/models/state_writes.py), on 2 logical CPUs.
 
 * `u` is computed from values every replica holds equally, so each replica
   writes its own copy and the copies stay bit-identical with no
@@ -9,8 +9,9 @@
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import state_writes
-from sagan_tf.training import TrainConfig, Trainer
+from sagan_tf.models import state_writes
+from sagan_tf.training.config import TrainConfig
+from sagan_tf.training.trainer import Trainer
 
 S, C, B = 32, 3, 2
 

@@ -125,7 +125,7 @@ class _SpectralNormBase(keras.layers.Layer):
     `u` is non-trainable and sync-on-read: every replica computes the same
     `u_new` from the same weights and `u`, and writes its own copy without
     a cross-replica reduction; reads outside the replicas (checkpoints,
-    summaries) take replica 0's copy (sagan_tf/state_writes.py).
+    summaries) take replica 0's copy (sagan_tf/models/state_writes.py).
 
     `use_sn=False` makes the layer a plain one (no `u`, no normalisation; the
     other variables and names unchanged): the generator without spectral norm
@@ -157,7 +157,7 @@ class _SpectralNormBase(keras.layers.Layer):
             self.u = None
             return
         # `add_weight` with a `synchronization`: each replica keeps and writes
-        # its own copy of `u` (identical on all, sagan_tf/state_writes.py).
+        # its own copy of `u` (identical on all, sagan_tf/models/state_writes.py).
         with keras.name_scope(self.name, caller=self):
             self.u = keras.Variable(
                 initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),

@@ -21,7 +21,7 @@ A G or D pass writes two kinds of non-trainable state (docs/NUMERICS.md §1,
   result: the same means.
 
 `write` takes the `(variable, value)` pairs recorded by
-`sagan_tf.layers.record_state_updates` over one pass.
+`sagan_tf.models.layers.record_state_updates` over one pass.
 """
 import tensorflow as tf
 

@@ -27,8 +27,8 @@ from sagan_tf.sampling import samples as sampling
 from sagan_tf.training import devices, run_config
 from sagan_tf.training.config import ConfigError
 from sagan_tf.training.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
-                                      TrainingDivergedError, TrainingError, check_logdir_writable,
-                                      diverged, first_line)
+                                      TrainingError, check_logdir_writable, diverged,
+                                      first_line)
 from sagan_tf.training.trainer import Trainer
 
 __all__ = ["train", "open_loop", "SUMMARY_SCALARS", "SKIPPED_RECORDS_SCALAR",

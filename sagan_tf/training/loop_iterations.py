@@ -2,7 +2,7 @@
 
 Each call of a compiled function costs a host round trip: arguments in,
 results out, the runtime's bookkeeping. :func:`train_iterations` runs ``k``
-iterations of the loop's :meth:`sagan_tf.trainer.Trainer.train_iteration`
+iterations of the loop's :meth:`sagan_tf.training.trainer.Trainer.train_iteration`
 in one call, with the same numbers, bit for bit, as ``k`` calls
 (`tests/test_iteration_inputs.py`). The iterations are unrolled, so the
 traced graph is ``k`` times the iteration's (tracing and graph optimisation
@@ -15,7 +15,7 @@ def train_iterations(trainer, real_batches_per_iteration, check):
     """``k = len(real_batches_per_iteration)`` iterations of ``trainer`` in one call.
 
     Args:
-      trainer: a :class:`sagan_tf.trainer.Trainer` (not on TPUs).
+      trainer: a :class:`sagan_tf.training.trainer.Trainer` (not on TPUs).
       real_batches_per_iteration: ``k`` lists of ``d_step`` per-replica
         ``(images, labels)`` batches, as ``train_iteration`` takes them.
       check: the loop's check, ``check(metrics) -> boolean tensor``.

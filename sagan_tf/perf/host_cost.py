@@ -31,49 +31,28 @@ then ``sess.run(d_train_op)``; its partition graphs and step statistics
 come from a ``FULL_TRACE`` run.
 
 ``--loop``: the loop's own per-step host work besides the compiled call,
-from ``sagan_tf.training.open_loop`` on a small demo data set (128x128):
+from ``sagan_tf.training.loop.open_loop`` on a small demo data set (128x128):
 the input iterator's ``next``, the finiteness read, the summaries and
 progress line, each timed per step.
 
-  python tools/host_cost.py --replicas 1,2,4 --release --rounds 10
-  python tools/host_cost.py --replicas 1 --loop
-
-Prints one JSON line on stdout (with ``machine``: CPU model, load average)
-and a table on stderr. With as many GPUs as replicas, the replicas are
+``tools/perf/host_cost.py`` is the command line. With as many GPUs as replicas, the replicas are
 GPUs (the same figures on a GPU machine; the kernel counts then include the
 GPU partitions' host-side ops).
 """
 import collections
 import glob
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-FLAGS = flags.FLAGS
+__all__ = ["REDUCTION_OPS", "replica_devices", "traced_ops", "partition_counts",
+           "kernel_summary", "profiled_kernels", "port_variant", "release_variant",
+           "alternate", "measure_iterations", "measure_loop", "format_table"]
 
 #: Op types of a cross-replica all-reduce in an optimised graph.
 REDUCTION_OPS = ("CollectiveReduce", "CollectiveReduceV2", "CollectiveReduceV3",
                  "NcclAllReduce", "CollectiveAllToAllV2", "CollectiveGatherV2")
-
-
-def machine():
-    """CPU model (``/proc/cpuinfo``), CPUs and the load average now."""
-    import platform
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
-                         model)
-    except OSError:
-        pass
-    return {"cpu_model": model, "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
 
 
 def replica_devices(replicas):
@@ -175,8 +154,9 @@ def port_variant(replicas, size):
     import numpy as np
     import tensorflow as tf
     from tensorflow.python.eager import context
-    from sagan_tf.faults import NonFiniteGuard
-    from sagan_tf.training import TrainConfig, Trainer
+    from sagan_tf.training.config import TrainConfig
+    from sagan_tf.training.faults import NonFiniteGuard
+    from sagan_tf.training.trainer import Trainer
     cfg = TrainConfig(batch_size=size["batch_size"], image_size=128, gf_dim=size["gf_dim"],
                       df_dim=size["df_dim"], number_classes=size["number_classes"],
                       generator_type="test", discriminator_type="test", seed=0)
@@ -226,17 +206,13 @@ def port_variant(replicas, size):
     return run_once, info
 
 
-def release_variant(size):
+def release_variant(size, threads):
     """The release's TF1 graph (one tower); returns ``(run_once, info)``."""
     import tensorflow as tf
-    try:
-        from sagan_tf.parity.tf1_release_graph import ReleaseGraphSession
-    except ImportError:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from tf1_release_graph import ReleaseGraphSession
+    from sagan_tf.parity.tf1_release_graph import ReleaseGraphSession
     v1 = tf.compat.v1
     ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"], 128,
-                              size["number_classes"], "test", FLAGS.threads)
+                              size["number_classes"], "test", threads)
     t0 = time.perf_counter()
     ref.iteration()
     first = time.perf_counter() - t0
@@ -274,23 +250,29 @@ def alternate(runners, rounds, steps, warmup):
             for k, t in times.items()}
 
 
-def measure_iterations(replica_counts, size):
-    """Builds every variant, counts its graph, profiles and times them alternately."""
+def measure_iterations(replica_counts, size, release=True, threads=2, profile_steps=2,
+                       rounds=10, steps=2, warmup=2):
+    """Builds every variant, counts its graph, profiles and times them alternately.
+
+    ``size``: ``{"gf_dim", "df_dim", "batch_size", "number_classes"}``;
+    ``release``: also the release's TF1 graph (``threads`` for its session).
+    Returns ``{"variants": {name: info}, "load_average_during": [...]}``.
+    """
     runners, infos = {}, {}
     for r in replica_counts:
         name = f"port_{r}"
         runners[name], infos[name] = port_variant(r, size)
-    if FLAGS.release:
-        runners["release_tf1"], infos["release_tf1"] = release_variant(size)
-    if FLAGS.profile_steps:
+    if release:
+        runners["release_tf1"], infos["release_tf1"] = release_variant(size, threads)
+    if profile_steps:
         for name, fn in runners.items():
             fn()
-            kernels = profiled_kernels(fn, FLAGS.profile_steps)
+            kernels = profiled_kernels(fn, profile_steps)
             total = sum(kernels.values())
             infos[name]["kernels_executed"] = total
             infos[name]["kernels_executed_per_replica"] = total / infos[name]["replicas"]
     load_before = os.getloadavg()[0]
-    timing = alternate(runners, FLAGS.rounds, FLAGS.steps, FLAGS.warmup)
+    timing = alternate(runners, rounds, steps, warmup)
     for name, t in timing.items():
         infos[name]["seconds_per_iteration"] = t
         for base in ("port_1", "release_tf1"):
@@ -303,7 +285,9 @@ def measure_iterations(replica_counts, size):
 def measure_loop(size, steps):
     """Per-step host work of the training loop besides the compiled iteration."""
     import tensorflow as tf
-    from sagan_tf import demo_data, training
+    from sagan_tf.data import demo_data
+    from sagan_tf.training import loop as training
+    from sagan_tf.training.config import TrainConfig
     timers = collections.defaultdict(list)
 
     def timed(name, fn):
@@ -319,7 +303,7 @@ def measure_loop(size, steps):
         data_dir = os.path.join(scratch, "data")
         demo_data.write_demo_dataset(data_dir, num_images=64, image_size=128,
                                      num_classes=size["number_classes"], num_shards=2)
-        config = training.TrainConfig(
+        config = TrainConfig(
             data_dir=data_dir, checkpoint_dir=os.path.join(scratch, "run"), image_size=128,
             number_classes=size["number_classes"], gf_dim=size["gf_dim"],
             df_dim=size["df_dim"], batch_size=size["batch_size"], seed=0,
@@ -360,53 +344,3 @@ def format_table(result):
             f"({t.get('min', float('nan')):.4f}) | {v.get('median_vs_port_1', 1.0):.2f} | "
             f"{v.get('median_vs_release_tf1', 1.0):.2f} |")
     return "\n".join(lines)
-
-
-def define_flags():
-    """The command line (defined only when run as a script)."""
-    flags.DEFINE_list("replicas", ["1", "2", "4"], "Logical CPU replica counts of the port.")
-    flags.DEFINE_bool("release", True, "Also time the release's TF1 graph (one tower).")
-    flags.DEFINE_integer("gf_dim", 8, "G width.")
-    flags.DEFINE_integer("df_dim", 8, "D width.")
-    flags.DEFINE_integer("batch_size", 2, "Images per replica.")
-    flags.DEFINE_integer("number_classes", 10, "Classes.")
-    flags.DEFINE_integer("rounds", 10, "Timed rounds (each runs every variant --steps times).")
-    flags.DEFINE_integer("steps", 2, "Iterations per variant and round.")
-    flags.DEFINE_integer("warmup", 2, "Untimed iterations of each variant first.")
-    flags.DEFINE_integer("profile_steps", 2, "Iterations under the TF profiler (0: none).")
-    flags.DEFINE_integer("threads", 2, "Intra- and inter-op threads (0: TensorFlow's default).")
-    flags.DEFINE_bool("loop", False, "Measure the training loop's per-step host work instead.")
-    flags.DEFINE_integer("loop_steps", 40, "Timed loop steps with --loop.")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    replica_counts = sorted({int(r) for r in FLAGS.replicas})
-    if FLAGS.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    if max(replica_counts) > len(tf.config.list_physical_devices("GPU")) and (
-            max(replica_counts) > 1):
-        from sagan_tf.distribute import configure_cpu_replicas
-        configure_cpu_replicas(max(replica_counts))
-    result = {"machine": machine()}
-    size = {k: FLAGS[k].value for k in ("gf_dim", "df_dim", "batch_size", "number_classes")}
-    if FLAGS.loop:
-        result["loop"] = measure_loop(size, FLAGS.loop_steps)
-    else:
-        result.update(measure_iterations(replica_counts, size))
-        print(format_table(result), file=sys.stderr)
-    result["config"] = dict(size, image_size=128, arch="test", threads=FLAGS.threads,
-                            rounds=FLAGS.rounds, steps=FLAGS.steps, warmup=FLAGS.warmup,
-                            tensorflow=tf.__version__)
-    result["machine"]["load_average_end"] = list(os.getloadavg())
-    print(json.dumps(result, sort_keys=True), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    define_flags()
-    app.run(main)
