@@ -119,6 +119,15 @@ flags.DEFINE_boolean("allow_tf32", False,
 flags.DEFINE_boolean("xla", False,
                      "XLA-compile each replica's G and D forward/backward passes (state "
                      "writes and the optimiser updates stay outside XLA).")
+flags.DEFINE_integer("iterations_per_loop", 1,
+                     "k > 1: run k training iterations in one compiled call (TPUEstimator's "
+                     "name): one host round trip per k iterations, the same numbers bit for bit. "
+                     "Summaries, progress lines and step-based checkpoints still come at their "
+                     "steps (a call never runs past one; choose k dividing "
+                     "--save_summaries_steps and --log_every_steps, or calls around them run "
+                     "single iterations); time-based checkpoints and SIGTERM wait for the call "
+                     "to end. Needs --on_nan stop. Tracing takes about k times as long, once.",
+                     lower_bound=1)
 flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy of the networks' activations; weights, spectral norm, "
                   "batch-norm statistics, softmax, logits and losses stay float32. "

@@ -92,7 +92,7 @@ def test_reusing_d_power_iterations_changes_no_number(monkeypatch):
     step's D pass (`layers.reuse_power_iterations`): two iterations give the
     state and metrics of recomputing them, bit for bit, with fewer ops."""
     import contextlib
-    from sagan_tf import layers
+    from sagan_tf.models import layers
     config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
                   seed=0, data_dir="unused")
     strategy = tf.distribute.get_strategy()

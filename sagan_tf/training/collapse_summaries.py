@@ -54,7 +54,8 @@ def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas,
             tf.cast(tf.reshape(logits_real, [-1]) > 0, tf.float32)),
     }
     for name in sorted(sigmas):
-        out[f"{PREFIX}sigma/{name}"] = tf.cast(sigmas[name], tf.float32)
+        # The layers keep sigma as [1, 1] (no reshape in the iteration proper).
+        out[f"{PREFIX}sigma/{name}"] = tf.reshape(tf.cast(sigmas[name], tf.float32), [])
     return out
 
 

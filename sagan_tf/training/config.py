@@ -75,6 +75,7 @@ class TrainConfig:
     # --- Performance options (docs/PERFORMANCE.md); only allow_tf32 changes rounding.
     allow_tf32: bool = False                 # TF32 matmuls/convolutions on GPUs that have it
     xla: bool = False                        # XLA-compile each replica's forward/backward passes
+    iterations_per_loop: int = 1             # k > 1: k iterations per compiled call (same numbers)
     mixed_precision: str = "none"            # none | mixed_bfloat16 | mixed_float16
     graph_optimization: str = "auto"         # Grappler: auto | full | light (rounding only)
     attention: str = "release"               # release (NUMERICS §3) | slide (paper-slide variant)
@@ -165,6 +166,12 @@ class TrainConfig:
         need(is_int(self.save_checkpoint_steps) and self.save_checkpoint_steps >= 0,
              "save_checkpoint_steps", "must be an integer >= 0")
         need(self.on_nan in ON_NAN_CHOICES, "on_nan", f"must be one of {ON_NAN_CHOICES}")
+        need(is_int(self.iterations_per_loop) and self.iterations_per_loop >= 1,
+             "iterations_per_loop", "must be an integer >= 1")
+        need(self.iterations_per_loop == 1 or self.on_nan == "stop", "iterations_per_loop",
+             "> 1 needs --on_nan stop (skip_step undoes single iterations)")
+        need(self.iterations_per_loop == 1 or self.strategy != "tpu", "iterations_per_loop",
+             "> 1 is not supported with --strategy tpu")
         need(self.sn_gradient in layers.SN_GRADIENTS, "sn_gradient",
              f"must be one of {layers.SN_GRADIENTS}")
         need(is_int(self.standing_stats_batches) and self.standing_stats_batches >= 0,

@@ -24,7 +24,7 @@ from sagan_tf import summaries
 from sagan_tf.data import pipeline, pixel_pipelines, record_format
 from sagan_tf.runs import checkpoints, rundir_lock
 from sagan_tf.sampling import samples as sampling
-from sagan_tf.training import devices, run_config
+from sagan_tf.training import devices, loop_iterations, run_config
 from sagan_tf.training.config import ConfigError
 from sagan_tf.training.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                                       TrainingError, check_logdir_writable, diverged,
@@ -211,6 +211,10 @@ class _Loop:
         while self.step < end:
             if self.stop.signal:  # SIGTERM/SIGINT: checkpoint in finish(), then return
                 break
+            k = self._iterations_in_next_call(end)
+            if k > 1:
+                self._iterations(k)
+                continue
             outputs = self._iteration()
             if outputs is None:  # a non-finite iteration, undone (--on_nan=skip_step)
                 continue
@@ -232,6 +236,38 @@ class _Loop:
                 kept = f"saved the state of step {self.step} in {saved}"
             raise TrainingError(f"input data error at step {self.step + 1} (--data_dir "
                                 f"{config.data_dir}): {first_line(e)}; {kept}") from e
+
+    def _iterations_in_next_call(self, end):
+        """How many iterations the next compiled call runs: ``iterations_per_loop``
+        when none of the steps it would end before has anything to write
+        (summaries, progress line, step-based checkpoint, the first step's
+        timing, a test seam's fault), else 1."""
+        config, step = self.config, self.step
+        k = config.iterations_per_loop
+        if k <= 1 or step + k > end or self.t_first is None:
+            return 1
+
+        def quiet(s):
+            return not any(every and s % every == 0 for every in (
+                config.save_summaries_steps, config.log_every_steps,
+                config.save_checkpoint_steps)) and s != config.max_steps
+        if all(quiet(s) and not self.guard.injects(s) for s in range(step + 1, step + k)) \
+                and not self.guard.injects(step + k):
+            return k
+        return 1
+
+    def _iterations(self, k):
+        """``k`` iterations in one compiled call (``--iterations_per_loop``), the
+        same numbers as ``k`` :meth:`_iteration` calls; their checks are
+        deferred and what follows a step is done after the last one."""
+        trainer, guard = self.trainer, self.guard
+        batches = [self._real_batches() for _ in range(k)]
+        results, real_images, fake = loop_iterations.train_iterations(
+            trainer, batches, guard.state_check)
+        for metrics, all_finite in results:
+            self.step += 1
+            guard.defer(self.step, metrics, all_finite)
+        self._after_step(results[-1][0], real_images, fake)
 
     def _iteration(self):
         """One training iteration, checked by the non-finite guard. Returns
