@@ -110,9 +110,10 @@ def test_driver_without_visible_gpu_fails_the_check(tmp_path):
 
 
 def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
-    """--dry_run: devices, data, forward, a training run of 2 iterations on 2
-    logical CPU replicas, and the evaluator on its checkpoint -- the phases'
-    code on the CPU at tiny sizes -- each a JSON line, status 0."""
+    """--dry_run: devices, data, forward, host cost (1 and 2 replicas), a
+    training run of 2 iterations on 2 logical CPU replicas, and the evaluator
+    on its checkpoint -- the phases' code on the CPU at tiny sizes -- each a
+    JSON line, status 0."""
     out = tmp_path / "out"
     proc = _tool("--dry_run", "--precisions", "fp32", "--replicas", "all", "--iterations", "2",
                  "--eval_samples", "16", "--budget_s", "1500", "--out_dir", str(out),
@@ -120,10 +121,20 @@ def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = {r["name"]: r for r in map(json.loads, (out / "gpu_check.jsonl").read_text()
                                       .splitlines())}
-    assert list(runs) == ["devices", "data", "forward", "train_fp32_x2", "eval"]
+    assert list(runs) == ["devices", "data", "forward", "host_cost", "train_fp32_x2", "eval"]
     assert all(r["status"] == "ok" for r in runs.values()), runs
     forward = runs["forward"]["result"]
     assert forward["device"] == "/cpu:0" and forward["tf32_off"]["generator"]["max_rel"] == 0.0
+    host = runs["host_cost"]["result"]["variants"]
+    assert set(host) == {"port_1", "port_2"}
+    for name, replicas in (("port_1", 1), ("port_2", 2)):
+        assert host[name]["replicas"] == replicas and host[name]["kernels_executed_per_replica"] > 0
+        assert len(host[name]["kernels_per_replica"]) == replicas
+        assert host[name]["microseconds_per_kernel"] == pytest.approx(
+            1e6 * host[name]["seconds_per_iteration"]["median"]
+            / host[name]["kernels_executed_per_replica"])
+    assert host["port_2"]["cross_replica_reductions"] > 0 == host["port_1"][
+        "cross_replica_reductions"]
     train = runs["train_fp32_x2"]["result"]
     assert train["num_replicas"] == 2 and train["global_batch_size"] == 4
     assert train["steps"] == 2 and train["finite"] and train["checkpoints"] == ["ckpt-1",

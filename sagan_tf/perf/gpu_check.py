@@ -7,6 +7,9 @@
 * :func:`forward_parity` -- G and D forward passes on the GPU (TF32 off, and
   on for comparison) against the same weights and inputs in float32 on the
   CPU: relative error figures.
+* :func:`host_cost_run` -- kernels per replica, cross-replica reductions and
+  time per iteration at minimal compute (the host's share), with 1 and with
+  every GPU (up to 4) as replicas, against the release's TF1 graph.
 * :func:`train_run` -- iterations of the real training loop
   (:func:`sagan_tf.training.loop.train`: input pipeline from the records, the
   non-finite guard, summaries, checkpoints, the end-of-run grid) at a
@@ -22,8 +25,8 @@ never touches the GPUs.
 import os
 import subprocess
 
-__all__ = ["PAPER", "TINY", "PRECISIONS", "FORWARD_TOLERANCE", "UNTOUCHED_MIB",
-           "device_report", "check_device_report", "write_records", "forward_parity",
+__all__ = ["PAPER", "TINY", "HOST_COST", "HOST_COST_DRY", "PRECISIONS", "FORWARD_TOLERANCE",
+           "UNTOUCHED_MIB", "host_cost_run", "device_report", "check_device_report", "write_records", "forward_parity",
            "train_run", "gpu_memory_query", "parse_gpu_query", "untouched_gpus"]
 
 #: The release's configuration (one replica's batch).
@@ -32,6 +35,10 @@ PAPER = dict(image_size=128, gf_dim=64, df_dim=64, z_dim=128, number_classes=100
 #: --dry_run: the same phases at a size that runs in seconds on a CPU.
 TINY = dict(image_size=32, gf_dim=4, df_dim=4, z_dim=16, number_classes=10, batch_size=2,
             generator_type="test", discriminator_type="test")
+#: The host-cost phase: minimal compute (the iteration's time is the host's).
+HOST_COST = dict(image_size=128, gf_dim=8, df_dim=8, batch_size=2, number_classes=10)
+#: --dry_run's host-cost size.
+HOST_COST_DRY = dict(image_size=32, gf_dim=4, df_dim=4, batch_size=2, number_classes=10)
 #: Precision name -> --mixed_precision.
 PRECISIONS = {"fp32": "none", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 #: Largest relative error (max |GPU - CPU| / max |CPU|) of a float32 forward pass
@@ -225,6 +232,38 @@ def train_run(sizes, precision, replicas, iterations, data_dir, checkpoint_dir, 
     out["ok"] = (out["finite"] and out["checkpoint_complete"] and out["steps"] == iterations
                  and out["num_replicas"] == replicas)
     return out
+
+
+def host_cost_run(replica_counts, release, rounds, dry_run=False):
+    """The host's share of a training iteration (:mod:`sagan_tf.perf.host_cost`)
+    at minimal compute (:data:`HOST_COST`; :data:`HOST_COST_DRY` in a dry run),
+    with each of ``replica_counts`` replicas (GPUs; logical CPUs in a dry run)
+    and, with ``release``, the release's TF1 graph on one device, alternated.
+
+    At minimal compute the GPU's work is negligible, so seconds per iteration
+    over kernels executed per replica (``microseconds_per_kernel``) measures
+    what docs/PERFORMANCE.md §9 assumes (5-10 us per kernel launch and
+    executor bookkeeping). Returns ``{"ok", "variants": {name: figures}}``.
+    """
+    from sagan_tf.perf import host_cost  # pylint: disable=import-outside-toplevel
+    if dry_run and max(replica_counts) > 1:
+        from sagan_tf.training.distribute import \
+            configure_cpu_replicas  # pylint: disable=import-outside-toplevel
+        configure_cpu_replicas(max(replica_counts))
+    size = HOST_COST_DRY if dry_run else HOST_COST
+    measured = host_cost.measure_iterations(sorted(set(replica_counts)), size, release=release,
+                                            threads=0, profile_steps=2, rounds=rounds, steps=2,
+                                            warmup=2)
+    keep = ("replicas", "first_iteration_seconds", "ops_traced_per_replica",
+            "kernels_per_replica", "kernels_executed_per_replica", "cross_replica_reductions",
+            "reduce_calls_traced", "seconds_per_iteration", "microseconds_per_kernel",
+            "median_vs_port_1", "median_vs_release_tf1")
+    variants = {name: {k: v[k] for k in keep if k in v}
+                for name, v in measured["variants"].items()}
+    ok = all(v.get("kernels_executed_per_replica", 0) > 0
+             and v["seconds_per_iteration"]["median"] > 0 for v in variants.values())
+    return {"ok": ok, "size": size, "variants": variants,
+            "load_average_during": measured["load_average_during"]}
 
 
 _GPU_QUERY = ("nvidia-smi", "--query-gpu=index,uuid,memory.used,memory.total",

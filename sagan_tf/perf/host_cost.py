@@ -157,9 +157,11 @@ def port_variant(replicas, size):
     from sagan_tf.training.config import TrainConfig
     from sagan_tf.training.faults import NonFiniteGuard
     from sagan_tf.training.trainer import Trainer
-    cfg = TrainConfig(batch_size=size["batch_size"], image_size=128, gf_dim=size["gf_dim"],
-                      df_dim=size["df_dim"], number_classes=size["number_classes"],
-                      generator_type="test", discriminator_type="test", seed=0)
+    image_size = size.get("image_size", 128)
+    cfg = TrainConfig(batch_size=size["batch_size"], image_size=image_size,
+                      gf_dim=size["gf_dim"], df_dim=size["df_dim"],
+                      number_classes=size["number_classes"], generator_type="test",
+                      discriminator_type="test", seed=0)
     # Strategies of one process need distinct collective group keys (else the
     # 4-replica step joins the 2-replica one's group).
     base, tf.distribute.MirroredStrategy._collective_key_base = (  # pylint: disable=protected-access
@@ -173,7 +175,7 @@ def port_variant(replicas, size):
     guard = NonFiniteGuard(trainer, "stop")
     rs = np.random.default_rng(0)
     n = trainer.global_batch_size
-    images = tf.constant(rs.uniform(-1, 1, (n, 128, 128, 3)), tf.float32)
+    images = tf.constant(rs.uniform(-1, 1, (n, image_size, image_size, 3)), tf.float32)
     labels = tf.constant(rs.integers(0, size["number_classes"], n), tf.int32)
     real = [trainer.distribute((images, labels))]
 
@@ -211,7 +213,8 @@ def release_variant(size, threads):
     import tensorflow as tf
     from sagan_tf.parity.tf1_release_graph import ReleaseGraphSession
     v1 = tf.compat.v1
-    ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"], 128,
+    ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"],
+                              size.get("image_size", 128),
                               size["number_classes"], "test", threads)
     t0 = time.perf_counter()
     ref.iteration()
@@ -254,7 +257,8 @@ def measure_iterations(replica_counts, size, release=True, threads=2, profile_st
                        rounds=10, steps=2, warmup=2):
     """Builds every variant, counts its graph, profiles and times them alternately.
 
-    ``size``: ``{"gf_dim", "df_dim", "batch_size", "number_classes"}``;
+    ``size``: ``{"gf_dim", "df_dim", "batch_size", "number_classes"}`` and
+    optionally ``"image_size"`` (default 128);
     ``release``: also the release's TF1 graph (``threads`` for its session).
     Returns ``{"variants": {name: info}, "load_average_during": [...]}``.
     """
@@ -275,6 +279,9 @@ def measure_iterations(replica_counts, size, release=True, threads=2, profile_st
     timing = alternate(runners, rounds, steps, warmup)
     for name, t in timing.items():
         infos[name]["seconds_per_iteration"] = t
+        kernels = infos[name].get("kernels_executed_per_replica")
+        if kernels:  # at minimal compute, an upper bound on the host's time per kernel
+            infos[name]["microseconds_per_kernel"] = 1e6 * t["median"] / kernels
         for base in ("port_1", "release_tf1"):
             if base in timing and base != name:
                 infos[name][f"median_vs_{base}"] = t["median"] / timing[base]["median"]

@@ -10,6 +10,11 @@ side is ``sagan_tf/perf/gpu_check.py``):
             stand-in classifier (no download) for the evaluator.
   forward   G and D at paper widths on the first GPU, TF32 off (and on, for
             comparison), against float32 on the CPU: relative errors.
+  host_cost the host's share of an iteration at minimal compute (test
+            networks, 128x128, gf=df=8, batch 2 per replica): kernels per
+            replica, cross-replica reductions, time per iteration and per
+            kernel, with 1 GPU and with every GPU (up to 4), against the
+            release's TF1 graph on one GPU, alternated (docs/PERFORMANCE.md §9).
   train     20 iterations of the real training loop (sagan_tf.training.loop.train:
             records -> input pipeline, non-finite guard, summaries, a
             checkpoint half way and at the end, sample grid), paper widths,
@@ -53,7 +58,8 @@ FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 #: Phase -> timeout cap in seconds.
-CAPS = {"devices": 90, "data": 120, "forward": 150, "train": 200, "eval": 150}
+CAPS = {"devices": 90, "data": 120, "forward": 150, "host_cost": 120, "train": 200,
+        "eval": 150}
 #: Results file in --out_dir.
 JSONL = "gpu_check.jsonl"
 
@@ -101,6 +107,9 @@ def run_phase(name, args):
         return out
     if name == "forward":
         return gpu_check.forward_parity(sizes, batch=2 if args["dry_run"] else 8)
+    if name == "host_cost":
+        return gpu_check.host_cost_run(args["replicas"], args["release"], args["rounds"],
+                                       dry_run=args["dry_run"])
     if name == "train":
         return gpu_check.train_run(sizes, args["precision"], args["replicas"],
                                    args["iterations"], args["data_dir"], args["checkpoint_dir"],
@@ -243,6 +252,9 @@ def run_check(check, iterations, eval_samples, precisions, replicas=("1", "all")
     check.phase("data", "data", CAPS["data"], env=cpu_env, data_dir=data_dir,
                 classifier_dir=classifier, num_records=records)
     check.phase("forward", "forward", CAPS["forward"])
+    check.phase("host_cost", "host_cost", CAPS["host_cost"],
+                replicas=[1] + ([min(num_gpus, 4)] if num_gpus > 1 else []),
+                release=not check.dry_run, rounds=2 if check.dry_run else 6)
     for k, (precision, count) in enumerate(gpu_check.train_order(precisions, num_gpus, replicas)):
         run_dir = os.path.join(work, f"train_{precision}_{count}")
         trained = check.phase(f"train_{precision}_x{count}", "train", CAPS["train"],
@@ -284,6 +296,12 @@ def _figures(name, r):
         return "; ".join(
             f"{k}: G max rel {r[k]['generator']['max_rel']:.2e}, D max rel "
             f"{r[k]['discriminator']['max_rel']:.2e}" for k in ("tf32_off", "tf32_on") if k in r)
+    if name == "host_cost":
+        return "; ".join(
+            f"{k}: {v.get('kernels_executed_per_replica', 0):.0f} kernels/replica, "
+            f"{1e3 * v['seconds_per_iteration']['median']:.1f} ms/it, "
+            f"{v.get('microseconds_per_kernel', float('nan')):.1f} us/kernel"
+            for k, v in r["variants"].items())
     if name.startswith("train"):
         mem = max(r.get("peak_gpu_memory_bytes") or [0]) / 2 ** 30
         return (f"{r['num_replicas']} replica(s), global batch {r['global_batch_size']}: "
