@@ -1,6 +1,7 @@
 """sagan_tf.perf.host_cost's counting (tools/perf/host_cost.py): ops per device, kernels per replica, all-reduces."""
 import collections
 
+import pytest
 import tensorflow as tf
 
 from sagan_tf.perf import host_cost as tool
@@ -34,3 +35,23 @@ def test_counts_ops_per_device_and_all_reduces(strategy2):
         lambda ctx: tf.constant(float(ctx.replica_id_in_sync_group)))
     total = strategy2.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
     assert float(total) == 1.0 and (counter.calls, counter.values) == (1, 1)
+
+
+def test_release_variant_counts_the_tf1_graphs_kernels():
+    """The release's TF1 graph as a variant: it runs, and its kernels are
+    counted from the partition graphs of a traced G and D step."""
+    run_once, info = tool.release_variant(
+        dict(gf_dim=8, df_dim=8, batch_size=1, number_classes=3), threads=1)
+    run_once()
+    assert info["replicas"] == 1 and info["ops_traced"] == info["ops_traced_per_replica"][0]
+    kernels = info["kernels_per_replica"][0]
+    # The optimised partitions run fewer nodes than the graph holds, but
+    # thousands at the release's depth (spectral norm in every layer).
+    assert 1000 < kernels < info["ops_traced"], info
+    assert info["cross_replica_reductions"] == 0
+    # Power iterations: several matrix products per SN layer (_MklMatMul with oneDNN).
+    assert sum(n for t, n in info["kernels_by_type"].items() if t.endswith("MatMul")) > 100
+    assert sum(info["kernels_step_stats"].values()) > 1000
+    with pytest.raises(ValueError, match="128x128 only"):
+        tool.release_variant(dict(gf_dim=2, df_dim=2, batch_size=1, number_classes=3,
+                                  image_size=32), threads=1)

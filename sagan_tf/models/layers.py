@@ -379,8 +379,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
         if _uses_fused_kernel(x, training):
             return self._fused_call(x, labels)
         x = tf.cast(x, tf.float32)
-        gamma = tf.gather(tf.convert_to_tensor(self.gamma), labels)[:, None, None, :]
-        beta = tf.gather(tf.convert_to_tensor(self.beta), labels)[:, None, None, :]
+        gamma, beta = self._per_sample(self.gamma, labels), self._per_sample(self.beta, labels)
         if training:
             mean, var = tf.nn.moments(x, axes=[0, 1, 2], keepdims=True)
             assign_state(self.moving_mean,
@@ -391,6 +390,13 @@ class ConditionalBatchNorm(keras.layers.Layer):
             var = tf.convert_to_tensor(self.moving_var)
         y = tf.nn.batch_normalization(x, mean, var, beta, gamma, self.epsilon)
         return tf.cast(y, in_dtype)
+
+    @staticmethod
+    def _per_sample(param, labels):
+        """`param[labels]` as `[B, 1, 1, C]` (a reshape, not a strided slice: on
+        a GPU no kernel, and its gradient is a reshape too)."""
+        rows = tf.gather(tf.convert_to_tensor(param), labels)
+        return tf.reshape(rows, [-1, 1, 1, param.shape[-1]])
 
     def _fused_call(self, x, labels):
         """Half-precision training path: the fused kernel normalises (float32
@@ -404,8 +410,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
                      + tf.reshape(mean, [1, 1, 1, channels]) * (1.0 - self.decay))
         assign_state(self.moving_var, self.moving_var * self.decay
                      + tf.reshape(var, [1, 1, 1, channels]) * (1.0 - self.decay))
-        gamma = tf.gather(tf.convert_to_tensor(self.gamma), labels)[:, None, None, :]
-        beta = tf.gather(tf.convert_to_tensor(self.beta), labels)[:, None, None, :]
+        gamma, beta = self._per_sample(self.gamma, labels), self._per_sample(self.beta, labels)
         return x_hat * tf.cast(gamma, x.dtype) + tf.cast(beta, x.dtype)
 
     def get_config(self):

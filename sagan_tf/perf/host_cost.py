@@ -211,10 +211,11 @@ def port_variant(replicas, size):
 def release_variant(size, threads):
     """The release's TF1 graph (one tower); returns ``(run_once, info)``."""
     import tensorflow as tf
-    from sagan_tf.parity.tf1_release_graph import ReleaseGraphSession
+    from sagan_tf.parity.tf1_release_session import ReleaseGraphSession
+    if size.get("image_size", 128) != 128:
+        raise ValueError("the release's graph is 128x128 only")
     v1 = tf.compat.v1
-    ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"],
-                              size.get("image_size", 128),
+    ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"], 128,  # z_dim
                               size["number_classes"], "test", threads)
     t0 = time.perf_counter()
     ref.iteration()

@@ -29,14 +29,16 @@ are read back, like the losses, only at summary and log steps.
 """
 import tensorflow as tf
 
-__all__ = ["PREFIX", "step_metrics"]
+__all__ = ["PREFIX", "SIGMAS", "step_metrics"]
 
 PREFIX = "collapse/"
+#: The key of the sigmas' vector among a replica's step metrics.
+SIGMAS = PREFIX + "sigmas"
 
 
 def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas,
                  g_loss_scale=1.0, d_loss_scale=1.0):
-    """The ``collapse/...`` metrics of one replica's iteration (scalar tensors).
+    """The ``collapse/...`` metrics of one replica's iteration.
 
     Args:
       g_grads, d_grads: the gradients of the last G and D step (lists of tensors).
@@ -45,6 +47,11 @@ def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas,
       num_replicas: replicas in sync (the losses were scaled by its inverse).
       g_loss_scale, d_loss_scale: the loss scale each loss was multiplied by
         before its gradient (``mixed_float16``); 1 otherwise.
+
+    Returns:
+      ``(scalars, vectors)``: ``{name: scalar tensor}`` (gradient norms, the
+      positive share) and ``{SIGMAS: (names, vector)}``, the sigmas as one
+      ``[layers]`` vector with the metric name of each element.
     """
     scale = tf.cast(num_replicas, tf.float32)
     out = {
@@ -53,10 +60,14 @@ def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas,
         PREFIX + "real_positive_share": tf.reduce_mean(
             tf.cast(tf.reshape(logits_real, [-1]) > 0, tf.float32)),
     }
-    for name in sorted(sigmas):
-        # The layers keep sigma as [1, 1] (no reshape in the iteration proper).
-        out[f"{PREFIX}sigma/{name}"] = tf.reshape(tf.cast(sigmas[name], tf.float32), [])
-    return out
+    names = sorted(sigmas)
+    vectors = {}
+    if names:
+        # The layers keep sigma as [1, 1]; one concat and one reshape give the
+        # vector of all of them (not a reshape per layer: fewer kernels).
+        vectors[SIGMAS] = ([f"{PREFIX}sigma/{name}" for name in names], tf.reshape(
+            tf.concat([tf.cast(sigmas[name], tf.float32) for name in names], 0), [-1]))
+    return out, vectors
 
 
 def _global_norm(grads):

@@ -33,7 +33,7 @@ fall (`tests/test_optimizers.py` shows it with two logical CPU replicas).
 import keras
 import tensorflow as tf
 
-__all__ = ["ReleaseAdam", "ReplicaSafeLossScaleOptimizer"]
+__all__ = ["ReleaseAdam", "ReplicaSafeLossScaleOptimizer", "scale_loss", "loss_scale"]
 
 
 class ReleaseAdam(keras.optimizers.Adam):
@@ -110,3 +110,19 @@ class ReplicaSafeLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         non_finite = context.all_reduce(tf.distribute.ReduceOp.SUM,
                                         tf.cast(tf.logical_not(finite), tf.float32))
         return tf.equal(non_finite, 0.0)
+
+
+def scale_loss(optimizer, loss):
+    """Loss scaling of ``mixed_float16`` (``LossScaleOptimizer``); identity otherwise."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss
+
+
+def loss_scale(optimizer):
+    """The factor :func:`scale_loss` multiplies the loss by now (a float32
+    tensor; 1.0 without loss scaling)."""
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return 1.0
+    scale = optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
+    return tf.identity(tf.convert_to_tensor(scale, tf.float32))

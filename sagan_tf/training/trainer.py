@@ -36,7 +36,7 @@ from sagan_tf.data import record_format
 from sagan_tf.models import ema, layers, sigma_recorder, state_writes
 from sagan_tf.models.networks import Discriminator, Generator
 from sagan_tf.runs import rundir
-from sagan_tf.training import collapse_summaries, compilation, devices, losses
+from sagan_tf.training import collapse_summaries, compilation, devices, losses, optimizers
 from sagan_tf.training.distribute import make_strategy_and_plan
 from sagan_tf.training.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
 
@@ -115,6 +115,7 @@ class Trainer:
         # XLA: each replica's G and D forward/backward passes are compiled
         # (see _run_pass); the variable writes and apply_gradients stay outside.
         self._jit_passes = {}
+        self._vector_metric_names = {}  # metric key -> names of its vector's elements
         self._deferred_variables = {}
         # Grappler's settings for the iteration (sagan_tf/training/compilation.py):
         # "auto" is the lighter set on CPUs; every call carries the same ones.
@@ -275,7 +276,7 @@ class Trainer:
             fake = G(z, y_fake, training=True)                     # G: BN stats, u updated
             logits_fake = D(fake, y_fake, update_sn=False)         # D: u untouched
             g_loss = losses.generator_loss(self.config.loss_type, logits_fake)
-            scaled = self._scale_loss(self.g_optimizer, g_loss * scale)
+            scaled = optimizers.scale_loss(self.g_optimizer, g_loss * scale)
         return g_loss, _dense(tape.gradient(scaled, G.trainable_variables))
 
     def _d_pass(self, real_images, real_labels, z, y_fake):
@@ -296,24 +297,9 @@ class Trainer:
             logits_real, logits_fake = logits[:n_real], logits[n_real:]
             d_loss, d_loss_real, d_loss_fake = losses.discriminator_loss(
                 self.config.loss_type, logits_real, logits_fake)
-            scaled = self._scale_loss(self.d_optimizer, d_loss * scale)
+            scaled = optimizers.scale_loss(self.d_optimizer, d_loss * scale)
         grads = _dense(tape.gradient(scaled, D.trainable_variables))
         return (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads
-
-    @staticmethod
-    def _scale_loss(optimizer, loss):
-        """Loss scaling of ``mixed_float16`` (``LossScaleOptimizer``); identity otherwise."""
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            return optimizer.scale_loss(loss)
-        return loss
-
-    @staticmethod
-    def _loss_scale(optimizer):
-        """The factor ``_scale_loss`` multiplied the loss by (a float32 tensor)."""
-        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            return 1.0
-        scale = optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
-        return tf.identity(tf.convert_to_tensor(scale, tf.float32))
 
     def _run_pass(self, name, fn, *args):
         """Runs ``fn(*args)``; with ``config.xla``, as one XLA-compiled function.
@@ -359,7 +345,7 @@ class Trainer:
                 reuse.enter_context(layers.reuse_power_iterations(D))
             for z, y_fake in inputs["g"]:
                 g_loss, g_grads = self._run_pass("g", self._g_pass, z, y_fake)
-                g_scale = self._loss_scale(self.g_optimizer)  # read before the apply
+                g_scale = optimizers.loss_scale(self.g_optimizer)  # read before the apply
                 self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 
             for real_images, real_labels, z, y_fake in inputs["d"]:
@@ -368,16 +354,20 @@ class Trainer:
                 (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
                     self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
                 reuse.close()  # D's weights change now
-                d_scale = self._loss_scale(self.d_optimizer)
+                d_scale = optimizers.loss_scale(self.d_optimizer)
                 self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 
         metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
                    "g_loss": g_loss, "logit_real": tf.reduce_mean(logits_real),
                    "logit_fake": tf.reduce_mean(logits_fake)}
         if self.config.collapse_summaries:  # read-only extra outputs of the same step
-            metrics.update(collapse_summaries.step_metrics(
+            scalars, vectors = collapse_summaries.step_metrics(
                 g_grads, d_grads, logits_real, sigmas,
-                tf.distribute.get_replica_context().num_replicas_in_sync, g_scale, d_scale))
+                tf.distribute.get_replica_context().num_replicas_in_sync, g_scale, d_scale)
+            metrics.update(scalars)
+            for key, (names, vector) in vectors.items():
+                self._vector_metric_names[key] = names  # the same at every trace
+                metrics[key] = vector
         return metrics, real_images, fake
 
     def _step(self, inputs, check=None):
@@ -402,10 +392,17 @@ class Trainer:
         return self._finish_step(metrics, real, fake, check)
 
     def _finish_step(self, metrics, real, fake, check):
-        # One cross-replica mean for all the scalars (the same means).
-        names = sorted(metrics)
-        stacked = self.strategy.run(lambda m: tf.stack([m[k] for k in names]), args=(metrics,))
+        # One cross-replica mean for all the metrics (the same means): the
+        # scalars stacked, then the vectors' elements (named per element).
+        scalar_names = sorted(k for k in metrics if k not in self._vector_metric_names)
+        vector_keys = sorted(k for k in metrics if k in self._vector_metric_names)
+
+        def pack(m):
+            parts = [tf.stack([m[k] for k in scalar_names])] + [m[k] for k in vector_keys]
+            return parts[0] if len(parts) == 1 else tf.concat(parts, 0)
+        stacked = self.strategy.run(pack, args=(metrics,))
         means = tf.unstack(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, stacked, axis=None))
+        names = scalar_names + [n for k in vector_keys for n in self._vector_metric_names[k]]
         metrics = dict(zip(names, means))
         self.step.assign_add(1)
         if self.generator_ema is not None:
