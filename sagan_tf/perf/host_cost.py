@@ -40,7 +40,6 @@ GPUs (the same figures on a GPU machine; the kernel counts then include the
 GPU partitions' host-side ops).
 """
 import collections
-import glob
 import os
 import statistics
 import tempfile
@@ -102,33 +101,10 @@ def kernel_summary(counts, replicas):
 
 
 def profiled_kernels(fn, steps):
-    """Kernels the TF profiler saw run per call of ``fn`` (all devices), by type."""
-    import tensorflow as tf
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-    with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        try:
-            for _ in range(steps):
-                fn()
-        finally:
-            tf.profiler.experimental.stop()
-        path = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))
-        space = xplane_pb2.XSpace()
-        with open(path[-1], "rb") as f:
-            space.ParseFromString(f.read())
-    counts = collections.Counter()
-    for plane in space.planes:
-        if not plane.name.startswith("/host:"):
-            continue
-        for line in plane.lines:
-            for event in line.events:
-                meta = plane.event_metadata[event.metadata_id]
-                # TensorFlow op events are "<op name>:<op type>", display name the type.
-                if ("::" in meta.name or not meta.display_name
-                        or meta.name.rsplit(":", 1)[-1] != meta.display_name):
-                    continue
-                counts[meta.display_name] += 1
-    return {k: v / steps for k, v in counts.items()}
+    """Kernels the TF profiler saw run per call of ``fn`` (all devices), by type
+    (the counts of :func:`sagan_tf.perf.op_profile.profile_ops`)."""
+    from sagan_tf.perf.op_profile import profile_ops
+    return {op_type: row["count"] / steps for op_type, row in profile_ops(fn, steps).items()}
 
 
 class _ReduceCounter:
