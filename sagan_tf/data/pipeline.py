@@ -205,26 +205,22 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
       start_record: with ``shuffle=False``, start this many records into this
         pipeline's record stream: the same elements as ``.skip(start_record)``
         on the unbatched records, at a cost independent of ``start_record``.
-        The position is computed from the record counts of the files (read
-        from their record headers), whole epochs are dropped by a modulo, and
-        only the records before the start inside its one file are read again.
-        (A resumed unshuffled run thus starts where it stopped; the one
-        inexactness: a file whose middle holds a record with a bad checksum
-        counts all its records, while the reader, with
-        ``skip_corrupt_records``, drops its rest.)
+        The position comes from the files' record counts (their record
+        headers), whole epochs are dropped by a modulo, and only the records
+        before the start inside its file are read again. (The one inexactness:
+        a file with a bad checksum in its middle counts all its records, while
+        the reader, with ``skip_corrupt_records``, drops its rest.)
       skipped_counter: a :class:`SkippedRecordCounter` that counts the records
         ``skip_corrupt_records`` drops (this process's pipelines only).
-      uint8_images: yield the images as stored, uint8 (the trainer scales
-        them on its device with ``record_format.to_unit_range``: the same
-        floats, a quarter of the bytes to copy there).
+      uint8_images: the images as stored, uint8 (the trainer scales them on
+        its device, ``record_format.to_unit_range``: a quarter of the bytes).
 
     Returns:
-      ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in [-1, 1],
-      labels int32 [B])``, ``B = batch_size``, incomplete batches dropped.
-      The serialized records are batched first and each batch decoded in one
-      map (element for element what decoding each record, then batching,
-      gives; a bad record in the dropped incomplete batch is not decoded, so
-      it raises nothing).
+      ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in [-1, 1] (or
+      uint8), labels int32 [B])``, ``B = batch_size``, incomplete batches
+      dropped. Batches of serialized records are decoded in one map each
+      (what decoding each record, then batching, gives; a bad record in the
+      dropped incomplete batch raises nothing).
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
