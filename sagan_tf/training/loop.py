@@ -188,6 +188,9 @@ class _Loop:
         self.last_ckpt_step = self.start_step if resumed_from else None
         self.t_loop = time.time()
         self.t_first = None  # end of the first step: it includes tracing, excluded from throughput
+        # The first call of k iterations traces that function: (seconds, steps)
+        # kept out of the throughput too, and named in the next progress line.
+        self.traced_calls, self.excluded, self.tracing_note = set(), (0.0, 0), None
         self.t_end = None
         self.last_log = self.last_summary = (self.t_loop, self.step)
         self.guard = NonFiniteGuard(trainer, config.on_nan)
@@ -262,8 +265,14 @@ class _Loop:
         deferred and what follows a step is done after the last one."""
         trainer, guard = self.trainer, self.guard
         batches = [self._real_batches() for _ in range(k)]
+        t0 = time.time()
         results, real_images, fake = loop_iterations.train_iterations(
             trainer, batches, guard.state_check)
+        if k not in self.traced_calls:
+            self.traced_calls.add(k)
+            seconds, steps = self.excluded
+            self.excluded = (seconds + time.time() - t0, steps + k)
+            self.tracing_note = f" (includes tracing the {k}-iteration call)"
         for metrics, all_finite in results:
             self.step += 1
             guard.defer(self.step, metrics, all_finite)
@@ -360,7 +369,9 @@ class _Loop:
         speed = (f"first step {sec_per_step:.1f} s (includes tracing)" if first else
                  f"{sec_per_step:.3f} s/step  "
                  f"{self.trainer.global_batch_size / sec_per_step:.1f} img/s  "
-                 f"ETA {_format_seconds(sec_per_step * (config.max_steps - step))}")
+                 f"ETA {_format_seconds(sec_per_step * (config.max_steps - step))}"
+                 f"{self.tracing_note or ''}")
+        self.tracing_note = None
         records = self.skipped_records
         skipped = (f"  skipped {records.records} corrupt record(s)"
                    if records is not None and records.records else "")
@@ -410,8 +421,11 @@ class _Loop:
     def _result(self, t_start, samples_path, standing_samples_path):
         trainer, t_first, t_end = self.trainer, self.t_first, self.t_end
         steps_run = self.step - self.start_step
-        # Steady-state speed: steps after the first (which includes tracing).
-        steady = (steps_run - 1) / (t_end - t_first) if steps_run > 1 and t_end > t_first else 0.0
+        # Steady-state speed: steps after the first and the first call of k
+        # iterations (which include tracing).
+        seconds = (t_end - t_first - self.excluded[0]) if t_first else 0.0
+        steps = steps_run - 1 - self.excluded[1]
+        steady = steps / seconds if steps > 0 and seconds > 0 else 0.0
         return {
             "step": self.step, "steps_run": steps_run, "logdir": self.config.logdir,
             "checkpoint": self.manager.latest_checkpoint if self.chief else None,
