@@ -110,9 +110,9 @@ def test_driver_without_visible_gpu_fails_the_check(tmp_path):
 
 
 def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
-    """--dry_run: devices, data, forward, host cost (1 and 2 replicas), a
-    training run of 2 iterations on 2 logical CPU replicas, and the evaluator
-    on its checkpoint -- the phases' code on the CPU at tiny sizes -- each a
+    """--dry_run: devices, data, forward, a training run of 2 iterations on 2
+    logical CPU replicas, the evaluator on its checkpoint, and the host cost
+    (1 and 2 replicas) -- the phases' code on the CPU at tiny sizes -- each a
     JSON line, status 0."""
     out = tmp_path / "out"
     proc = _tool("--dry_run", "--precisions", "fp32", "--replicas", "all", "--iterations", "2",
@@ -121,7 +121,7 @@ def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = {r["name"]: r for r in map(json.loads, (out / "gpu_check.jsonl").read_text()
                                       .splitlines())}
-    assert list(runs) == ["devices", "data", "forward", "host_cost", "train_fp32_x2", "eval"]
+    assert list(runs) == ["devices", "data", "forward", "train_fp32_x2", "eval", "host_cost"]
     assert all(r["status"] == "ok" for r in runs.values()), runs
     forward = runs["forward"]["result"]
     assert forward["device"] == "/cpu:0" and forward["tf32_off"]["generator"]["max_rel"] == 0.0
