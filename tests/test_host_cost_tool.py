@@ -55,3 +55,16 @@ def test_release_variant_counts_the_tf1_graphs_kernels():
     with pytest.raises(ValueError, match="128x128 only"):
         tool.release_variant(dict(gf_dim=2, df_dim=2, batch_size=1, number_classes=3,
                                   image_size=32), threads=1)
+
+
+def test_alternate_runs_abba_rounds_after_warmup():
+    """sagan_tf.perf.timing.alternate (host_cost's and profile_step's timing):
+    warm-up calls first, then rounds in A B / B A order, steps calls each."""
+    from sagan_tf.perf.timing import alternate
+    calls = []
+    runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    figures, loads = alternate(runners, rounds=3, steps=2, warmup=1)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] + ["b", "b", "a", "a"] + ["a", "a", "b", "b"]
+    assert {k: v["n"] for k, v in figures.items()} == {"a": 6, "b": 6}
+    assert all(0 <= v["min"] <= v["median"] for v in figures.values())
+    assert len(loads) == 4

@@ -41,13 +41,14 @@ GPU partitions' host-side ops).
 """
 import collections
 import os
-import statistics
 import tempfile
 import time
 
+from sagan_tf.perf.timing import alternate
+
 __all__ = ["REDUCTION_OPS", "replica_devices", "traced_ops", "partition_counts",
            "kernel_summary", "profiled_kernels", "port_variant", "release_variant",
-           "alternate", "measure_iterations", "measure_loop", "format_table"]
+           "measure_iterations", "measure_loop", "format_table"]
 
 #: Op types of a cross-replica all-reduce in an optimised graph.
 REDUCTION_OPS = ("CollectiveReduce", "CollectiveReduceV2", "CollectiveReduceV3",
@@ -214,22 +215,6 @@ def release_variant(size, threads):
     return ref.iteration, info
 
 
-def alternate(runners, rounds, steps, warmup):
-    """ABBA-alternated timing; ``{name: {"median", "min", "n"}}`` seconds per iteration."""
-    for fn in runners.values():
-        for _ in range(warmup):
-            fn()
-    names, times = list(runners), {k: [] for k in runners}
-    for r in range(rounds):
-        for k in (names if r % 2 == 0 else names[::-1]):
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                runners[k]()
-                times[k].append(time.perf_counter() - t0)
-    return {k: {"median": statistics.median(t), "min": min(t), "n": len(t)}
-            for k, t in times.items()}
-
-
 def measure_iterations(replica_counts, size, release=True, threads=2, profile_steps=2,
                        rounds=10, steps=2, warmup=2):
     """Builds every variant, counts its graph, profiles and times them alternately.
@@ -253,7 +238,7 @@ def measure_iterations(replica_counts, size, release=True, threads=2, profile_st
             infos[name]["kernels_executed"] = total
             infos[name]["kernels_executed_per_replica"] = total / infos[name]["replicas"]
     load_before = os.getloadavg()[0]
-    timing = alternate(runners, rounds, steps, warmup)
+    timing, _ = alternate(runners, rounds, steps, warmup)
     for name, t in timing.items():
         infos[name]["seconds_per_iteration"] = t
         kernels = infos[name].get("kernels_executed_per_replica")

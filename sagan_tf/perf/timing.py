@@ -3,6 +3,7 @@
 The median is the figure (robust to the stray slow iteration of a shared
 machine); the minimum and maximum show the spread.
 """
+import os
 import statistics
 import time
 
@@ -28,3 +29,26 @@ def timed(fn, into):
     value = fn()
     into.append(time.perf_counter() - t0)
     return value
+
+
+def alternate(runners, rounds, steps, warmup):
+    """Times the callables of ``runners`` (``{name: fn}``) alternately in one
+    process: ``warmup`` untimed calls of each, then ``rounds`` rounds in ABBA
+    order (every other round reversed), ``steps`` timed calls of each per round,
+    so that all see the same machine state.
+
+    Returns ``({name: {"median", "min", "n"}}, loads)``: seconds per call, and
+    the 1-minute load average before the first round and after each round.
+    """
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    names, times = list(runners), {k: [] for k in runners}
+    loads = [os.getloadavg()[0]]
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            for _ in range(steps):
+                timed(runners[k], times[k])
+        loads.append(os.getloadavg()[0])
+    return ({k: {"median": statistics.median(t), "min": min(t), "n": len(t)}
+             for k, t in times.items()}, loads)

@@ -42,7 +42,6 @@ classes, 128x128, 2 threads); ``--gf_dim 64 --df_dim 64 --number_classes
 import collections
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -52,6 +51,7 @@ from sagan_tf import cli
 from sagan_tf.perf import op_profile, peaks
 from sagan_tf.perf.flops import CONV_KERNELS, conv_flops
 from sagan_tf.perf.machine import machine_info, setup_devices
+from sagan_tf.perf.timing import alternate
 
 FLAGS = flags.FLAGS
 #: ``--variants`` names -> ``TrainConfig.mixed_precision``. ``bf16_unfused_bn``
@@ -110,21 +110,8 @@ def run_ratios(variants, size, rounds, steps, warmup, tf1_reference):
         ref = ReleaseGraphSession(size["batch_size"], size["gf_dim"], size["df_dim"], 128,
                                   size["number_classes"], "test", FLAGS.threads)
         runners["tf1_release_fp32"] = ref.iteration
-    for fn in runners.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in runners}
+    out, load = alternate(runners, rounds, steps, warmup)
     names = list(runners)
-    load = [os.getloadavg()[0]]
-    for r in range(rounds):
-        for k in (names if r % 2 == 0 else names[::-1]):
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                runners[k]()
-                times[k].append(time.perf_counter() - t0)
-        load.append(os.getloadavg()[0])
-    out = {k: {"median": statistics.median(t), "min": min(t), "n": len(t)}
-           for k, t in times.items()}
     base = names[0]
     for k in names:
         out[k]["median_vs_" + base] = out[k]["median"] / out[base]["median"]
