@@ -188,9 +188,9 @@ class _Loop:
         self.last_ckpt_step = self.start_step if resumed_from else None
         self.t_loop = time.time()
         self.t_first = None  # end of the first step: it includes tracing, excluded from throughput
-        # The first call of k iterations traces that function: (seconds, steps)
-        # kept out of the throughput too, and named in the next progress line.
-        self.traced_calls, self.excluded, self.tracing_note = set(), (0.0, 0), None
+        # The first call of k iterations traces that function: its (seconds,
+        # steps), kept out of the throughput too and named in the next progress line.
+        self.excluded, self.tracing_note = (0.0, 0), None
         self.t_end = None
         self.last_log = self.last_summary = (self.t_loop, self.step)
         self.guard = NonFiniteGuard(trainer, config.on_nan)
@@ -251,13 +251,23 @@ class _Loop:
             return 1
 
         def quiet(s):
-            return not any(every and s % every == 0 for every in (
-                config.save_summaries_steps, config.log_every_steps,
-                config.save_checkpoint_steps)) and s != config.max_steps
+            return not any(self._writes_after(s)) and s != config.max_steps
         if all(quiet(s) and not self.guard.injects(s) for s in range(step + 1, step + k)) \
                 and not self.guard.injects(step + k):
             return k
         return 1
+
+    def _writes_after(self, step, first=False):
+        """What the loop writes after ``step`` by its cadence in steps:
+        ``(summaries, progress line, checkpoint)`` (time-based checkpoints aside)."""
+        config = self.config
+
+        def every(n):
+            return bool(n) and (first or step % n == 0)
+        return (every(config.save_summaries_steps),
+                every(config.log_every_steps) or (
+                    bool(config.log_every_steps) and step == config.max_steps),
+                bool(config.save_checkpoint_steps) and step % config.save_checkpoint_steps == 0)
 
     def _iterations(self, k):
         """``k`` iterations in one compiled call (``--iterations_per_loop``), the
@@ -268,10 +278,8 @@ class _Loop:
         t0 = time.time()
         results, real_images, fake = loop_iterations.train_iterations(
             trainer, batches, guard.state_check)
-        if k not in self.traced_calls:
-            self.traced_calls.add(k)
-            seconds, steps = self.excluded
-            self.excluded = (seconds + time.time() - t0, steps + k)
+        if not self.excluded[1]:  # the first such call (k is the same for the whole run)
+            self.excluded = (time.time() - t0, k)
             self.tracing_note = f" (includes tracing the {k}-iteration call)"
         for metrics, all_finite in results:
             self.step += 1
@@ -316,10 +324,7 @@ class _Loop:
         """Summaries, progress line and checkpoint cadence after step ``self.step``."""
         config, step = self.config, self.step
         first = self.t_first is None
-        summarise = config.save_summaries_steps and (
-            first or step % config.save_summaries_steps == 0)
-        show = config.log_every_steps and (first or step % config.log_every_steps == 0
-                                           or step == config.max_steps)
+        summarise, show, checkpoint_step = self._writes_after(step, first)
         if summarise or show or step == config.max_steps or self.guard.must_settle():
             self._settle()
             self.metrics = {k: float(v) for k, v in out.items()}  # waits for the step to finish
@@ -333,10 +338,8 @@ class _Loop:
             # out of the steady-state throughput.
             self.t_first = time.time()
             self.last_log = self.last_summary = (self.t_first, step)
-        if ((config.save_checkpoint_secs
-                and now - self.last_ckpt_time >= config.save_checkpoint_secs)
-                or (config.save_checkpoint_steps
-                    and step % config.save_checkpoint_steps == 0)):
+        if checkpoint_step or (config.save_checkpoint_secs
+                               and now - self.last_ckpt_time >= config.save_checkpoint_secs):
             self.save_now()
 
     def _write_summaries(self, now, input_images, generated_images):
