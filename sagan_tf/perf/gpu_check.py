@@ -246,10 +246,8 @@ def host_cost_run(replica_counts, release, rounds, dry_run=False):
     executor bookkeeping). Returns ``{"ok", "variants": {name: figures}}``.
     """
     from sagan_tf.perf import host_cost  # pylint: disable=import-outside-toplevel
-    if dry_run and max(replica_counts) > 1:
-        from sagan_tf.training.distribute import \
-            configure_cpu_replicas  # pylint: disable=import-outside-toplevel
-        configure_cpu_replicas(max(replica_counts))
+    from sagan_tf.perf.machine import setup_devices  # pylint: disable=import-outside-toplevel
+    setup_devices(max(replica_counts), cpu_if_too_few_gpus=True)  # a dry run: logical CPUs
     size = HOST_COST_DRY if dry_run else HOST_COST
     measured = host_cost.measure_iterations(sorted(set(replica_counts)), size, release=release,
                                             threads=0, profile_steps=2, rounds=rounds, steps=2,

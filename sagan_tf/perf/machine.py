@@ -14,18 +14,21 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 
 
-def setup_devices(num_replicas=1, threads=0):
+def setup_devices(num_replicas=1, threads=0, cpu_if_too_few_gpus=False):
     """Thread pools and logical CPU replicas; must run before any TensorFlow op.
 
     ``threads``: intra- and inter-op threads (0: TensorFlow's default).
     Replicas are the first ``num_replicas`` GPUs if there are GPUs, else as
-    many logical CPU devices. Returns the list of replica device names.
+    many logical CPU devices; with fewer GPUs than replicas, an error, or
+    with ``cpu_if_too_few_gpus`` logical CPUs. Returns the replica device names.
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     gpus = tf.config.list_physical_devices("GPU")
+    if cpu_if_too_few_gpus and num_replicas > len(gpus):
+        gpus = []
     if gpus:
         if num_replicas > len(gpus):
             raise ValueError(f"--num_replicas {num_replicas} but only {len(gpus)} GPU(s)")

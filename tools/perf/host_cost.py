@@ -45,9 +45,10 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     from sagan_tf.perf import host_cost
-    from sagan_tf.perf.machine import machine_info
+    from sagan_tf.perf.machine import machine_info, setup_devices
     replica_counts = sorted({int(r) for r in FLAGS.replicas})
-    devices = setup_replicas(max(replica_counts), FLAGS.threads)
+    # GPUs when there are enough, else logical CPUs (before any TensorFlow op runs).
+    devices = setup_devices(max(replica_counts), FLAGS.threads, cpu_if_too_few_gpus=True)
     result = {"machine": machine_info(devices)}
     size = {k: FLAGS[k].value for k in ("gf_dim", "df_dim", "batch_size", "number_classes")}
     if FLAGS.loop:
@@ -64,22 +65,6 @@ def main(argv):
     result["machine"]["load_average_end"] = list(os.getloadavg())
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
-
-
-def setup_replicas(replicas, threads):
-    """GPU replicas when there are enough GPUs, else that many logical CPUs
-    (before any TensorFlow op runs)."""
-    import tensorflow as tf
-    from sagan_tf.perf.machine import setup_devices
-    if len(tf.config.list_physical_devices("GPU")) >= replicas:
-        return setup_devices(replicas, threads)
-    from sagan_tf.training.distribute import configure_cpu_replicas
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    if replicas > 1:
-        configure_cpu_replicas(replicas)
-    return [f"/cpu:{i}" for i in range(replicas)]
 
 
 if __name__ == "__main__":
