@@ -31,7 +31,8 @@ Which submodules, and why only these
 * ``classifier_metrics``: ``classifier_score_from_logits`` (Inception score),
   ``frechet_classifier_distance_from_activations`` (FID),
   ``kernel_classifier_distance_from_activations`` and
-  ``kernel_classifier_distance_and_std_from_activations`` (KID).
+  ``kernel_classifier_distance_and_std_from_activations`` (KID),
+  ``trace_sqrt_product`` (FID's trace term from two covariance matrices).
 
 Deliberately not loaded: ``inception_metrics`` (imports ``tensorflow_hub``;
 its ``classifier_fn_from_tfhub`` flattens with ``tf.compat.v1.layers.flatten``,
@@ -64,6 +65,7 @@ __all__ = [
     "frechet_classifier_distance_from_activations",
     "kernel_classifier_distance_from_activations",
     "kernel_classifier_distance_and_std_from_activations",
+    "trace_sqrt_product",
     "image_grid",
 ]
 
@@ -84,6 +86,7 @@ EXPORTED_FUNCTIONS = {
     "frechet_classifier_distance_from_activations": "classifier_metrics",
     "kernel_classifier_distance_from_activations": "classifier_metrics",
     "kernel_classifier_distance_and_std_from_activations": "classifier_metrics",
+    "trace_sqrt_product": "classifier_metrics",
     "image_grid": "eval_utils",
 }
 

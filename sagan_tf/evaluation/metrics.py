@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import tfgan
+from sagan_tf.evaluation import frechet
 
 __all__ = [
     "INCEPTION_TFHUB",
@@ -288,13 +289,22 @@ def inception_score(logits):
     return float(tfgan.classifier_score_from_logits(tf.convert_to_tensor(logits)))
 
 
-def frechet_distance(real_activations, generated_activations):
-    """FID between two activation sets [N, F] and [M, F].
+def frechet_distance(real, generated):
+    """FID between two feature sets, each activations ``[N, F]`` or
+    :class:`sagan_tf.evaluation.frechet.Moments` (e.g. cached real moments).
 
-    ``tfgan.eval.frechet_classifier_distance_from_activations`` (float64 inside).
+    TF-GAN's formula in float64 (:func:`sagan_tf.evaluation.frechet.frechet_distance`):
+    two dense covariances meet in TF-GAN's ``trace_sqrt_product``; a set of
+    ``N <= F`` rows enters through its exact low-rank form.
     """
-    return float(tfgan.frechet_classifier_distance_from_activations(
-        tf.convert_to_tensor(real_activations), tf.convert_to_tensor(generated_activations)))
+    return frechet.frechet_distance(_moments(real), _moments(generated))
+
+
+def _moments(features):
+    """``features`` as :class:`~sagan_tf.evaluation.frechet.Moments` (unchanged if already)."""
+    if isinstance(features, frechet.Moments):
+        return features
+    return frechet.Moments.of_activations(np.asarray(features))
 
 
 def kernel_distance(real_activations, generated_activations, max_block_size=1024):
@@ -323,21 +333,32 @@ def intra_fid(real_activations, real_labels, generated_activations, generated_la
       ``(mean, per_class, skipped)``: the mean FID over the classes that have at
       least 2 real and 2 generated rows (None if there is none), ``{class: FID}``
       of those classes, and ``{class: (real rows, generated rows)}`` of the
-      classes left out for having fewer. Each FID is :func:`frechet_distance`
-      (TF-GAN's function).
+      classes left out for having fewer. Each FID is :func:`frechet_distance`:
+      with fewer rows than features (e.g. 50 per class, 2048 features) the
+      exact low-rank trace term, an ``n x n`` SVD per class.
     """
-    real_labels = np.asarray(real_labels).reshape(-1)
-    generated_labels = np.asarray(generated_labels).reshape(-1)
-    per_class, skipped = {}, {}
-    for c in range(int(num_classes)):
-        real_c = real_activations[real_labels == c]
-        gen_c = generated_activations[generated_labels == c]
+    real_by_class = _rows_by_class(real_activations, real_labels, num_classes)
+    generated_by_class = _rows_by_class(generated_activations, generated_labels, num_classes)
+    classes, skipped = [], {}
+    for c, (real_c, gen_c) in enumerate(zip(real_by_class, generated_by_class)):
         if len(real_c) < 2 or len(gen_c) < 2:
             skipped[c] = (len(real_c), len(gen_c))
-            continue
-        per_class[c] = frechet_distance(real_c, gen_c)
-    mean = float(np.mean(list(per_class.values()))) if per_class else None
+        else:
+            classes.append(c)
+    distances = frechet.frechet_distances([real_by_class[c] for c in classes],
+                                          [generated_by_class[c] for c in classes])
+    per_class = dict(zip(classes, distances))
+    mean = float(np.mean(distances)) if per_class else None
     return mean, per_class, skipped
+
+
+def _rows_by_class(activations, labels, num_classes):
+    """``[rows of class c for c in range(num_classes)]`` (views of one sorted copy)."""
+    labels = np.asarray(labels).reshape(-1)
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=int(num_classes))[:int(num_classes)]
+    rows = np.asarray(activations)[order]
+    return np.split(rows, np.cumsum(counts))[:int(num_classes)]
 
 
 def class_accuracy(logits, labels):
