@@ -42,8 +42,11 @@ def atomic_write(path, data):
 
     Returns:
       ``path``. On any error the temporary file is removed and the target is
-      left as it was.
+      left as it was. A URL-like ``path`` (``gs://``, ``ram://``) is written
+      through ``tf.io.gfile``: a temporary object renamed over the target.
     """
+    if "://" in str(path):
+        return _atomic_write_gfile(str(path), data)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=directory)
@@ -60,5 +63,26 @@ def atomic_write(path, data):
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+    return path
+
+
+def _atomic_write_gfile(path, data):
+    """:func:`atomic_write` through ``tf.io.gfile`` (object stores, TF filesystems)."""
+    import io  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if callable(data):
+        buffer = io.BytesIO()
+        data(buffer)
+        data = buffer.getvalue()
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
         raise
     return path

@@ -159,7 +159,7 @@ def test_entry_point_end_to_end(run, capsys):
         assert step == 3 and value[:2].tolist() == [b"128", b"128"], tag  # 4x4 grid of 32px
         png = tf.io.decode_png(value[2]).numpy()
         assert png.shape == (128, 128, 3) and png.std() > 0
-    assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 1
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_statistics_*.npz"))) == 1
     record = json.load(open(os.path.join(run.eval_dir, "evaluated.json")))["evaluated"]
     assert [e["checkpoint"] for e in record] == [os.path.abspath(path)]
 
@@ -177,13 +177,13 @@ def test_restore_cache_reuse_and_invalidation(run, classifier, monkeypatch):
                                run.G(z, labels, training=False, update_sn=False), atol=1e-5)
 
     calls = []
-    real_compute = real_statistics.compute_real_activations
+    real_compute = real_statistics.compute_real_statistics
 
     def counting(*a, **k):
         calls.append(1)
         return real_compute(*a, **k)
 
-    monkeypatch.setattr(real_statistics, "compute_real_activations", counting)
+    monkeypatch.setattr(real_statistics, "compute_real_statistics", counting)
     evaluation_loop.evaluate_checkpoint(run.options(), path, ev)
     assert len(calls) == 1
     computed = ev.real_statistics()["pool_3"]
@@ -198,7 +198,7 @@ def test_restore_cache_reuse_and_invalidation(run, classifier, monkeypatch):
     ev._real = None
     evaluation_loop.evaluate_checkpoint(run.options(), path, ev)
     assert len(calls) == 2
-    assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 2
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_statistics_*.npz"))) == 2
 
 
 def test_evaluate_repeatedly_each_checkpoint_once(run, classifier):
@@ -490,7 +490,7 @@ def test_manifold_metrics_on_the_fid_features(run, classifier, monkeypatch):
     ev = evaluation.Evaluator(run.options(manifold_num_samples=20), classifier=classifier,
                               out=open(os.devnull, "w"))
     res = ev.evaluate(path)
-    [cache] = glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))
+    [cache] = glob.glob(os.path.join(run.eval_dir, "real_statistics_*.npz"))
     np.testing.assert_array_equal(np.load(cache)[metrics.POOL_KEY], seen["real"])
     want = _oracle(seen["real"][:20], seen["generated"][:20], 3, 5)
     assert res["manifold_num_samples"] == 20
@@ -523,8 +523,8 @@ def test_truncation_is_named_and_off_is_the_release_sampling(run, classifier):
     assert ev.eval_dir == sub
     assert glob.glob(os.path.join(sub, "events.out.tfevents.*"))
     assert json.load(open(os.path.join(sub, "evaluated.json")))["evaluated"][0]["truncation"] == 0.5
-    assert not glob.glob(os.path.join(sub, "real_activations_*.npz"))
-    assert len(glob.glob(os.path.join(run.eval_dir, "real_activations_*.npz"))) == 1
+    assert not glob.glob(os.path.join(sub, "real_statistics_*.npz"))
+    assert len(glob.glob(os.path.join(run.eval_dir, "real_statistics_*.npz"))) == 1
     assert [t for t in _event_values(sub) if t.startswith("eval/latents")]
     image, points = truncation_sweep.plot_is_against_fid(results, title="sweep")
     assert image.shape[2] == 3 and len(points) == 2

@@ -24,6 +24,8 @@ EVAL_FLAG_NAMES = (
     "timeout",
     "max_evals",
     "num_real_samples",
+    "real_data_dir",
+    "real_split",
     "seed",
     "intra_fid_samples_per_class",
     "standing_stats_batches",
@@ -140,7 +142,24 @@ def _define_measurement_flags(fv):
     flags.DEFINE_integer(
         "num_real_samples",
         None,
-        "Real records for the statistics (default: --eval_sample_size).",
+        "Reference records for the real statistics (float64 mean and covariance, "
+        "cached): this many shuffled records (default: --eval_sample_size; the "
+        "release: 50,000 training records), or 0 for the whole split once.",
+        lower_bound=0,
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "real_data_dir",
+        None,
+        "Records of the real statistics (default: --data_dir), e.g. a directory "
+        "of validation records written by tools/convert_imagenet_to_records.py.",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "real_split",
+        None,
+        "Split of the real statistics: the record files <split>-*.tfrecords of "
+        "--real_data_dir (e.g. train, validation). Default: every *.tfrecords file.",
         flag_values=fv,
     )
     flags.DEFINE_integer(
@@ -152,7 +171,8 @@ def _define_measurement_flags(fv):
         "Intra-FID (the paper's Table 2): the mean over classes of the FID between "
         "this many samples generated for a class and as many real records of that "
         "class (per-class real statistics cached under --eval_dir). 0: off (the "
-        "default: on ImageNet it costs one 2048-d FID per class, 1000 in all). "
+        "default). Exact low-rank form when this is below the 2048 features: "
+        "seconds for ImageNet's 1000 classes. "
         "The paper does not state its count; e.g. 50 on ImageNet.",
         lower_bound=0,
         flag_values=fv,

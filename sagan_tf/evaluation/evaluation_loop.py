@@ -16,8 +16,14 @@ trainer kills and restarts. Every other failure of an evaluation -- out of
 memory, a CUDA error, unreadable training records in the real-statistics
 pass -- stops the evaluator with one line naming it and the checkpoint.
 Evaluated checkpoints are recorded in ``<eval_dir>/evaluated.json`` (with
-their results, :class:`EvaluatedRecord`), so a restarted evaluator never
-redoes one.
+their results, :class:`EvaluatedRecord`, read and written through
+``tf.io.gfile``), so a restarted evaluator never redoes one.
+
+When the trainer deletes checkpoints (``--keep_checkpoint_max``) faster than
+they are evaluated, :class:`DeletionWatch` says so in one line: the steps of
+listed checkpoints that vanished before their turn, and -- from the
+checkpoints' ``save_counter`` -- how many were written and deleted between
+two that the evaluator saw, with the fix.
 """
 import json
 import logging
@@ -30,7 +36,8 @@ from sagan_tf.evaluation.evaluator import Evaluator
 from sagan_tf.fileio import atomic_write
 from sagan_tf.runs import checkpoints
 
-__all__ = ["EVALUATED_NAME", "EvaluatedRecord", "evaluate_checkpoint", "evaluate_repeatedly"]
+__all__ = ["EVALUATED_NAME", "EvaluatedRecord", "DeletionWatch", "evaluate_checkpoint",
+           "evaluate_repeatedly"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,8 @@ class EvaluatedRecord:
         """Loads the record of ``eval_dir`` (empty if there is none)."""
         self.path = os.path.join(eval_dir, EVALUATED_NAME)
         self.entries = []
-        if os.path.exists(self.path):
-            with open(self.path) as f:
+        if tf.io.gfile.exists(self.path):
+            with tf.io.gfile.GFile(self.path) as f:
                 try:
                     self.entries = list(json.load(f)["evaluated"])
                 except (ValueError, KeyError, TypeError) as e:
@@ -70,6 +77,67 @@ class EvaluatedRecord:
         entry["checkpoint"] = self._key(checkpoint_path)
         self.entries.append(entry)
         atomic_write(self.path, json.dumps({"evaluated": self.entries}, indent=1) + "\n")
+
+
+#: The fix named when checkpoints were deleted before they were evaluated.
+DELETION_FIX = ("keep more checkpoints (train_imagenet.py --keep_checkpoint_max) or make "
+                "evaluations cheaper (a smaller --eval_sample_size, --nomanifold_metrics, "
+                "--intra_fid_samples_per_class 0)")
+
+
+def _save_counter(path):
+    """The ``save_counter`` stored in checkpoint ``path``, or None."""
+    try:
+        return int(tf.train.load_checkpoint(path).get_tensor(
+            "save_counter/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.OpError, ValueError, KeyError):
+        return None
+
+
+class DeletionWatch:
+    """Notices checkpoints the trainer deleted before the evaluator reached them.
+
+    :meth:`update` is given each round's listed checkpoints and the set of
+    those evaluated (or given up on); it returns the warning lines (also
+    logged) for checkpoints listed at an earlier round that are gone without
+    an evaluation, and for gaps in ``save_counter`` between consecutive
+    checkpoints the evaluator saw (checkpoints it never saw).
+    """
+
+    def __init__(self):
+        self.listed = {}       # path -> step, every checkpoint seen listed
+        self.counters = {}     # save_counter -> step of the checkpoints seen
+
+    def update(self, listed, done):
+        """``listed``: this round's checkpoint paths; ``done``: a container of
+        the paths evaluated or skipped. Returns the warning lines."""
+        lines = []
+        vanished = sorted(step for path, step in self.listed.items()
+                          if path not in listed and path not in done)
+        if vanished:
+            lines.append(f"Checkpoints at steps {vanished} were deleted by the trainer before "
+                         f"the evaluator reached them: {DELETION_FIX}")
+        for path in listed:
+            if path not in self.listed:
+                step = checkpoints.checkpoint_step(path)
+                counter = _save_counter(path)
+                if counter is not None:
+                    lines.extend(self._gap_before(counter, step))
+                    self.counters[counter] = step
+        self.listed = {p: self.listed.get(p, checkpoints.checkpoint_step(p)) for p in listed}
+        for line in lines:
+            log.warning("%s", line)
+        return lines
+
+    def _gap_before(self, counter, step):
+        """The warning for checkpoints written just before ``counter`` and never seen."""
+        earlier = [c for c in self.counters if c < counter]
+        if not earlier or counter - max(earlier) <= 1:
+            return []
+        previous = max(earlier)
+        return [f"{counter - previous - 1} checkpoint(s) written between steps "
+                f"{self.counters[previous]} and {step} were deleted by the trainer before the "
+                f"evaluator saw them: {DELETION_FIX}"]
 
 
 def evaluate_checkpoint(options, checkpoint_path=None, evaluator=None):
@@ -109,6 +177,16 @@ def _evaluate(evaluator, path):
             f"checkpoint read error: the evaluator stops)")) from e
 
 
+class _Done:
+    """The checkpoints evaluated (``record``) or given up on (``unreadable`` keys)."""
+
+    def __init__(self, record, unreadable):
+        self.record, self.unreadable = record, unreadable
+
+    def __contains__(self, path):
+        return path in self.record or any(p == path for p, _ in self.unreadable)
+
+
 def _mtime(path):
     try:
         return tf.io.gfile.stat(path).mtime_nsec
@@ -136,6 +214,7 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
     poll = min(poll_secs, interval) if interval > 0 else poll_secs
     results = []
     unreadable = set()
+    deletions = DeletionWatch()
     last_new = clock()
     next_round = clock()
     while True:
@@ -150,7 +229,9 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
                 next_round = clock()  # timed out: poll one last time, then stop
             continue
         round_start = clock()
-        pending = [p for p in checkpoints.list_complete_checkpoints(evaluator.logdir)
+        complete = checkpoints.list_complete_checkpoints(evaluator.logdir)
+        deletions.update(complete, _Done(record, unreadable))
+        pending = [p for p in complete
                    if p not in record and (p, _mtime(p + ".index")) not in unreadable]
         evaluated_any = False
         for path in pending:
@@ -160,6 +241,7 @@ def evaluate_repeatedly(options, evaluator=None, poll_secs=1.0, sleep=time.sleep
                 if not tf.io.gfile.exists(path + ".index"):
                     log.warning("Checkpoint %s disappeared before it was evaluated: %s",
                                 path, e)
+                    unreadable.add((path, None))  # named here: not again by the watch
                     continue
                 # Listed and complete, but its data cannot be read (e.g. a
                 # truncated shard): skip it (once per version of its files)

@@ -1,50 +1,47 @@
-"""The evaluation loop of NUMERICS §8 (``eval_imagenet.py``).
+"""One evaluation of a checkpoint (NUMERICS §8): sample -> metrics -> report.
 
-One evaluation (:meth:`Evaluator.evaluate`):
+:meth:`Evaluator.evaluate` runs the three steps, each a method:
 
-1. restore the generator from a checkpoint of the release's layout
-   (``<checkpoint_dir>/imagenet_<batch_size>/ckpt-N``), its architecture
-   taken from the ``config.json`` the trainer wrote beside the checkpoints
-   (architecture options given explicitly must agree with it);
-2. generate ``eval_sample_size`` samples in eval mode (moving BN statistics),
+1. :meth:`Evaluator.sample` -- after :meth:`Evaluator.prepare_generator` has
+   restored the generator from a checkpoint of the release's layout
+   (``<checkpoint_dir>/imagenet_<batch_size>/ckpt-N``; the architecture from
+   the ``config.json`` beside it, options given explicitly must agree) --
+   generates ``eval_sample_size`` samples in eval mode (moving BN statistics),
    ``z ~ N(0, 1)``, labels uniform over the classes, in batches of
-   ``dcgan_generator_batch_size``; generator, resize and classifier run in
-   one ``tf.function``; ``pool_3`` and logits are accumulated in preallocated
-   arrays (:class:`sagan_tf.evaluation.metrics.ActivationAccumulator`);
-3. the real ``pool_3`` of ``num_real_samples`` shuffled training records come
-   from :class:`sagan_tf.evaluation.real_statistics.RealActivationCache` (computed once, then
-   reused across evaluations and restarts);
-4. Inception score (one split), FID and KID with TF-GAN's functions;
-   the *class accuracy* (how often the classifier's argmax is the class G was
-   conditioned on) when the classifier's logits are the data's classes (the
-   demo classifier; not Inception's 1008 on ImageNet);
-5. with ``intra_fid_samples_per_class = n > 0``: *intra-FID*, the mean over
-   classes of the FID between ``n`` samples generated for that class and up to
-   ``n`` real records of that class
-   (:class:`sagan_tf.evaluation.real_statistics.RealClassActivationCache`, cached like the real
-   activations);
-6. unless ``manifold_metrics`` is off: precision and recall (k = 3) and
-   density and coverage (k = 5) of the generated ``pool_3`` against the real
-   ``pool_3`` (:mod:`sagan_tf.evaluation.manifold_metrics`; not the paper's protocol), on
-   the first ``manifold_num_samples`` rows of each (default 10,000, at most
-   what both hold; the JSON line states the count);
-7. print one JSON line ``{"step", "inception_score", "fid", "kid",
-   ["class_accuracy",] ["intra_fid", "intra_fid_samples_per_class",
-   "intra_fid_num_classes",] ["precision", "recall", "density", "coverage",
-   "manifold_num_samples", "precision_recall_k", "density_coverage_k",] "truncation",
-   "bn_statistics", "generator_weights", "num_samples", "seconds",
-   "checkpoint"}`` and write the TensorBoard summaries ``eval/incscore``,
+   ``dcgan_generator_batch_size`` (generator, resize and classifier in one
+   ``tf.function``), and with ``intra_fid_samples_per_class = n > 0`` also
+   ``n`` samples of every class;
+2. :meth:`Evaluator.compute_metrics` -- against the real statistics of the
+   reference records (:mod:`sagan_tf.evaluation.real_statistics`: float64
+   moments over ``num_real_samples`` shuffled records, or the whole split,
+   of ``--real_split`` in ``--real_data_dir`` (default: every record file of
+   the training ``data_dir``), computed once and cached) --
+   :func:`sagan_tf.evaluation.measurements.compute_metrics`: Inception score
+   (one split), FID from the moments, KID, class accuracy (when the
+   classifier's logits are the data's classes), intra-FID (the mean over
+   classes of the FID between the ``n`` samples of a class and up to ``n``
+   real records of it; exact low-rank form, :mod:`sagan_tf.evaluation.frechet`),
+   precision/recall/density/coverage (:mod:`sagan_tf.evaluation.manifold_metrics`,
+   not the paper's protocol), each timed;
+3. :meth:`Evaluator.report` -- the TensorBoard summaries ``eval/incscore``,
    ``eval/fid``, ``eval/kid``, ``eval/class_accuracy``, ``eval/intra_fid``,
    ``eval/precision``, ``eval/recall``, ``eval/density``, ``eval/coverage``,
    ``eval/bn_statistics``, ``eval/latents`` and ``eval/generator_weights``
    (text), ``eval/generated_images`` and ``eval/real_images`` (4x4 grids)
-   under the eval directory (default ``<checkpoint_dir>/eval``).
+   under the eval directory (default ``<checkpoint_dir>/eval``), and one JSON
+   line ``{"step", "inception_score", "fid", "kid", ["class_accuracy",]
+   ["intra_fid", "intra_fid_samples_per_class", "intra_fid_num_classes",]
+   ["precision", "recall", "density", "coverage", "manifold_num_samples",
+   "precision_recall_k", "density_coverage_k",] "metric_seconds", "truncation",
+   "bn_statistics", "generator_weights", "num_samples", "seconds",
+   "checkpoint"}``; ``metric_seconds`` gives the seconds of each part
+   (``sampling``, ``real_statistics``, each metric).
 
 With ``truncation = psi`` (not the paper's protocol, off by default) z is
 drawn with BigGAN's truncation trick (:mod:`sagan_tf.sampling.truncation`): the JSON
 line's ``truncation`` is psi (null: ``z ~ N(0, 1)``), and the summaries and
 ``evaluated.json`` go to ``<eval dir>/truncation_<psi>`` (the real
-activations stay cached in the eval dir).
+statistics stay cached in the eval dir).
 
 G samples with its moving batch-norm statistics (the release), or with
 ``standing_stats_batches = N > 0`` with standing statistics
@@ -68,7 +65,8 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import summaries
-from sagan_tf.evaluation import manifold_metrics as manifold_metrics_lib, metrics, real_statistics
+from sagan_tf.evaluation import (manifold_metrics as manifold_metrics_lib, measurements, metrics,
+                                 real_statistics)
 from sagan_tf.runs import checkpoints, rundir
 from sagan_tf.sampling import truncation
 
@@ -92,8 +90,10 @@ class EvalOptions:
     eval_dir: Optional[str] = None
     eval_sample_size: int = 50000
     dcgan_generator_batch_size: int = 100
-    num_real_samples: Optional[int] = None
+    num_real_samples: Optional[int] = None    # None: eval_sample_size; 0: the whole split
     data_dir: Optional[str] = None
+    real_data_dir: Optional[str] = None       # None: data_dir
+    real_split: Optional[str] = None          # None: every record file; "validation": validation-*
     inception_path: Optional[str] = None
     checkpoint_path: Optional[str] = None
     eval_interval_secs: float = 300.0
@@ -179,7 +179,13 @@ class Evaluator:
             self.config, self.config_path,
             **{k: getattr(options, k) for k in rundir.ARCH_FLAGS})
         self.data_dir = options.data_dir or (self.config or {}).get("data_dir")
-        self.num_real = int(options.num_real_samples or options.eval_sample_size)
+        self.real_data_dir = options.real_data_dir or self.data_dir
+        if options.num_real_samples is not None and options.num_real_samples < 0:
+            raise ValueError("--num_real_samples must be >= 0 (0: the whole split), got "
+                             f"{options.num_real_samples}")
+        # None: every record of the split, once.
+        self.num_real = (None if options.num_real_samples == 0 else
+                         int(options.num_real_samples or options.eval_sample_size))
 
         # Cheap checks first: the classifier is loaded before the generator is built.
         self.classifier = classifier or metrics.load_classifier(options.inception_path)
@@ -244,21 +250,26 @@ class Evaluator:
         return self._writer
 
     def real_statistics(self):
-        """``{"pool_3": [num_real, F], "images": [16, S, S, 3]}`` of the training data.
-
-        Read from the :class:`sagan_tf.evaluation.real_statistics.RealActivationCache` when
-        present, else computed from ``num_real`` shuffled training records and cached.
-        """
+        """The real moments (``mean``, ``covariance``, ``count``), ``pool_3`` rows
+        for KID and the manifold metrics, and 16 ``images`` of the reference
+        records (:func:`sagan_tf.evaluation.real_statistics.real_statistics`:
+        read from its cache when present, else computed and cached)."""
         if self._real is None:
-            if not self.data_dir:
-                raise ValueError("no training data for the real statistics: give --data_dir "
-                                 f"(it is not in {self.config_path} either)")
             self._real = real_statistics.real_statistics(
-                self.classifier, self.data_dir, self.cache_dir, self.num_real,
+                self.classifier, self._real_records_dir(), self.cache_dir, self.num_real,
                 self.arch["image_size"], self.arch["num_classes"], self._batch,
                 self.options.shuffle_buffer_size, self.options.seed,
-                num_grid_images=GRID_SHAPE[0] * GRID_SHAPE[1])
+                num_grid_images=GRID_SHAPE[0] * GRID_SHAPE[1],
+                num_activations=int(self.options.eval_sample_size),
+                split=self.options.real_split)
         return self._real
+
+    def _real_records_dir(self):
+        """The directory of the reference records, or a ``ValueError`` naming the flags."""
+        if not self.real_data_dir:
+            raise ValueError("no records for the real statistics: give --data_dir or "
+                             f"--real_data_dir (data_dir is not in {self.config_path} either)")
+        return self.real_data_dir
 
     def real_class_statistics(self):
         """``{"pool_3": [N, F], "labels": [N]}``: up to ``intra_fid_samples_per_class``
@@ -267,32 +278,28 @@ class Evaluator:
         records are logged (and use the records they have)."""
         if self._real_by_class is not None:
             return self._real_by_class
-        if not self.data_dir:
-            raise ValueError("no training data for the per-class real statistics: give "
-                             f"--data_dir (it is not in {self.config_path} either)")
         per_class = int(self.options.intra_fid_samples_per_class)
         num_classes = self.arch["num_classes"]
         real = real_statistics.real_class_statistics(
-            self.classifier, self.data_dir, self.cache_dir, per_class, self.arch["image_size"],
-            num_classes, self._batch, self.options.shuffle_buffer_size, self.options.seed)
+            self.classifier, self._real_records_dir(), self.cache_dir, per_class,
+            self.arch["image_size"], num_classes, self._batch, self.options.shuffle_buffer_size,
+            self.options.seed, split=self.options.real_split)
         counts = np.bincount(real["labels"], minlength=num_classes)
         short = {int(c): int(counts[c]) for c in np.flatnonzero(counts < per_class)}
         if short:
             log.warning("Intra-FID: %d class(es) have fewer than %d real records in %s "
                         "(class: records): %s%s; their FID uses the records there are "
                         "(classes with fewer than 2 are left out)", len(short), per_class,
-                        self.data_dir, dict(list(short.items())[:20]),
+                        self.real_data_dir, dict(list(short.items())[:20]),
                         " ..." if len(short) > 20 else "")
         self._real_by_class = real
         return real
 
-    def _intra_fid(self):
-        """Generates ``intra_fid_samples_per_class`` samples of every class; returns
-        :func:`sagan_tf.evaluation.metrics.intra_fid`'s ``(mean, per_class, skipped)``."""
-        real = self.real_class_statistics()
+    def _sample_classes(self):
+        """``(pool [C * m, F], labels [C * m])``: ``m = intra_fid_samples_per_class``
+        samples generated for every class (intra-FID)."""
         per_class = int(self.options.intra_fid_samples_per_class)
-        num_classes = self.arch["num_classes"]
-        labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+        labels = np.repeat(np.arange(self.arch["num_classes"], dtype=np.int32), per_class)
         acc = metrics.ActivationAccumulator(len(labels), keep_logits=False)
         for i in range(0, len(labels), self._batch):
             chunk = labels[i:i + self._batch]
@@ -300,9 +307,7 @@ class Evaluator:
                 chunk = np.concatenate([chunk, np.zeros(self._batch - len(chunk), np.int32)])
             _, pool, _ = self._class_step_fn(tf.constant(chunk))
             acc.add(pool.numpy())
-        pool, _ = acc.result()
-        return metrics.intra_fid(real[metrics.POOL_KEY], real["labels"], pool, labels,
-                                 num_classes)
+        return acc.result()[0], labels
 
     def restore(self, checkpoint_path):
         """Restores the generator's variables from ``checkpoint_path``; returns its step.
@@ -362,12 +367,11 @@ class Evaluator:
                 summaries.write_image(name, grid, value_range=(-1, 1))
         self.writer.flush()
 
-    # -- one evaluation -------------------------------------------------------
+    # -- one evaluation: sample -> metrics -> report ----------------------------
 
-    def evaluate(self, checkpoint_path):
-        """Evaluates one checkpoint; prints its JSON line, writes summaries, returns the dict."""
-        t0 = time.time()
-        real = self.real_statistics()
+    def prepare_generator(self, checkpoint_path):
+        """Restores ``checkpoint_path`` and, with ``standing_stats_batches``, recomputes
+        the batch-norm statistics; returns the checkpoint's step."""
         step = self.restore(checkpoint_path)
         if self.options.standing_stats_batches:
             from sagan_tf.models import \
@@ -376,48 +380,78 @@ class Evaluator:
                 self.generator, self.options.standing_stats_batches,
                 self.standing_stats_batch_size,
                 seed=self.options.seed if self.options.seed is not None else 0)
-        t_gen = time.time()
+        return step
+
+    def sample(self):
+        """Generates and classifies ``eval_sample_size`` samples (uniform labels) and,
+        with intra-FID, ``intra_fid_samples_per_class`` of every class.
+
+        Returns:
+          :class:`sagan_tf.evaluation.measurements.GeneratedSamples`.
+        """
+        start = time.perf_counter()
         n = int(self.options.eval_sample_size)
         acc = metrics.ActivationAccumulator(n, keep_logits=True)
-        generated_labels = np.empty(math.ceil(n / self._batch) * self._batch, np.int32)
+        labels = np.empty(math.ceil(n / self._batch) * self._batch, np.int32)
         grid_needed = GRID_SHAPE[0] * GRID_SHAPE[1]
         grid = []
         for i in range(math.ceil(n / self._batch)):
-            images, labels, pool, logits = self._step_fn()
+            images, batch_labels, pool, logits = self._step_fn()
             if sum(len(g) for g in grid) < grid_needed:
                 grid.append(images.numpy()[:grid_needed])
-            generated_labels[i * self._batch:(i + 1) * self._batch] = labels.numpy()
+            labels[i * self._batch:(i + 1) * self._batch] = batch_labels.numpy()
             acc.add(pool.numpy(), logits.numpy())
-        gen_seconds = time.time() - t_gen
         pool, logits = acc.result()
-        result = {
-            "step": int(step),
-            "inception_score": metrics.inception_score(logits),
-            "fid": metrics.frechet_distance(real[metrics.POOL_KEY], pool),
-            "kid": metrics.kernel_distance(real[metrics.POOL_KEY], pool),
-        }
-        if self.reports_class_accuracy:
-            result["class_accuracy"] = metrics.class_accuracy(
-                logits, generated_labels[:acc.count])
+        grid = np.concatenate(grid, 0) if grid else None
+        samples = measurements.GeneratedSamples(
+            pool, logits, labels[:acc.count], grid if grid is not None and len(grid) >= grid_needed
+            else None, seconds={"sampling": round(time.perf_counter() - start, 3)})
         if self.options.intra_fid_samples_per_class:
-            mean, per_class, skipped = self._intra_fid()
-            result["intra_fid"] = mean
-            result["intra_fid_samples_per_class"] = int(self.options.intra_fid_samples_per_class)
-            result["intra_fid_num_classes"] = len(per_class)
-            if skipped:
-                log.warning("Intra-FID left out %d class(es) with fewer than 2 real or "
-                            "generated samples: %s", len(skipped), sorted(skipped)[:20])
-        if self.options.manifold_metrics:
-            result.update(manifold_metrics_lib.evaluation_entries(
-                real[metrics.POOL_KEY], pool, self.options.manifold_num_samples))
-        result["truncation"] = self.truncation
-        result["bn_statistics"] = self.bn_statistics
-        result["generator_weights"] = self.generator_weights
-        result["num_samples"] = int(acc.count)
-        self._write_summaries(step, result, np.concatenate(grid, 0) if grid else None)
-        result["seconds"] = round(time.time() - t0, 3)
-        result["checkpoint"] = os.path.abspath(checkpoint_path)
+            start = time.perf_counter()
+            samples.class_pool, samples.class_labels = self._sample_classes()
+            samples.seconds["intra_fid_sampling"] = round(time.perf_counter() - start, 3)
+        return samples
+
+    def compute_metrics(self, samples):
+        """The metric entries of :func:`sagan_tf.evaluation.measurements.compute_metrics`
+        against this evaluator's real statistics (the per-class ones computed on
+        first use, timed as ``real_class_statistics``)."""
+        start = time.perf_counter()
+        real_by_class = (self.real_class_statistics()
+                         if self.options.intra_fid_samples_per_class else None)
+        class_seconds = round(time.perf_counter() - start, 3)
+        choices = measurements.MetricChoices(
+            class_accuracy=self.reports_class_accuracy, num_classes=self.arch["num_classes"],
+            intra_fid_samples_per_class=int(self.options.intra_fid_samples_per_class),
+            manifold_metrics=self.options.manifold_metrics,
+            manifold_num_samples=self.options.manifold_num_samples)
+        result = measurements.compute_metrics(samples, self.real_statistics(), choices,
+                                              real_by_class)
+        if real_by_class is not None:
+            result["metric_seconds"]["real_class_statistics"] = class_seconds
+        return result
+
+    def report(self, step, result, samples):
+        """Writes the TensorBoard summaries at ``step`` and prints the JSON line."""
+        self._write_summaries(step, result, samples.grid)
         log.info("Step %d: %d samples generated and classified in %.2fs (%.1f samples/s)",
-                 step, n, gen_seconds, n / max(gen_seconds, 1e-9))
+                 step, len(samples.pool), samples.seconds["sampling"],
+                 len(samples.pool) / max(samples.seconds["sampling"], 1e-9))
         print(json.dumps(result), file=self.out, flush=True)
+
+    def evaluate(self, checkpoint_path):
+        """Evaluates one checkpoint: sample, compute the metrics, report; returns the dict."""
+        start = time.time()
+        self.real_statistics()  # a data problem shows before the checkpoint is read
+        real_seconds = round(time.time() - start, 3)
+        step = self.prepare_generator(checkpoint_path)
+        samples = self.sample()
+        samples.seconds["real_statistics"] = real_seconds
+        result = {"step": int(step), **self.compute_metrics(samples),
+                  "truncation": self.truncation, "bn_statistics": self.bn_statistics,
+                  "generator_weights": self.generator_weights,
+                  "num_samples": int(len(samples.pool))}
+        result["seconds"] = round(time.time() - start, 3)
+        result["checkpoint"] = os.path.abspath(checkpoint_path)
+        self.report(step, result, samples)
         return result

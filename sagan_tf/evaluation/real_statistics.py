@@ -1,19 +1,29 @@
-"""The real statistics FID / KID / intra-FID compare with: computed once, cached on disk.
+"""The real statistics FID / KID / intra-FID compare with: computed once, cached.
 
-* all records: the classifier's ``pool_3`` of ``count`` shuffled training
-  records (and the first 16 images, for the eval summaries' real grid) --
-  :class:`RealActivationCache`, :func:`compute_real_activations`,
-  :func:`real_statistics`;
-* per class (intra-FID): up to ``per_class`` records of every class --
-  :class:`RealClassActivationCache`, :func:`compute_real_class_activations`,
-  :func:`real_class_statistics`.
+* all records (FID, KID, manifold metrics): the float64 mean and covariance of
+  the classifier's ``pool_3`` streamed over ``count`` shuffled records of a
+  split -- or over the whole split (``count`` None) -- plus the ``pool_3`` of
+  the first ``num_activations`` of them (KID and the manifold metrics need
+  rows, FID only the moments) and the first 16 images (the eval summaries'
+  real grid) -- :class:`RealStatisticsCache`, :func:`compute_real_statistics`,
+  :func:`real_statistics`. Memory and cache size are ``d + d^2`` float64
+  (32 MB at ``d = 2048``) plus the kept rows, whatever ``count`` is;
+* per class (intra-FID): the ``pool_3`` of up to ``per_class`` records of every
+  class -- :class:`RealClassActivationCache`, :func:`compute_real_class_activations`,
+  :func:`real_class_statistics`. With ``per_class <= d`` these rows are the
+  exact and smallest form of each class's moments (a covariance of rank
+  ``<= per_class - 1``; :mod:`sagan_tf.evaluation.frechet`), ``per_class x d``
+  float32 per class where a dense covariance would be ``d x d`` float64.
 
-A cache file ``<eval_dir>/<prefix>_<key>.npz`` is keyed by a hash of the data
-files (names, sizes, mtimes), the classifier source and the counts, so new
-data or another classifier make a new entry; it is written atomically and a
-corrupt or mismatching file is ignored (logged) and recomputed.
+A cache file ``<eval_dir>/<prefix>_<key>.npz`` is keyed by a hash of all that
+changes its content: the data files (names, sizes, mtimes, through
+``tf.io.gfile.stat``), the split, the classifier source, the counts, the image
+size and whether TF32 matmuls are on. It is read and written through
+``tf.io.gfile`` (``gs://`` works), atomically; a corrupt or mismatching file is
+ignored (logged) and recomputed.
 """
 import hashlib
+import io
 import json
 import logging
 import os
@@ -22,25 +32,32 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf.evaluation import frechet
 from sagan_tf.evaluation.metrics import POOL_KEY, ActivationAccumulator
 from sagan_tf.fileio import atomic_write
 
 __all__ = [
-    "RealActivationCache", "RealClassActivationCache", "data_files_fingerprint",
-    "compute_real_activations", "compute_real_class_activations", "real_statistics",
-    "real_class_statistics",
+    "RealStatisticsCache", "RealClassActivationCache", "data_files_fingerprint",
+    "split_pattern", "compute_real_statistics", "compute_real_class_activations",
+    "real_statistics", "real_class_statistics", "moments_of",
 ]
 
 log = logging.getLogger(__name__)
 
 
 def data_files_fingerprint(data_files):
-    """A JSON-able list ``[[basename, size, mtime_ns], ...]`` sorted by name."""
+    """A JSON-able list ``[[basename, size, mtime_ns], ...]`` sorted by name
+    (``tf.io.gfile.stat``: local paths and ``gs://`` alike)."""
     entries = []
     for f in data_files:
-        st = os.stat(f)
-        entries.append([os.path.basename(f), int(st.st_size), int(st.st_mtime_ns)])
+        st = tf.io.gfile.stat(f)
+        entries.append([os.path.basename(f), int(st.length), int(st.mtime_nsec)])
     return sorted(entries)
+
+
+def split_pattern(split):
+    """The record-file glob of ``split`` (``validation-*.tfrecords``); None: all files."""
+    return "*.tfrecords" if split is None else f"{split}-*.tfrecords"
 
 
 def _cache_key(description):
@@ -48,7 +65,7 @@ def _cache_key(description):
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode("utf8")).hexdigest()[:16]
 
 
-class _ActivationCache:
+class _StatisticsCache:
     """An ``.npz`` of arrays in ``<eval_dir>``, named by the hash of its description.
 
     Subclasses set ``PREFIX`` (file name), ``WHAT`` (for the log),
@@ -56,20 +73,23 @@ class _ActivationCache:
     file's consistency in :meth:`_consistent`.
     """
 
-    VERSION = 1
+    VERSION = 2
     PREFIX = WHAT = None
     ARRAYS = ()
 
-    def __init__(self, eval_dir, data_files, classifier_source, image_size, **counts):
+    def __init__(self, eval_dir, data_files, classifier_source, image_size, split=None,
+                 **counts):
         if not data_files:
             raise ValueError(f"{type(self).__name__} needs at least one data file")
         self.eval_dir = eval_dir
         self.description = {
             "version": self.VERSION,
             "data_files": data_files_fingerprint(data_files),
+            "split": split,
             "classifier": str(classifier_source),
-            **{k: int(v) for k, v in counts.items()},
+            **{k: (None if v is None else int(v)) for k, v in counts.items()},
             "image_size": int(image_size),
+            "tensor_float_32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
         }
         self.key = _cache_key(self.description)
         self.path = os.path.join(eval_dir, f"{self.PREFIX}_{self.key}.npz")
@@ -79,10 +99,12 @@ class _ActivationCache:
 
     def load(self):
         """The stored arrays (a dict), or None if absent, unreadable or mismatching."""
-        if not os.path.exists(self.path):
+        if not tf.io.gfile.exists(self.path):
             return None
         try:
-            with np.load(self.path, allow_pickle=False) as z:
+            with tf.io.gfile.GFile(self.path, "rb") as f:
+                content = io.BytesIO(f.read())
+            with np.load(content, allow_pickle=False) as z:
                 desc = json.loads(str(z["description"]))
                 arrays = {name: z[name] for name in self.ARRAYS}
         except Exception as e:  # pylint: disable=broad-except
@@ -100,67 +122,57 @@ class _ActivationCache:
         return self.path
 
 
-class RealActivationCache(_ActivationCache):
-    """On-disk cache of the real ``pool_3`` activations (and a few real images).
+class RealStatisticsCache(_StatisticsCache):
+    """Cache of the real moments (``mean``, ``covariance``, ``count``), the first
+    ``num_activations`` rows of ``pool_3`` and a few real ``images``.
 
-    File: ``<eval_dir>/real_activations_<key>.npz`` where ``key`` hashes the
-    sorted data file names with their sizes and mtimes, the classifier
-    source, the number of records and the image size -- so a change to any of
-    them (new/rewritten data, another classifier) makes a new entry. Written
-    atomically (temp file + rename), so a concurrent or interrupted write
-    never leaves a truncated cache behind.
+    File: ``<eval_dir>/real_statistics_<key>.npz``; ``count`` None in the key
+    means the whole split (the file's ``count`` says how many records that was).
     """
 
-    PREFIX, WHAT, ARRAYS = "real_activations", "real-activation", (POOL_KEY, "images")
+    PREFIX, WHAT = "real_statistics", "real-statistics"
+    ARRAYS = ("mean", "covariance", "count", POOL_KEY, "images")
 
-    def __init__(self, eval_dir, data_files, classifier_source, count, image_size):
+    def __init__(self, eval_dir, data_files, classifier_source, count, image_size,
+                 num_activations=None, split=None):
         """See the class doc; ``data_files`` is the list of record files."""
-        super().__init__(eval_dir, data_files, classifier_source, image_size, count=count)
+        super().__init__(eval_dir, data_files, classifier_source, image_size, split=split,
+                         count=count, num_activations=num_activations)
 
     def _consistent(self, arrays):
-        return arrays[POOL_KEY].shape[0] == self.description["count"]
+        want = self.description["count"]
+        return want is None or int(arrays["count"]) == want
 
-    def load(self):
-        """Returns ``{"pool_3": [count, F], "images": [16, S, S, 3]}`` or None if absent.
-
-        A corrupt or mismatching file is ignored (logged) and reported as absent.
-        """
-        return super().load()
-
-    def save(self, pool, images):
-        """Stores ``pool`` [count, F] and a few real ``images`` atomically."""
-        pool = np.asarray(pool, np.float32)
-        if pool.shape[0] != self.description["count"]:
-            raise ValueError(f"expected {self.description['count']} activations, "
-                             f"got {pool.shape[0]}")
-        return self._save({POOL_KEY: pool, "images": np.asarray(images, np.float32)})
+    def save(self, mean, covariance, count, pool, images):
+        """Stores the moments, the kept ``pool`` rows and ``images`` atomically."""
+        want = self.description["count"]
+        if want is not None and int(count) != want:
+            raise ValueError(f"expected moments of {want} records, got {count}")
+        return self._save({"mean": np.asarray(mean, np.float64),
+                           "covariance": np.asarray(covariance, np.float64),
+                           "count": np.asarray(int(count)),
+                           POOL_KEY: np.asarray(pool, np.float32),
+                           "images": np.asarray(images, np.float32)})
 
 
-class RealClassActivationCache(_ActivationCache):
-    """On-disk cache of real ``pool_3`` activations per class, for intra-FID.
+class RealClassActivationCache(_StatisticsCache):
+    """Cache of real ``pool_3`` rows per class, for intra-FID.
 
     File: ``<eval_dir>/real_class_activations_<key>.npz`` holding ``pool_3``
-    ``[N, F]`` and ``labels [N]`` (up to ``per_class`` rows of each class);
-    ``key`` hashes the data files (names, sizes, mtimes), the classifier
-    source, ``per_class``, the number of classes and the image size, so new
-    data or another classifier make a new entry. Written atomically.
+    ``[N, F]`` and ``labels [N]`` (up to ``per_class`` rows of each class).
     """
 
     PREFIX, WHAT, ARRAYS = ("real_class_activations", "per-class real-activation",
                             (POOL_KEY, "labels"))
 
     def __init__(self, eval_dir, data_files, classifier_source, per_class, num_classes,
-                 image_size):
+                 image_size, split=None):
         """See the class doc; ``data_files`` is the list of record files."""
-        super().__init__(eval_dir, data_files, classifier_source, image_size,
+        super().__init__(eval_dir, data_files, classifier_source, image_size, split=split,
                          per_class=per_class, num_classes=num_classes)
 
     def _consistent(self, arrays):
         return len(arrays[POOL_KEY]) == len(arrays["labels"])
-
-    def load(self):
-        """Returns ``{"pool_3": [N, F], "labels": [N]}`` or None if absent / unreadable."""
-        return super().load()
 
     def save(self, pool, labels):
         """Stores ``pool`` [N, F] and ``labels`` [N] atomically; returns the path."""
@@ -168,20 +180,30 @@ class RealClassActivationCache(_ActivationCache):
                            "labels": np.asarray(labels, np.int32)})
 
 
-def compute_real_activations(classifier, dataset, count, num_grid_images=16):
-    """Runs ``classifier`` over the first ``count`` images of ``dataset``.
+def moments_of(statistics):
+    """The :class:`~sagan_tf.evaluation.frechet.Moments` of a :func:`real_statistics` dict."""
+    return frechet.Moments(np.asarray(statistics["mean"], np.float64),
+                           int(statistics["count"]),
+                           covariance=np.asarray(statistics["covariance"], np.float64))
+
+
+def compute_real_statistics(classifier, dataset, count, num_activations, num_grid_images=16):
+    """Streams ``classifier`` over ``dataset``: float64 moments of ``count`` images
+    (None: until the data set ends), the ``pool_3`` of the first ``num_activations``.
 
     Args:
       classifier: a :class:`sagan_tf.evaluation.metrics.Classifier`.
-      dataset: iterable of ``(images [B, S, S, 3] in [-1, 1], labels)`` batches
-        (shuffled training records; repeating if ``count`` exceeds the data).
-      count: number of activations to collect.
+      dataset: iterable of ``(images [B, S, S, 3] in [-1, 1], labels)`` batches.
+      count: images of the moments (the last batch is cut), or None for all.
+      num_activations: rows of ``pool_3`` kept (at most ``count``).
       num_grid_images: how many of the first images to return for the grid.
 
     Returns:
-      ``(pool_3 float32 [count, F], images float32 [num_grid_images, S, S, 3])``.
+      ``{"mean" [F], "covariance" [F, F] (float64), "count", "pool_3" float32
+      [num_activations, F], "images" [num_grid_images, S, S, 3]}``.
     """
-    acc = ActivationAccumulator(count, keep_logits=False)
+    moments = frechet.MomentAccumulator()
+    kept = ActivationAccumulator(num_activations, keep_logits=False)
 
     @tf.function
     def features(images):
@@ -191,13 +213,18 @@ def compute_real_activations(classifier, dataset, count, num_grid_images=16):
     for images, _ in dataset:
         if sum(len(g) for g in grid) < num_grid_images:
             grid.append(images[:num_grid_images].numpy())
-        acc.add(features(images).numpy())
-        if acc.full:
+        pool = features(images).numpy()
+        if count is not None:
+            pool = pool[:count - moments.count]
+        moments.add(pool)
+        kept.add(pool)
+        if count is not None and moments.count >= count:
             break
-    if not acc.full:
-        raise ValueError(f"the data set ended after {acc.count} of {count} real images")
-    grid = np.concatenate(grid, 0)[:num_grid_images]
-    return acc.result()[0], grid
+    if count is not None and moments.count < count:
+        raise ValueError(f"the data set ended after {moments.count} of {count} real images")
+    m = moments.moments()
+    return {"mean": m.mean, "covariance": m.covariance, "count": m.count,
+            POOL_KEY: kept.result()[0], "images": np.concatenate(grid, 0)[:num_grid_images]}
 
 
 def compute_real_class_activations(classifier, dataset, num_classes, per_class):
@@ -252,39 +279,49 @@ def _load_or_compute(cache, compute, name, detail):
 
 
 def real_statistics(classifier, data_dir, eval_dir, count, image_size, num_classes,
-                    batch_size, shuffle_buffer_size=100000, seed=None, num_grid_images=16):
-    """``{"pool_3": [count, F], "images": [16, S, S, 3]}`` of the training data in
-    ``data_dir``: read from its :class:`RealActivationCache` in ``eval_dir`` when
-    present, else computed from ``count`` shuffled records (repeating) and cached."""
+                    batch_size, shuffle_buffer_size=100000, seed=None, num_grid_images=16,
+                    num_activations=None, split=None):
+    """The real statistics of :func:`compute_real_statistics` over the records of
+    ``split`` in ``data_dir`` (None: every record file there): ``count`` shuffled
+    records (repeating when the split is smaller), or the whole split once
+    (``count`` None); read from the :class:`RealStatisticsCache` in ``eval_dir``
+    when present, else computed and cached. ``num_activations``: rows of
+    ``pool_3`` kept (default and at most: ``count``)."""
     from sagan_tf.data import (pipeline as data,  # pylint: disable=import-outside-toplevel
                                record_format)
-    cache = RealActivationCache(eval_dir, record_format.list_record_files(data_dir), classifier.source,
-                                count, image_size)
+    pattern = split_pattern(split)
+    if count is not None:
+        num_activations = min(int(num_activations or count), int(count))
+    cache = RealStatisticsCache(eval_dir, record_format.list_record_files(data_dir, pattern),
+                                classifier.source, count, image_size,
+                                num_activations=num_activations, split=split)
 
     def compute():
         dataset = data.make_dataset(data_dir, image_size, batch_size, num_classes, shuffle=True,
-                                    shuffle_buffer_size=shuffle_buffer_size, repeat=True,
-                                    seed=seed)
-        pool, images = compute_real_activations(classifier, dataset, count,
-                                                num_grid_images=num_grid_images)
-        return {POOL_KEY: pool, "images": images}
-    return _load_or_compute(cache, compute, "Real activations", f" of {count} records")
+                                    shuffle_buffer_size=shuffle_buffer_size,
+                                    repeat=count is not None, seed=seed, pattern=pattern)
+        return compute_real_statistics(classifier, dataset, count, num_activations,
+                                       num_grid_images=num_grid_images)
+    detail = f" of {count} records" if count is not None else " of the whole split"
+    return _load_or_compute(cache, compute, "Real statistics", detail)
 
 
 def real_class_statistics(classifier, data_dir, eval_dir, per_class, image_size, num_classes,
-                          batch_size, shuffle_buffer_size=100000, seed=None):
+                          batch_size, shuffle_buffer_size=100000, seed=None, split=None):
     """``{"pool_3": [N, F], "labels": [N]}``: up to ``per_class`` real records of
-    each class (one shuffled epoch of ``data_dir``), read from / written to the
-    :class:`RealClassActivationCache` in ``eval_dir``."""
+    each class (one shuffled epoch of the ``split`` records in ``data_dir``),
+    read from / written to the :class:`RealClassActivationCache` in ``eval_dir``."""
     from sagan_tf.data import (pipeline as data,  # pylint: disable=import-outside-toplevel
                                record_format)
-    cache = RealClassActivationCache(eval_dir, record_format.list_record_files(data_dir),
-                                     classifier.source, per_class, num_classes, image_size)
+    pattern = split_pattern(split)
+    cache = RealClassActivationCache(eval_dir, record_format.list_record_files(data_dir, pattern),
+                                     classifier.source, per_class, num_classes, image_size,
+                                     split=split)
 
     def compute():
         dataset = data.make_dataset(data_dir, image_size, batch_size, num_classes, shuffle=True,
                                     shuffle_buffer_size=shuffle_buffer_size, repeat=False,
-                                    seed=seed)
+                                    seed=seed, pattern=pattern)
         pool, labels, _ = compute_real_class_activations(classifier, dataset, num_classes,
                                                          per_class)
         return {POOL_KEY: pool, "labels": labels}
