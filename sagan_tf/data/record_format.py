@@ -97,8 +97,18 @@ def decode_example_numpy(serialized: bytes) -> tuple[np.ndarray, int]:
     return image, int(f["label"].int64_list.value[0])
 
 
+def _fsync(path: str) -> None:
+    """Flushes a local file's (or directory's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class RecordWriter:
-    """Writes a TFRecord file atomically: into ``<path>.tmp-<pid>``, renamed on `close`.
+    """Writes a TFRecord file atomically: into ``<path>.tmp-<pid>``, fsynced and renamed
+    on `close` (a local file: the data, then the directory entry, reach the disk).
 
     Use as a context manager; on an exception the temporary file is deleted and
     nothing appears under ``path``::
@@ -132,7 +142,12 @@ class RecordWriter:
         """Finishes the file and renames it to its final name; returns the path."""
         if not self._closed:
             self._writer.close()
+            local = "://" not in self.path
+            if local:  # on disk before the name says complete (a power loss)
+                _fsync(self.tmp_path)
             tf.io.gfile.rename(self.tmp_path, self.path, overwrite=True)
+            if local:
+                _fsync(os.path.dirname(os.path.abspath(self.path)))
             self._closed = True
         return self.path
 
