@@ -108,6 +108,9 @@ flags.DEFINE_boolean("shuffle", True,
 flags.DEFINE_boolean("skip_corrupt_records", False,
                      "Skip the unreadable rest of a corrupt/truncated record file (with a "
                      "warning) instead of stopping.")
+flags.DEFINE_boolean("allow_incomplete_records", False,
+                     "Train on converter shards whose manifest.json is missing or lists "
+                     "shards that are not there (an unfinished conversion); refused otherwise.")
 flags.DEFINE_integer("log_every_steps", 100, "Print a progress line every this many steps.",
                      lower_bound=0)
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.", lower_bound=1)

@@ -191,3 +191,32 @@ def test_a_killed_worker_fails_the_run_with_one_line_and_the_rerun_resumes(tmp_p
 def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
     assert shard_writer.available_cpus() == 3
+
+
+def test_trainer_refuses_unfinished_conversions_unless_allowed(tmp_path):
+    """No manifest.json, or a shard it lists missing: the trainer's data check fails
+    naming --allow_incomplete_records; with it (or for records named otherwise) it runs."""
+    from sagan_tf.training import loop
+    from sagan_tf.training.config import ConfigError, TrainConfig
+    root = _class_tree(tmp_path / "train")
+    out = tmp_path / "records"
+    ir.convert_image_folder(str(root), str(out), image_size=S, num_shards=3)
+    files = record_format.list_record_files(str(out))
+    assert record_format.incomplete_records_problem(str(out), files) is None
+    config = TrainConfig(data_dir=str(out), image_size=S, number_classes=3)
+    loop._check_data_dir(config)
+    os.remove(out / "train-00001-of-00003.tfrecords")
+    problem = record_format.incomplete_records_problem(
+        str(out), record_format.list_record_files(str(out)))
+    assert "lists 3 shards, 1 of them are missing (e.g. train-00001-of-00003" in problem
+    os.remove(out / "manifest.json")
+    with pytest.raises(ConfigError, match="2 converter shard\\(s\\) but no manifest.json.*"
+                                          "--allow_incomplete_records"):
+        loop._check_data_dir(config)
+    loop._check_data_dir(TrainConfig(data_dir=str(out), image_size=S, number_classes=3,
+                                      allow_incomplete_records=True))
+    own = tmp_path / "own"
+    own.mkdir()
+    os.rename(out / "train-00000-of-00003.tfrecords", own / "my_images.tfrecords")
+    assert record_format.incomplete_records_problem(
+        str(own), record_format.list_record_files(str(own))) is None

@@ -35,6 +35,7 @@ __all__ = [
     "iter_serialized_records",
     "count_records",
     "count_complete_records",
+    "incomplete_records_problem",
     "peek_image_size",
     "assert_lazily",
     "parse_example",
@@ -455,3 +456,37 @@ def manifest_num_classes(data_dir):
                          "give --number_classes")
     return value
 
+
+
+_SHARD_NAME = r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecords$"
+
+
+def incomplete_records_problem(data_dir, files):
+    """Why the converted records ``files`` of ``data_dir`` are incomplete, or None.
+
+    Converter shards (``<split>-NNNNN-of-MMMMM.tfrecords``) are incomplete when
+    ``manifest.json`` (written last) is missing, or when the shards present are
+    not the ``shards`` the manifest lists (or not the ``MMMMM`` their names
+    announce). Records named otherwise (own data) are not judged.
+    """
+    import json  # pylint: disable=import-outside-toplevel
+    import re  # pylint: disable=import-outside-toplevel
+    names = sorted(os.path.basename(f) for f in files)
+    shards = [m for m in (re.match(_SHARD_NAME, n) for n in names) if m]
+    if not shards:
+        return None
+    path = os.path.join(data_dir, "manifest.json")
+    if not tf.io.gfile.exists(path):
+        return (f"{data_dir} holds {len(shards)} converter shard(s) but no manifest.json (the "
+                "converter writes it last: the conversion did not finish)")
+    with tf.io.gfile.GFile(path) as f:
+        listed = json.load(f).get("shards")
+    announced = {int(m.group("total")) for m in shards}
+    if listed is not None:
+        missing = sorted(set(listed) - set(names))
+        if missing:
+            return (f"{path} lists {len(listed)} shards, {len(missing)} of them are missing "
+                    f"(e.g. {missing[0]})")
+    elif len(announced) != 1 or len(shards) != announced.pop():
+        return f"{data_dir} holds {len(shards)} shards, their names announce {sorted(announced)}"
+    return None

@@ -64,6 +64,7 @@ class TrainConfig:
     allow_cpu: bool = False                  # train on the CPU although an NVIDIA driver is present
     shuffle: bool = True                     # False: records in file order (reproducible runs)
     skip_corrupt_records: bool = False
+    allow_incomplete_records: bool = False   # train on converter shards without/against manifest
     log_every_steps: int = 100               # console progress line; 0 disables
     keep_checkpoint_max: int = 5
     save_checkpoint_steps: int = 0           # >0: also checkpoint every this many steps

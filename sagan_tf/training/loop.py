@@ -482,6 +482,10 @@ def _check_data_dir(config):
         files = record_format.list_record_files(config.data_dir)
     except FileNotFoundError as e:
         raise ConfigError(f"--data_dir {config.data_dir!r}: {e}") from e
+    problem = record_format.incomplete_records_problem(config.data_dir, files)
+    if problem and not config.allow_incomplete_records:
+        raise ConfigError(f"--data_dir: {problem}; rerun the converter to finish them, or "
+                          "pass --allow_incomplete_records to train on what is there")
     stored = record_format.peek_image_size(files)
     if stored != config.image_size:
         raise ConfigError(f"--image_size is {config.image_size} but the records in --data_dir "
