@@ -220,3 +220,41 @@ def test_trainer_refuses_unfinished_conversions_unless_allowed(tmp_path):
     os.rename(out / "train-00000-of-00003.tfrecords", own / "my_images.tfrecords")
     assert record_format.incomplete_records_problem(
         str(own), record_format.list_record_files(str(own))) is None
+
+
+def test_tfds_validation_split_is_named_for_its_split_and_classes_checked(tmp_path):
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(3)
+
+    class SaganTfTestTinySplits(tfds.core.GeneratorBasedBuilder):
+        """4 train and 3 validation images, 2 classes named as synsets."""
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "label": tfds.features.ClassLabel(names=["n01000000", "n02000000"])}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(4),
+                    "validation": self._generate_examples(3)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                yield i, {"image": rng.integers(0, 256, (12, 14, 3), dtype=np.uint8),
+                          "label": i % 2}
+
+    tfds_dir = str(tmp_path / "tfds")
+    SaganTfTestTinySplits(data_dir=tfds_dir).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    out = tmp_path / "val"
+    manifest = ir.convert_tfds("sagan_tf_test_tiny_splits", str(out), data_dir=tfds_dir,
+                               split="validation", image_size=S, num_shards=1,
+                               expected_classes=["n01000000", "n02000000"], log=lambda m: None)
+    assert os.listdir(out).count("validation-00000-of-00001.tfrecords") == 1
+    assert manifest["split"] == "validation" and manifest["num_images"] == 3
+    assert sorted(label for _, label in _records(out)) == [0, 0, 1]
+    with pytest.raises(image_folders.LabelSpaceError, match="2 classes, ImageNet has 1000"):
+        ir.convert_tfds("sagan_tf_test_tiny_splits", str(tmp_path / "t"), data_dir=tfds_dir,
+                        image_size=S, num_shards=1, expected_classes="imagenet")

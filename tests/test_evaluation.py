@@ -531,3 +531,47 @@ def test_truncation_is_named_and_off_is_the_release_sampling(run, classifier):
     # x is FID: the point with the larger FID is to the right.
     fids = [r["fid"] for r in results]
     assert (points[0][0] < points[1][0]) == (fids[0] < fids[1])
+
+
+def test_real_statistics_from_the_whole_validation_split(run, classifier, tmp_path,
+                                                         monkeypatch):
+    """--real_data_dir/--real_split validation/--num_real_samples 0: the cached moments
+    are those of every validation record (numpy oracle; the train records beside them
+    are not read), FID comes from them, and the JSON line times each part."""
+    import scipy.linalg
+    path = run.save(3)
+    val_dir = str(tmp_path / "val_records")
+    rng = np.random.default_rng(5)
+    record_format.write_records(os.path.join(val_dir, "validation-00000-of-00001.tfrecords"),
+                                rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+                                rng.integers(0, 10, 30))
+    record_format.write_records(os.path.join(val_dir, "train-00000-of-00001.tfrecords"),
+                                np.zeros((5, 32, 32, 3), np.uint8), np.zeros(5))
+    opts = run.options(real_data_dir=val_dir, real_split="validation", num_real_samples=0)
+    ev = evaluation.Evaluator(opts, classifier=classifier, out=open(os.devnull, "w"))
+    seen = {}
+    frechet_distance = metrics.frechet_distance
+
+    def spy(real, generated):
+        seen["generated"] = np.asarray(generated, np.float64)
+        return frechet_distance(real, generated)
+    monkeypatch.setattr(metrics, "frechet_distance", spy)
+    res = ev.evaluate(path)
+    images = [record_format.decode_example_numpy(r)[0] for r in record_format.
+              iter_serialized_records(os.path.join(val_dir, "validation-00000-of-00001.tfrecords"))]
+    pool = classifier(tf.constant(np.stack(images).astype(np.float32) * (2.0 / 255.0) - 1.0))[
+        "pool_3"].numpy().astype(np.float64)
+    real = ev.real_statistics()
+    assert int(real["count"]) == 30
+    np.testing.assert_allclose(real["mean"], pool.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(real["covariance"], np.cov(pool.T), rtol=1e-4, atol=1e-6)
+    [cache] = glob.glob(os.path.join(run.eval_dir, "real_statistics_*.npz"))
+    assert json.loads(str(np.load(cache)["description"]))["split"] == "validation"
+    gen = seen["generated"]
+    cov_real, cov_gen = np.cov(pool.T), np.cov(gen.T)
+    want = (np.sum((pool.mean(0) - gen.mean(0)) ** 2) + np.trace(cov_real + cov_gen) - 2 * np.trace(
+        np.real(scipy.linalg.sqrtm(cov_real @ cov_gen))))
+    assert res["fid"] == pytest.approx(want, rel=1e-4)
+    assert {"sampling", "real_statistics", "inception_score", "fid", "kid",
+            "manifold_metrics"} <= set(res["metric_seconds"])
+    assert all(v >= 0 for v in res["metric_seconds"].values())

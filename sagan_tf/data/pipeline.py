@@ -178,7 +178,7 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
                  cycle_length: int = 16, check_image_size: bool = True,
                  start_record: int = 0,
                  skipped_counter: SkippedRecordCounter | None = None,
-                 uint8_images: bool = False) -> tf.data.Dataset:
+                 uint8_images: bool = False, drop_remainder: bool = True) -> tf.data.Dataset:
     """The training input pipeline of NUMERICS §7 for one input pipeline.
 
     Args:
@@ -212,13 +212,13 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         the reader, with ``skip_corrupt_records``, drops its rest.)
       skipped_counter: a :class:`SkippedRecordCounter` that counts the records
         ``skip_corrupt_records`` drops (this process's pipelines only).
-      uint8_images: the images as stored, uint8 (the trainer scales them on
-        its device, ``record_format.to_unit_range``: a quarter of the bytes).
+      uint8_images: the images as stored (uint8), for ``to_unit_range`` on the device.
+      drop_remainder: False keeps a last, smaller batch (every record of an epoch).
 
     Returns:
       ``tf.data.Dataset`` of ``(images float32 [B, S, S, 3] in [-1, 1] (or
       uint8), labels int32 [B])``, ``B = batch_size``, incomplete batches
-      dropped. Batches of serialized records are decoded in one map each
+      dropped unless ``drop_remainder`` is False. Batches of serialized records are decoded in one map each
       (what decoding each record, then batching, gives; a bad record in the
       dropped incomplete batch raises nothing).
     """
@@ -247,7 +247,7 @@ def make_dataset(data_dir: str, image_size: int, batch_size: int, num_classes: i
         return parse_examples(serialized, image_size, num_classes, filenames, uint8_images)
 
     # Decoding whole batches keeps the per-record work to reading and counting.
-    ds = records.batch(int(batch_size), drop_remainder=True)
+    ds = records.batch(int(batch_size), drop_remainder=drop_remainder)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -42,6 +42,7 @@ def define_eval_flags(flag_values=None, _depth=1):
     fv = flags.FLAGS if flag_values is None else flag_values
     _define_schedule_flags(fv)
     _define_run_flags(fv)
+    _define_reference_flags(fv)
     _define_measurement_flags(fv)
     cli._register_key_flags(fv, EVAL_FLAG_NAMES, _depth)  # pylint: disable=protected-access
     cli.define_generator_weights_flag(fv, _depth=_depth + 1)
@@ -137,17 +138,8 @@ def _define_run_flags(fv):
     flags.DEFINE_integer("max_evals", None, "Stop after this many evaluations.", flag_values=fv)
 
 
-def _define_measurement_flags(fv):
-    """Real samples, seed, intra-FID, batch-norm statistics, manifold metrics, truncation."""
-    flags.DEFINE_integer(
-        "num_real_samples",
-        None,
-        "Reference records for the real statistics (float64 mean and covariance, "
-        "cached): this many shuffled records (default: --eval_sample_size; the "
-        "release: 50,000 training records), or 0 for the whole split once.",
-        lower_bound=0,
-        flag_values=fv,
-    )
+def _define_reference_flags(fv):
+    """Where the real statistics come from."""
     flags.DEFINE_string(
         "real_data_dir",
         None,
@@ -160,6 +152,19 @@ def _define_measurement_flags(fv):
         None,
         "Split of the real statistics: the record files <split>-*.tfrecords of "
         "--real_data_dir (e.g. train, validation). Default: every *.tfrecords file.",
+        flag_values=fv,
+    )
+
+
+def _define_measurement_flags(fv):
+    """Real samples, seed, intra-FID, batch-norm statistics, manifold metrics, truncation."""
+    flags.DEFINE_integer(
+        "num_real_samples",
+        None,
+        "Reference records for the real statistics (float64 mean and covariance, "
+        "cached): this many shuffled records (default: --eval_sample_size; the "
+        "release: 50,000 training records), or 0 for the whole split once.",
+        lower_bound=0,
         flag_values=fv,
     )
     flags.DEFINE_integer(

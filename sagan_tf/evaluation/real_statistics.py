@@ -299,7 +299,8 @@ def real_statistics(classifier, data_dir, eval_dir, count, image_size, num_class
     def compute():
         dataset = data.make_dataset(data_dir, image_size, batch_size, num_classes, shuffle=True,
                                     shuffle_buffer_size=shuffle_buffer_size,
-                                    repeat=count is not None, seed=seed, pattern=pattern)
+                                    repeat=count is not None, seed=seed, pattern=pattern,
+                                    drop_remainder=count is not None)
         return compute_real_statistics(classifier, dataset, count, num_activations,
                                        num_grid_images=num_grid_images)
     detail = f" of {count} records" if count is not None else " of the whole split"
