@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 
-__all__ = ["atomic_write", "current_umask", "read_json_object"]
+__all__ = ["absolute_path", "atomic_write", "current_umask", "read_json_object"]
 
 
 def read_json_object(path):
@@ -23,6 +23,11 @@ def read_json_object(path):
     if not isinstance(value, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     return value
+
+
+def absolute_path(path):
+    """``os.path.abspath(path)`` for a local path; a URL (``gs://...``) unchanged."""
+    return str(path) if "://" in str(path) else os.path.abspath(path)
 
 
 def current_umask():

@@ -33,7 +33,7 @@ import time
 import tensorflow as tf
 
 from sagan_tf.evaluation.evaluator import Evaluator
-from sagan_tf.fileio import atomic_write
+from sagan_tf.fileio import absolute_path, atomic_write
 from sagan_tf.runs import checkpoints
 
 __all__ = ["EVALUATED_NAME", "EvaluatedRecord", "DeletionWatch", "evaluate_checkpoint",
@@ -65,7 +65,7 @@ class EvaluatedRecord:
 
     @staticmethod
     def _key(path):
-        return os.path.abspath(path)
+        return absolute_path(path)
 
     def __contains__(self, checkpoint_path):
         key = self._key(checkpoint_path)

@@ -67,6 +67,7 @@ import tensorflow as tf
 from sagan_tf import summaries
 from sagan_tf.evaluation import (manifold_metrics as manifold_metrics_lib, measurements, metrics,
                                  real_statistics)
+from sagan_tf.fileio import absolute_path
 from sagan_tf.runs import checkpoints, rundir
 from sagan_tf.sampling import truncation
 
@@ -118,7 +119,7 @@ class EvalOptions:
     def logdir(self):
         """Directory holding the checkpoints and config.json."""
         if self.checkpoint_path:
-            return os.path.dirname(os.path.abspath(self.checkpoint_path))
+            return os.path.dirname(absolute_path(self.checkpoint_path))
         if not self.checkpoint_dir:
             raise ValueError("--checkpoint_dir (or --checkpoint_path) is required")
         return rundir.find_run_dir(self.checkpoint_dir, self.batch_size)
@@ -170,7 +171,7 @@ class Evaluator:
         if options.dcgan_generator_batch_size < 1:
             raise ValueError("--dcgan_generator_batch_size must be >= 1, got "
                              f"{options.dcgan_generator_batch_size}")
-        if options.checkpoint_path is None and not os.path.isdir(self.logdir):
+        if options.checkpoint_path is None and not tf.io.gfile.isdir(self.logdir):
             raise FileNotFoundError(
                 f"checkpoint directory {self.logdir} does not exist (--checkpoint_dir "
                 f"{options.checkpoint_dir!r} with --batch_size {options.batch_size})")
@@ -245,7 +246,7 @@ class Evaluator:
     def writer(self):
         """The summary writer of the eval directory (created on first use)."""
         if self._writer is None:
-            os.makedirs(self.eval_dir, exist_ok=True)
+            tf.io.gfile.makedirs(self.eval_dir)
             self._writer = tf.summary.create_file_writer(self.eval_dir)
         return self._writer
 
@@ -452,6 +453,6 @@ class Evaluator:
                   "generator_weights": self.generator_weights,
                   "num_samples": int(len(samples.pool))}
         result["seconds"] = round(time.time() - start, 3)
-        result["checkpoint"] = os.path.abspath(checkpoint_path)
+        result["checkpoint"] = absolute_path(checkpoint_path)
         self.report(step, result, samples)
         return result

@@ -7,7 +7,9 @@ NUMERICS §8: generated images (in [-1, 1]) are resized bilinearly to the
 classifier's input size (299x299 for the TF-GAN Inception) and fed to the
 classifier, whose ``pool_3`` activations give FID/KID and whose ``logits``
 give the Inception score. The formulas are TF-GAN's own
-(:mod:`sagan_tf.tfgan`); nothing here re-implements them.
+(:mod:`sagan_tf.tfgan`); FID's trace term of two dense covariances is TF-GAN's
+``trace_sqrt_product``, and where a side has no more rows than features its
+exact low-rank form (:mod:`sagan_tf.evaluation.frechet`).
 
 The classifier
 --------------
@@ -34,9 +36,10 @@ signature, else :data:`INCEPTION_INPUT_SIZE` (299).
 
 Memory of the accumulators (float32): ``n x 2048 x 4`` bytes for ``pool_3``
 (410 MB for 50,000 samples) plus ``n x K x 4`` for logits (202 MB for
-K = 1008); the cached real ``pool_3`` is another 410 MB. TF-GAN's FID/KID
-cast to float64 internally, so the peak during the final metric computation
-is roughly 3 GB for the full 50k/2048-d evaluation.
+K = 1008). FID compares the generated ``pool_3`` with the real statistics'
+float64 mean and covariance (32 MB; :mod:`sagan_tf.evaluation.real_statistics`)
+in :mod:`sagan_tf.evaluation.frechet`; KID and the manifold metrics use the
+kept real rows (as many as the generated ones).
 """
 import logging
 import os
