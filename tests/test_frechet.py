@@ -70,7 +70,7 @@ def test_dense_covariance_against_low_rank_activations(rng, n_real, n_gen):
 def test_streamed_moments_equal_those_of_the_stored_activations(rng):
     """Batches of any size (incl. one row and a large offset) -> np.mean / np.cov."""
     x = (_features(rng, 257, 24) + 1e3).astype(np.float32)
-    acc = frechet.MomentAccumulator()
+    acc = frechet.MomentAccumulator(block_rows=64)  # blocks across the batch borders
     for lo, hi in ((0, 1), (1, 100), (100, 100), (100, 200), (200, 257)):
         acc.add(x[lo:hi])
     m = acc.moments()
