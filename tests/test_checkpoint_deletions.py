@@ -38,3 +38,34 @@ def test_unseen_and_unreached_deleted_checkpoints_are_named_with_the_fix(tmp_pat
     # Nothing new deleted: nothing said again; ckpt-100 (evaluated, then deleted) never.
     assert watch.update(checkpoints.list_complete_checkpoints(str(tmp_path)), evaluated) == []
     assert all("100" not in line for line in lines)
+
+
+class _SlowEvaluator:
+    """Stands in for the Evaluator: while it evaluates, the trainer saves 4 checkpoints."""
+
+    def __init__(self, logdir, eval_dir, manager):
+        self.logdir, self.eval_dir, self.manager = logdir, eval_dir, manager
+        self.next_step = 200
+
+    def evaluate(self, path):
+        for _ in range(4):
+            self.manager.save(checkpoint_number=self.next_step)
+            self.next_step += 100
+        return {"step": checkpoints.checkpoint_step(path)}
+
+
+def test_evaluate_repeatedly_names_checkpoints_it_never_saw(tmp_path, caplog):
+    from sagan_tf.evaluation.evaluator import EvalOptions
+    logdir = tmp_path / "run"
+    manager = _manager(logdir, keep=2)
+    manager.save(checkpoint_number=100)
+    evaluator = _SlowEvaluator(str(logdir), str(tmp_path / "eval"), manager)
+    options = EvalOptions(checkpoint_dir=str(tmp_path), eval_interval_secs=0, timeout=0,
+                          max_evals=2)
+    with caplog.at_level(logging.WARNING):
+        done = evaluation_loop.evaluate_repeatedly(options, evaluator, poll_secs=0.01)
+    assert [r["step"] for r in done] == [100, 400]
+    warned = [r.getMessage() for r in caplog.records if "deleted by the trainer" in
+              r.getMessage()]
+    assert warned == [f"2 checkpoint(s) written between steps 100 and 400 were deleted by "
+                      f"the trainer before the evaluator saw them: {evaluation_loop.DELETION_FIX}"]
