@@ -15,7 +15,7 @@ import numpy as np
 from sagan_tf.models import layers
 from sagan_tf.models.layouts import ARCHS, BLOCK_TYPES, attention_placements, parse_resolutions
 from sagan_tf.training import compilation, losses
-from sagan_tf.training.distribute import STRATEGY_KINDS
+from sagan_tf.training.distribute import CROSS_DEVICE_OPS, STRATEGY_KINDS
 
 __all__ = ["ConfigError", "TrainConfig", "MIXED_PRECISION_POLICIES", "ON_NAN_CHOICES"]
 
@@ -59,6 +59,7 @@ class TrainConfig:
     max_steps: int = 2_000_000               # the release stopped at 2M steps
     seed: int = None                         # None: drawn at the first start, stored in config.json
     strategy: str = "mirrored"               # see sagan_tf.training.distribute.STRATEGY_KINDS
+    cross_device_ops: str = "auto"           # mirrored all-reduce: auto (NCCL on GPUs) | nccl | ...
     num_cpu_replicas: int = 0                # CPU-only: logical CPU replicas for "mirrored"
     tpu: str = None                          # TPU name/address for strategy="tpu"
     allow_cpu: bool = False                  # train on the CPU although an NVIDIA driver is present
@@ -140,6 +141,10 @@ class TrainConfig:
              "must be a power of two >= 32 (128 is the release)")
         need(self.strategy in STRATEGY_KINDS, "strategy", f"must be one of {STRATEGY_KINDS}")
         need(self.num_cpu_replicas <= 1 or self.strategy == "mirrored", "num_cpu_replicas",
+             "only applies to --strategy mirrored")
+        need(self.cross_device_ops in CROSS_DEVICE_OPS, "cross_device_ops",
+             f"must be one of {CROSS_DEVICE_OPS}")
+        need(self.cross_device_ops == "auto" or self.strategy == "mirrored", "cross_device_ops",
              "only applies to --strategy mirrored")
         for flag in ("xla", "allow_cpu", "allow_tf32"):
             need(isinstance(getattr(self, flag), bool), flag, "must be a boolean")
