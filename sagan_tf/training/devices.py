@@ -447,11 +447,13 @@ def _device_label(name):
 def run_record(strategy, plan, batch_size):
     """What ``config.json`` records of the devices of a run (``"devices"`` key):
     the replicas' devices, their number, the global batch, whether TF32 was
-    allowed, the all-reduce, and the plan's note."""
+    allowed, the plan's note and (``all_reduce``) its all-reduce."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     n = strategy.num_replicas_in_sync
-    return {"replica_devices": [_device_label(d) for d in _replica_devices(strategy)],
-            "num_replicas": n, "global_batch_size": batch_size * n,
-            "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
-            "all_reduce": plan.all_reduce if plan is not None else None,
-            "why": plan.note if plan is not None else None}
+    record = {"replica_devices": [_device_label(d) for d in _replica_devices(strategy)],
+              "num_replicas": n, "global_batch_size": batch_size * n,
+              "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
+              "why": plan.note if plan is not None else None}
+    if plan is not None and plan.all_reduce:  # a mirrored strategy the trainer made
+        record["all_reduce"] = plan.all_reduce
+    return record
