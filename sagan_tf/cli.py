@@ -200,10 +200,12 @@ def define_device_flags(flag_values=None, _depth=1):
     from absl import flags  # pylint: disable=import-outside-toplevel
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_string(
-        "device", "auto", "The one device to run on: gpu:N (N-th GPU TensorFlow sees), cpu, "
-        "or auto: the last visible GPU (with 5 GPUs and the trainer on the first 4: the "
-        "fifth), else the CPU. With memory growth; the other GPUs are not touched. "
-        "CUDA_VISIBLE_DEVICES=4 works too (the GPU is then gpu:0).", flag_values=flag_values)
+        "device", "auto", "The one device to run on: gpu:N (N-th GPU TensorFlow sees, in "
+        "nvidia-smi's order), cpu, or auto: the last visible GPU without memory in use by "
+        "nvidia-smi (with 5 GPUs and the trainer on the first 4: the fifth; a warning when "
+        "it must share one), else the CPU. With memory growth; the other GPUs are not "
+        "touched. CUDA_VISIBLE_DEVICES=4 works too (the GPU is then gpu:0).",
+        flag_values=flag_values)
     flags.DEFINE_boolean(
         "allow_tf32", False, "Let float32 convolutions and matmuls run in TF32 on GPUs that "
         "have it (TensorFlow's default); off: float32 as the release computed it.",

@@ -192,8 +192,9 @@ def test_tensorflow_start_is_streamed_so_a_crash_in_its_import_still_shows(tmp_p
         "os.kill(os.getpid(), signal.SIGSEGV)\n")
     env = _default_env()
     env["PYTHONPATH"] = str(tmp_path / "fake") + os.pathsep + env["PYTHONPATH"]
-    proc = subprocess.run([sys.executable, "-c", "from sagan_tf import cli; cli.quiet_tensorflow()"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    code = "from sagan_tf import cli; cli.quiet_tensorflow()"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == -11, proc.stderr
     assert "libcudnn.so.9: cannot open shared object file" in proc.stderr
     assert "cpu_feature_guard" not in proc.stderr

@@ -95,6 +95,9 @@ class TrainConfig:
             except ValueError as e:
                 raise ConfigError(f"--{flag}: {e}") from None
             setattr(self, flag, None if value is None else list(value))
+        if self.cross_device_ops not in CROSS_DEVICE_OPS:  # --strategy: make_strategy checks it
+            raise ConfigError(f"--cross_device_ops must be one of {CROSS_DEVICE_OPS}, got "
+                              f"{self.cross_device_ops!r}")
 
     @property
     def logdir(self):
@@ -141,10 +144,6 @@ class TrainConfig:
              "must be a power of two >= 32 (128 is the release)")
         need(self.strategy in STRATEGY_KINDS, "strategy", f"must be one of {STRATEGY_KINDS}")
         need(self.num_cpu_replicas <= 1 or self.strategy == "mirrored", "num_cpu_replicas",
-             "only applies to --strategy mirrored")
-        need(self.cross_device_ops in CROSS_DEVICE_OPS, "cross_device_ops",
-             f"must be one of {CROSS_DEVICE_OPS}")
-        need(self.cross_device_ops == "auto" or self.strategy == "mirrored", "cross_device_ops",
              "only applies to --strategy mirrored")
         for flag in ("xla", "allow_cpu", "allow_tf32"):
             need(isinstance(getattr(self, flag), bool), flag, "must be a boolean")

@@ -43,9 +43,10 @@ from sagan_tf.training.nvidia import GPU_INSTALL_FIX, gpus_hidden_on_purpose, nv
 
 __all__ = ["DeviceError", "DevicePlan", "GPU_INSTALL_FIX", "BUSY_MIB", "nvidia_driver",
            "gpus_hidden_on_purpose", "plan_training_devices", "training_plan",
-           "show_only_first_gpus", "configure_training_devices", "configure_cpu_replicas",
-           "cuda_major", "explain_no_gpu", "apply_training_plan", "parse_device", "choose_auto_gpu", "plan_single_device", "configure_single_device",
-           "set_tf32", "describe_replicas", "run_record"]
+           "show_only_first_gpus", "apply_training_plan", "configure_training_devices",
+           "configure_cpu_replicas", "cuda_major", "explain_no_gpu", "parse_device",
+           "choose_auto_gpu", "plan_single_device", "configure_single_device", "set_tf32",
+           "describe_replicas", "run_record"]
 
 #: Memory in use (MiB, nvidia-smi) above which ``--device auto`` counts a GPU as
 #: taken by another process (the trainer reserves nearly all of its GPUs).
