@@ -375,7 +375,7 @@ def host_cost_run(replica_counts, release, rounds, dry_run=False):
     keep = ("replicas", "first_iteration_seconds", "ops_traced_per_replica",
             "kernels_per_replica", "kernels_executed_per_replica", "cross_replica_reductions",
             "reduce_calls_traced", "seconds_per_iteration", "microseconds_per_kernel",
-            "median_vs_port_1", "median_vs_release_tf1")
+            "median_vs_port_1", "median_vs_release_tf1", "placement")
     variants = {name: {k: v[k] for k in keep if k in v}
                 for name, v in measured["variants"].items()}
     ok = all(v.get("kernels_executed_per_replica", 0) > 0
