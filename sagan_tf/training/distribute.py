@@ -69,8 +69,8 @@ def nccl_failure(error):
         return None
     first = next((ln.strip() for ln in text.splitlines() if _NCCL_ERROR.search(ln)),
                  text.strip().splitlines()[0])
-    return f"the all-reduce across GPUs (NCCL) failed at the first step: {first}; " \
-        f"{NCCL_DOCKER_HINT}"
+    return (f"the all-reduce across GPUs (NCCL) failed at the first step: {first}; "
+            f"{NCCL_DOCKER_HINT}")
 
 
 def make_strategy(kind="mirrored", num_cpu_replicas=0, tpu=None, num_towers=0,
@@ -126,6 +126,9 @@ def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_to
             f"num_cpu_replicas={num_cpu_replicas} only applies to strategy='mirrored', "
             f"got strategy={kind!r}")
 
+    if cross_device_ops_name != "auto" and kind != "mirrored":
+        raise ValueError(f"--cross_device_ops {cross_device_ops_name} only applies to "
+                         f"--strategy mirrored, got {kind!r}")
     if kind == "default":
         return tf.distribute.get_strategy(), None
     if kind == "tpu":
@@ -134,9 +137,6 @@ def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_to
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver), None
 
-    if cross_device_ops_name != "auto" and kind != "mirrored":
-        raise ValueError(f"--cross_device_ops {cross_device_ops_name} only applies to "
-                         f"--strategy mirrored, got {kind!r}")
     plan = devices.training_plan(num_towers, allow_cpu, num_cpu_replicas)
     devices.apply_training_plan(plan)  # a no-op once the entry point applied it
     if kind == "multiworker":
