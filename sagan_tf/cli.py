@@ -69,7 +69,9 @@ def quiet_tensorflow():
     imports TensorFlow; calling it later (or twice) only sets the Python
     logger's level.
     """
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    from sagan_tf.training.nvidia import \
+        use_pci_bus_order  # pylint: disable=import-outside-toplevel
+    use_pci_bus_order()
     user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     if user_set or "tensorflow" in sys.modules:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
