@@ -87,6 +87,12 @@ flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multiworker", "tpu"],
                   "--num_towers GPUs of each worker, cluster from TF_CONFIG; "
                   "tpu: TPUStrategy on --tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy tpu.")
+flags.DEFINE_enum("cross_device_ops", "auto", ["auto", "nccl", "hierarchical_copy",
+                                               "reduction_to_one"],
+                  "How --strategy mirrored all-reduces the replicas' gradients. auto: NCCL on "
+                  "GPUs (TensorFlow's reduction to one device on CPUs); hierarchical_copy or "
+                  "reduction_to_one where NCCL fails (e.g. a Docker container without "
+                  "--ipc=host or --shm-size). Named in the start line and config.json.")
 flags.DEFINE_boolean("allow_cpu", False,
                      "Train on the CPU although this machine has an NVIDIA driver (nvidia-smi, "
                      "/proc/driver/nvidia) and TensorFlow sees no GPU. Without it that is an "

@@ -12,8 +12,9 @@ Quiet start: unless the user set ``TF_CPP_MIN_LOG_LEVEL``, it is set to 2
 (TensorFlow's C++ warnings and infos hidden, errors shown), and the lines
 TensorFlow's libraries print while loading -- before its log level applies
 (oneDNN notice, CPU feature guard, "could not find cuda drivers", the failed
-``cuInit`` of a machine without GPU) -- are held back; any other line printed
-then is passed on. TensorFlow's Python logger and absl's are set to warnings (unless ``--verbosity``
+``cuInit`` of a machine without GPU) are dropped; any other line printed
+then is passed on as it comes (a crash inside the import still shows what
+TensorFlow printed before it). TensorFlow's Python logger and absl's are set to warnings (unless ``--verbosity``
 was given). With
 ``TF_CPP_MIN_LOG_LEVEL`` set by the user nothing is filtered.
 
@@ -28,10 +29,11 @@ and TensorFlow's ``OpError`` (an unreadable file) -- into one line
 :data:`EXIT_USER_ERROR`; Ctrl-C exits with 130 and one line. Anything else (a
 bug) keeps its traceback.
 """
+import contextlib
 import os
 import re
+import subprocess
 import sys
-import tempfile
 
 __all__ = ["UserError", "EXIT_USER_ERROR", "EXPECTED_ERRORS", "quiet_tensorflow", "run",
            "error_line", "define_standing_stats_flags", "define_checkpoint_flags",
@@ -62,9 +64,14 @@ _STARTUP_NOISE = re.compile(
 def quiet_tensorflow():
     """Imports TensorFlow quietly (see the module docstring); returns the module.
 
-    Call it before anything imports TensorFlow; calling it later (or twice) only
-    sets the Python logger's level.
+    Also sets ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` unless the user set it, so that
+    TensorFlow numbers the GPUs as ``nvidia-smi`` does. Call it before anything
+    imports TensorFlow; calling it later (or twice) only sets the Python
+    logger's level.
     """
+    from sagan_tf.training.nvidia import \
+        use_pci_bus_order  # pylint: disable=import-outside-toplevel
+    use_pci_bus_order()
     user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     if user_set or "tensorflow" in sys.modules:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -72,25 +79,52 @@ def quiet_tensorflow():
             _quiet_python_logging(tf)
         return tf
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    sys.stderr.flush()
-    saved = os.dup(2)
-    captured = tempfile.TemporaryFile()
-    try:
-        os.dup2(captured.fileno(), 2)
+    with _filtered_stderr():
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         tf.config.list_physical_devices()  # loads the device plugins (cuInit) now
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        captured.seek(0)
-        text = captured.read().decode("utf-8", "replace")
-        captured.close()
-        kept = [line for line in text.splitlines() if line and not _STARTUP_NOISE.match(line)]
-        if kept:
-            print("\n".join(kept), file=sys.stderr, flush=True)
     _quiet_python_logging(tf)
     return tf
+
+
+#: Passes its standard input to its standard output line by line as it comes,
+#: without the lines matching argv[1]. A separate process, so that what
+#: TensorFlow printed before a crash inside its import (a segfault in a CUDA
+#: library) still reaches the terminal: the pipe drains when this process dies.
+_FILTER = ("import re, sys\n"
+           "noise = re.compile(sys.argv[1].encode())\n"
+           "for line in iter(sys.stdin.buffer.readline, b''):\n"
+           "    if line.strip() and not noise.match(line.rstrip(b'\\r\\n')):\n"
+           "        sys.stdout.buffer.write(line)\n"
+           "        sys.stdout.buffer.flush()\n")
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """File descriptor 2 goes through :data:`_FILTER` (dropping
+    :data:`_STARTUP_NOISE`) to the real stderr, streamed, while the block runs."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    try:
+        pipe_filter = subprocess.Popen(
+            [sys.executable, "-S", "-c", _FILTER, _STARTUP_NOISE.pattern], stdin=read_end,
+            stdout=saved, stderr=saved)
+    finally:
+        os.close(read_end)
+    try:
+        os.dup2(write_end, 2)
+    finally:
+        os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the filter drains and ends
+        os.close(saved)
+        try:
+            pipe_filter.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a child of the import holds the pipe: let it be
+            pass
 
 
 def _quiet_python_logging(tf):
@@ -168,10 +202,12 @@ def define_device_flags(flag_values=None, _depth=1):
     from absl import flags  # pylint: disable=import-outside-toplevel
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.DEFINE_string(
-        "device", "auto", "The one device to run on: gpu:N (N-th GPU TensorFlow sees), cpu, "
-        "or auto: the last visible GPU (with 5 GPUs and the trainer on the first 4: the "
-        "fifth), else the CPU. With memory growth; the other GPUs are not touched. "
-        "CUDA_VISIBLE_DEVICES=4 works too (the GPU is then gpu:0).", flag_values=flag_values)
+        "device", "auto", "The one device to run on: gpu:N (N-th GPU TensorFlow sees, in "
+        "nvidia-smi's order), cpu, or auto: the last visible GPU without memory in use by "
+        "nvidia-smi (with 5 GPUs and the trainer on the first 4: the fifth; a warning when "
+        "it must share one), else the CPU. With memory growth; the other GPUs are not "
+        "touched. CUDA_VISIBLE_DEVICES=4 works too (the GPU is then gpu:0).",
+        flag_values=flag_values)
     flags.DEFINE_boolean(
         "allow_tf32", False, "Let float32 convolutions and matmuls run in TF32 on GPUs that "
         "have it (TensorFlow's default); off: float32 as the release computed it.",

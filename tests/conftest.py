@@ -16,11 +16,11 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from sagan_tf.training.devices import configure_cpu_replicas  # noqa: E402
+
 NUM_LOGICAL_CPUS = 2
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
+configure_cpu_replicas(NUM_LOGICAL_CPUS)
 
 
 @pytest.fixture(scope="session")

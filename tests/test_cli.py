@@ -177,3 +177,24 @@ def test_checkpoint_flags_are_defined_once_and_parsed_for_every_tool():
     assert cli.start(["prog"]) is tf
     with pytest.raises(app.UsageError, match=r"unexpected arguments: \['extra'\]"):
         cli.start(["prog", "extra"])
+
+
+def test_tensorflow_start_is_streamed_so_a_crash_in_its_import_still_shows(tmp_path):
+    """A stand-in ``tensorflow`` that prints a start-up notice and a real error
+    line, then dies of SIGSEGV inside its import (a CUDA library's crash): the
+    error line reaches stderr, the notice does not."""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os, signal\n"
+        "os.write(2, b'I0000 00:00:1700000000.000000 1 cpu_feature_guard.cc:210] notice\\n')\n"
+        "os.write(2, b'libcudnn.so.9: cannot open shared object file\\n')\n"
+        "os.kill(os.getpid(), signal.SIGSEGV)\n")
+    env = _default_env()
+    env["PYTHONPATH"] = str(tmp_path / "fake") + os.pathsep + env["PYTHONPATH"]
+    code = "from sagan_tf import cli; cli.quiet_tensorflow()"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -11, proc.stderr
+    assert "libcudnn.so.9: cannot open shared object file" in proc.stderr
+    assert "cpu_feature_guard" not in proc.stderr

@@ -272,3 +272,110 @@ def test_configured_devices_hide_the_other_gpus(five_fake_gpus):
     devices.configure_single_device("cpu", allow_tf32=True)
     assert calls == [("visible", [], "GPU")]
     assert tf.config.experimental.tensor_float_32_execution_enabled()
+
+
+# ----------------------------------------------------------------------------
+# The first day on GPUs: the causes of an invisible GPU, nvidia-smi's numbers,
+# --device auto by memory in use, visibility that cannot apply any more.
+
+def test_driver_without_gpu_names_the_cause_seen_on_the_machine(five_fake_gpus, monkeypatch):
+    """configure_* read the machine (nvidia.observe, injected here): a driver
+    too old for this TensorFlow's CUDA is named with its fix, not the install."""
+    from sagan_tf.training import nvidia
+    monkeypatch.setattr(devices, "_physical_gpus", lambda: [])
+    monkeypatch.setattr(devices, "cuda_major", lambda: 12)
+    state = nvidia.MachineGpuState(driver=DRIVER, driver_version="470.57.02",
+                                   device_nodes=("/dev/nvidia0",),
+                                   cuda_packages={"nvidia-cudnn-cu12": "9.3"})
+    monkeypatch.setattr(nvidia, "observe", lambda: state)
+    for call in (lambda: devices.configure_training_devices(4),
+                 lambda: devices.configure_single_device("auto")):
+        with pytest.raises(DeviceError) as e:
+            call()
+        message = str(e.value)
+        assert "driver 470.57.02 is too old for CUDA 12: upgrade the NVIDIA driver to " \
+               "525.60.13 or newer" in message
+        assert "pip install" not in message
+
+
+def test_start_line_names_nvidia_smi_numbers(five_fake_gpus, monkeypatch):
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert devices.training_plan(4).note == ("--num_towers 4, the first 4 of 5 visible GPUs; "
+                                             "nvidia-smi GPUs 0, 1, 2, 3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,6,5,4,3")
+    assert devices.training_plan(2).note.endswith("; nvidia-smi GPUs 7, 6")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    assert "nvidia-smi's numbers of these GPUs unknown (CUDA_DEVICE_ORDER is not PCI_BUS_ID" \
+        in devices.training_plan(2).note
+    assert plan_training_devices(1, GPUS5, smi_numbers=[3]).note == (
+        "--num_towers 1, the first 1 of 5 visible GPUs; nvidia-smi GPU 3")
+
+
+def test_entry_points_number_gpus_as_nvidia_smi(monkeypatch):
+    """cli.quiet_tensorflow sets CUDA_DEVICE_ORDER=PCI_BUS_ID unless the user chose."""
+    from sagan_tf import cli
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    cli.quiet_tensorflow()
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    cli.quiet_tensorflow()
+    assert os.environ["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
+
+
+def test_device_auto_avoids_the_training_gpus():
+    busy, free = 70000.0, 300.0
+    assert devices.choose_auto_gpu(5, [busy] * 4 + [free])[0::2] == (4, None)
+    # The evaluator on GPU 0, the trainer on 1-4: still a free GPU.
+    index, how, warning = devices.choose_auto_gpu(5, [free] + [busy] * 4)
+    assert (index, warning) == (0, None) and "without memory in use" in how
+    # A 4-GPU machine with the trainer on all four: the least used, with a warning.
+    index, how, warning = devices.choose_auto_gpu(4, [busy, busy, 60000.0, busy])
+    assert index == 2 and "least used" in how
+    assert warning == ("--device auto: every visible GPU has memory in use (GPU:0 70000 MiB, "
+                       "GPU:1 70000 MiB, GPU:2 60000 MiB, GPU:3 70000 MiB): sharing GPU:2 with "
+                       "the process on it (a trainer?), which can run out of memory; choose "
+                       "with --device gpu:N (or CUDA_VISIBLE_DEVICES)")
+    index, _, warning = devices.choose_auto_gpu(4, None)
+    assert index == 3 and "may be one the trainer uses" in warning and "\n" not in warning
+    assert devices.choose_auto_gpu(1, None) == (0, "the last visible GPU, --device auto", None)
+    warned = []
+    assert plan_single_device("auto", GPUS5[:4], used_mib=[busy] * 4, warn=warned.append)[0] == 3
+    assert len(warned) == 1 and "sharing GPU:3" in warned[0]
+
+
+def test_configured_device_auto_reads_nvidia_smi(five_fake_gpus, monkeypatch):
+    """configure_single_device('auto') maps nvidia-smi's memory figures to
+    TensorFlow's numbers (CUDA_VISIBLE_DEVICES keeps GPUs 1-4, renumbered 0-3)."""
+    from sagan_tf.training import nvidia
+    gpus, calls = five_fake_gpus
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2,3,4,0")
+    used = [300, 70000, 70000, 70000, 70000]  # nvidia-smi's numbering: GPU 0 is free
+    query = lambda: nvidia.parse_gpu_query("\n".join(  # noqa: E731
+        f"{i}, GPU-{i}, {u}, 81559" for i, u in enumerate(used)))
+    warned = []
+    text = devices.configure_single_device("auto", query_gpus=query, warn=warned.append)
+    assert calls[0] == ("visible", [gpus[4]], "GPU") and not warned
+    assert text.startswith("GPU:4 of 5 visible (the last visible GPU without memory in use")
+    assert text.endswith("; nvidia-smi GPU 0")
+    used[0] = 50000
+    calls.clear()
+    devices.configure_single_device("auto", query_gpus=query, warn=warned.append)
+    assert calls[0] == ("visible", [gpus[4]], "GPU") and "sharing GPU:4" in warned[0]
+
+
+def test_visibility_that_cannot_apply_is_an_error(five_fake_gpus, monkeypatch):
+    """If TensorFlow's runtime started before the trainer hid the other GPUs,
+    the trainer would take every GPU: an error, not a silent success."""
+    def started(chosen, kind):
+        raise RuntimeError("Visible devices cannot be modified after being initialized")
+    monkeypatch.setattr(tf.config, "set_visible_devices", started)
+    with pytest.raises(DeviceError, match=r"the trainer's GPUs \(/gpu:0, /gpu:1, /gpu:2, "
+                                          r"/gpu:3\) can no longer be chosen"):
+        devices.configure_training_devices(4)
+    with pytest.raises(DeviceError, match="can no longer be chosen"):
+        devices.apply_training_plan(plan_training_devices(1, GPUS5))
+    devices.apply_training_plan(plan_training_devices(4, [], allow_cpu=True))  # CPU: nothing
+    with pytest.raises(RuntimeError, match="already started"):
+        devices.configure_single_device("gpu:1")

@@ -110,10 +110,11 @@ def test_driver_without_visible_gpu_fails_the_check(tmp_path):
 
 
 def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
-    """--dry_run: devices, data, forward, a training run of 2 iterations on 2
-    logical CPU replicas, the evaluator on its checkpoint, and the host cost
-    (1 and 2 replicas) -- the phases' code on the CPU at tiny sizes -- each a
-    JSON line, status 0."""
+    """--dry_run: devices, data, forward, the training parity (two logical CPUs
+    against the CPU's noise floor), the placement check, a training run of 2
+    iterations on 2 logical CPU replicas, the evaluator on its checkpoint, a
+    run with --xla, and the host cost (1 and 2 replicas) -- the phases' code
+    on the CPU at tiny sizes -- each a JSON line, status 0."""
     out = tmp_path / "out"
     proc = _tool("--dry_run", "--precisions", "fp32", "--replicas", "all", "--iterations", "2",
                  "--eval_samples", "16", "--budget_s", "1500", "--out_dir", str(out),
@@ -121,7 +122,8 @@ def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = {r["name"]: r for r in map(json.loads, (out / "gpu_check.jsonl").read_text()
                                       .splitlines())}
-    assert list(runs) == ["devices", "data", "forward", "train_fp32_x2", "eval", "host_cost"]
+    assert list(runs) == ["devices", "data", "forward", "parity", "placement", "train_fp32_x2",
+                          "eval", "train_fp32_xla_x1", "host_cost"]
     assert all(r["status"] == "ok" for r in runs.values()), runs
     forward = runs["forward"]["result"]
     assert forward["device"] == "/cpu:0" and forward["tf32_off"]["generator"]["max_rel"] == 0.0
@@ -135,6 +137,15 @@ def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
             / host[name]["kernels_executed_per_replica"])
     assert host["port_2"]["cross_replica_reductions"] > 0 == host["port_1"][
         "cross_replica_reductions"]
+    parity = runs["parity"]["result"]  # two logical CPUs: the same kernels, the same numbers
+    assert parity["device"] == "/cpu:1" and parity["difference"]["weights"] == 0.0
+    assert 0 < parity["floor"]["weights"] < 1e-3 and parity["ok"]
+    placement = runs["placement"]["result"]
+    assert placement["ok"] and placement["moved_to_cpu"] == []
+    assert placement["ops_requested_on_replicas"] > 100
+    xla = runs["train_fp32_xla_x1"]["result"]
+    assert xla["xla"] and xla["steps"] == 2 and xla["finite"] and xla["num_replicas"] == 1
+    assert host["port_1"]["placement"]["ok"]
     train = runs["train_fp32_x2"]["result"]
     assert train["num_replicas"] == 2 and train["global_batch_size"] == 4
     assert train["steps"] == 2 and train["finite"] and train["checkpoints"] == ["ckpt-1",
@@ -148,3 +159,38 @@ def test_dry_run_runs_every_phase_on_the_cpu(tmp_path):
     assert "dry run (CPU, tiny sizes): not a measurement" in summary
     assert "| train_fp32_x2 | ok |" in summary
     assert json.loads((out / "summary.json").read_text())["dry_run"] is True
+
+
+def test_a_phase_skipped_for_time_is_not_a_failure():
+    ok = {"name": "devices", "status": "ok"}
+    skipped = {"name": "host_cost", "status": gpu_check.SKIPPED_FOR_TIME}
+    assert gpu_check.exit_status(True, [ok, skipped]) == 0
+    assert gpu_check.exit_status(False, [ok]) == 1
+    for status in ("failed (see result)", "timed out after 120 s",
+                   "skipped (no checkpoint: the first training run did not pass)"):
+        assert gpu_check.exit_status(True, [ok, skipped, {"status": status}]) == 1
+
+
+def test_training_parity_verdict_against_the_noise_floor():
+    """The GPU's difference from the CPU passes up to PARITY_FLOOR_FACTOR times
+    the CPU's own (another Grappler setting); a floor of 0 (identical
+    kernels) is held to 1e-6."""
+    import numpy as np
+    assert gpu_check.parity_verdict(3e-5, floor=4e-7)
+    assert not gpu_check.parity_verdict(1e-3, floor=4e-7)
+    assert gpu_check.parity_verdict(5e-5, floor=0.0)
+    assert not gpu_check.parity_verdict(2e-4, floor=0.0)
+    before = [np.zeros(4), np.ones(2)]
+    want = [np.array([0.1, -0.1, 0.1, 0.0]), np.ones(2)]
+    got = [np.array([0.1, -0.1, 0.1, 0.03]), np.ones(2)]
+    # |got - want| = 0.03 against an update of norm sqrt(3) * 0.1.
+    assert gpu_check._update_difference(got, want, before) == pytest.approx(
+        0.03 / (3 ** 0.5 * 0.1))
+
+
+def test_device_report_names_the_cause_seen():
+    report = _report(driver="nvidia-smi (x)")
+    report["why_no_gpu"] = "no /dev/nvidia* device nodes (a container without GPU access): x"
+    ok, text = gpu_check.check_device_report(report)
+    assert not ok and text.endswith("sees no GPU (CUDA build: False): no /dev/nvidia* device "
+                                    "nodes (a container without GPU access): x")

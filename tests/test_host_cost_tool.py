@@ -37,6 +37,23 @@ def test_counts_ops_per_device_and_all_reduces(strategy2):
     assert float(total) == 1.0 and (counter.calls, counter.values) == (1, 1)
 
 
+def test_counts_keep_gpu_and_host_devices_of_the_same_index_apart():
+    """On a GPU machine the host's CPU:0 and the first replica's GPU:0 share
+    index 0: kernels are counted per device of the replicas' type."""
+    graph_def = tf.compat.v1.GraphDef()
+    for name, op, device in (("a", "Conv2D", "GPU:0"), ("b", "MatMul", "GPU:0"),
+                             ("c", "MatMul", "GPU:1"), ("send", "_Send", "CPU:0"),
+                             ("rng", "RngReadAndSkip", "CPU:0")):
+        graph_def.node.add(name=name, op=op,
+                           device=f"/job:localhost/replica:0/task:0/device:{device}")
+    gpu = tool.partition_counts([graph_def], "GPU")
+    assert gpu[0] == collections.Counter(Conv2D=1, MatMul=1) and gpu[1]["MatMul"] == 1
+    assert gpu[None] == collections.Counter(_Send=1, RngReadAndSkip=1)
+    assert tool.kernel_summary(gpu, 2)["kernels_per_replica"] == [2, 1]
+    cpu = tool.partition_counts([graph_def], "CPU")
+    assert cpu[0] == collections.Counter(_Send=1, RngReadAndSkip=1) and set(cpu) == {0, None}
+
+
 def test_release_variant_counts_the_tf1_graphs_kernels():
     """The release's TF1 graph as a variant: it runs, and its kernels are
     counted from the partition graphs of a traced G and D step."""

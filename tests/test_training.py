@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sagan_tf.training import distribute, losses
+from sagan_tf.training import devices, distribute, losses
 from sagan_tf.data import record_format
 from sagan_tf.models.layers import spectral_normalize
 from sagan_tf.models.networks import Discriminator, Generator
@@ -479,9 +479,9 @@ def test_distribute_errors():
         distribute.make_strategy("multiworker", num_cpu_replicas=2)
     with pytest.raises(RuntimeError, match="only 2 logical CPU"):
         distribute.make_strategy("mirrored", num_cpu_replicas=3)
-    distribute.configure_cpu_replicas(2)  # what conftest did: a no-op
+    devices.configure_cpu_replicas(2)  # what conftest did: a no-op
     with pytest.raises(RuntimeError, match="before any TensorFlow op"):
-        distribute.configure_cpu_replicas(3)
+        devices.configure_cpu_replicas(3)
 
 
 def test_train_iteration_draws_the_same_noise_and_checks_in_the_step(strategy2):

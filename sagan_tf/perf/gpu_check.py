@@ -7,27 +7,39 @@
 * :func:`forward_parity` -- G and D forward passes on the GPU (TF32 off, and
   on for comparison) against the same weights and inputs in float32 on the
   CPU: relative error figures.
+* :func:`training_parity` -- one training iteration from the same weights and
+  inputs on the CPU and on the first GPU (float32, TF32 off), against the
+  CPU's own noise floor (:func:`parity_verdict`).
+* :func:`placement_run` -- whether the compiled iteration runs any op asked
+  for on the GPU on the CPU instead (:mod:`sagan_tf.perf.placement`).
 * :func:`host_cost_run` -- kernels per replica, cross-replica reductions and
   time per iteration at minimal compute (the host's share), with 1 and with
   every GPU (up to 4) as replicas, against the release's TF1 graph.
 * :func:`train_run` -- iterations of the real training loop
   (:func:`sagan_tf.training.loop.train`: input pipeline from the records, the
   non-finite guard, summaries, checkpoints, the end-of-run grid) at a
-  precision on 1 replica or on every GPU.
+  precision on 1 replica or on every GPU, with or without ``--xla``.
 * :func:`parse_gpu_query`, :func:`untouched_gpus` -- the evaluator's device
-  check: per-GPU memory from ``nvidia-smi`` before and while it runs.
+  check: per-GPU memory from ``nvidia-smi`` before and while it runs
+  (:mod:`sagan_tf.training.nvidia`).
+* :func:`exit_status` -- 0 when every phase passed or was skipped for time.
 
 Sizes: :data:`PAPER` (the release's 128x128 networks, batch 64 per replica)
 on a GPU; :data:`TINY` in ``--dry_run``, which runs the same phases on the
 CPU. TensorFlow is imported inside the phases only: the tool's own process
 never touches the GPUs.
 """
+import dataclasses
 import os
-import subprocess
+
+from sagan_tf.training.nvidia import parse_gpu_query
+from sagan_tf.training.nvidia import query_gpus as gpu_memory_query
 
 __all__ = ["PAPER", "TINY", "HOST_COST", "HOST_COST_DRY", "PRECISIONS", "FORWARD_TOLERANCE",
-           "UNTOUCHED_MIB", "host_cost_run", "device_report", "check_device_report", "write_records", "forward_parity",
-           "train_run", "gpu_memory_query", "parse_gpu_query", "untouched_gpus"]
+           "PARITY_FLOOR_FACTOR", "UNTOUCHED_MIB", "host_cost_run", "device_report",
+           "check_device_report", "write_records", "forward_parity", "training_parity",
+           "parity_verdict", "placement_run", "train_run", "gpu_memory_query",
+           "parse_gpu_query", "untouched_gpus", "SKIPPED_FOR_TIME", "exit_status"]
 
 #: The release's configuration (one replica's batch).
 PAPER = dict(image_size=128, gf_dim=64, df_dim=64, z_dim=128, number_classes=1000,
@@ -45,6 +57,10 @@ PRECISIONS = {"fp32": "none", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 #: at TF32 off that counts as agreement (a sanity bound: float32 kernels in
 #: another order differ by ~1e-6 relative per op).
 FORWARD_TOLERANCE = 1e-3
+#: A training iteration's GPU-vs-CPU difference agrees when it is at most this
+#: many times the CPU's own noise floor (the same iteration under another
+#: CPU graph optimisation: other kernel orders, the same arithmetic).
+PARITY_FLOOR_FACTOR = 100
 #: Memory (MiB) a GPU may gain while the evaluator runs on another one and
 #: still count as untouched (a CUDA context alone is several hundred MiB).
 UNTOUCHED_MIB = 64
@@ -56,7 +72,7 @@ def device_report():
     "hidden", "tf32_default"}``."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training import devices, nvidia  # pylint: disable=import-outside-toplevel
     build = tf.sysconfig.get_build_info()
     gpus = []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -65,20 +81,26 @@ def device_report():
         gpus.append({"name": gpu.name, "device_name": details.get("device_name"),
                      "compute_capability": ".".join(map(str, capability)) if capability
                      else None})
-    return {"tensorflow": tf.__version__,
-            "cuda_build": {k: build.get(k) for k in ("is_cuda_build", "cuda_version",
-                                                     "cudnn_version")},
-            "gpus": gpus, "driver": devices.nvidia_driver(),
-            "hidden": devices.gpus_hidden_on_purpose(),
-            "tf32_default": bool(tf.config.experimental.tensor_float_32_execution_enabled())}
+    state = nvidia.observe()
+    report = {"tensorflow": tf.__version__,
+              "cuda_build": {k: build.get(k) for k in ("is_cuda_build", "cuda_version",
+                                                       "cudnn_version")},
+              "gpus": gpus, "driver": state.driver, "driver_version": state.driver_version,
+              "device_nodes": list(state.device_nodes), "cuda_packages": state.cuda_packages,
+              "hidden": devices.gpus_hidden_on_purpose(),
+              "cuda_device_order": os.environ.get("CUDA_DEVICE_ORDER"),
+              "tf32_default": bool(tf.config.experimental.tensor_float_32_execution_enabled())}
+    if state.driver and not gpus:
+        report["why_no_gpu"] = nvidia.why_no_gpu(state, devices.cuda_major())
+    return report
 
 
 def check_device_report(report, dry_run=False):
     """``(ok, message)``: whether the GPU check can run on what
     :func:`device_report` found. Without GPUs it cannot (except in a dry run):
-    with a driver present that names the fix, without one it says there is
-    nothing to check."""
-    from sagan_tf.training.devices import GPU_INSTALL_FIX  # pylint: disable=import-outside-toplevel
+    with a driver present that names each cause seen and its fix
+    (``why_no_gpu``), without one it says there is nothing to check."""
+    from sagan_tf.training.nvidia import GPU_INSTALL_FIX  # pylint: disable=import-outside-toplevel
     gpus = report["gpus"]
     if gpus:
         names = ", ".join(f"{g['device_name'] or g['name']}" for g in gpus)
@@ -88,7 +110,8 @@ def check_device_report(report, dry_run=False):
     if report["driver"] and not report["hidden"]:
         return False, (f"this machine has an NVIDIA driver ({report['driver']}) but "
                        f"TensorFlow {report['tensorflow']} sees no GPU (CUDA build: "
-                       f"{report['cuda_build'].get('is_cuda_build')}): {GPU_INSTALL_FIX}")
+                       f"{report['cuda_build'].get('is_cuda_build')}): "
+                       f"{report.get('why_no_gpu') or GPU_INSTALL_FIX}")
     why = "CUDA_VISIBLE_DEVICES hides them" if report["hidden"] else "no NVIDIA driver"
     return False, (f"no GPU visible to TensorFlow ({why}): nothing checked; --dry_run runs "
                    "the same phases on the CPU")
@@ -171,7 +194,102 @@ def forward_parity(sizes, batch=8, seed=0):
     return result
 
 
-def train_run(sizes, precision, replicas, iterations, data_dir, checkpoint_dir, dry_run=False):
+def _one_iteration(config, device, weights, images, labels, noise):
+    """One training iteration (noise from outside) of a trainer on ``device``
+    starting from ``weights`` (G's then D's variables, numpy; None: its own).
+    Returns ``(weights before, metrics, weights after)`` as numpy."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from sagan_tf.training.trainer import Trainer  # pylint: disable=import-outside-toplevel
+    trainer = Trainer(config, tf.distribute.MirroredStrategy([device]))
+    variables = trainer.generator.variables + trainer.discriminator.variables
+    for variable, value in zip(variables, weights or ()):
+        variable.assign(value)
+    before = [v.numpy() for v in variables]
+    metrics, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels, noise))
+    return before, {k: float(v) for k, v in metrics.items()}, [v.numpy() for v in variables]
+
+
+def _update_difference(got, want, before):
+    """``|got - want| / |want - before|`` over all variables (Euclidean norms):
+    the difference of two iterations' results relative to the update itself.
+    (Per variable it would be dominated by Adam's first step on parameters
+    whose gradient is ~0: ``g / sqrt(v)`` turns rounding noise into +-lr.)"""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    diff = sum(float(np.sum((g.astype(np.float64) - w) ** 2)) for g, w in zip(got, want))
+    step = sum(float(np.sum((w.astype(np.float64) - b) ** 2)) for w, b in zip(want, before))
+    return (diff / max(step, 1e-300)) ** 0.5
+
+
+def parity_verdict(difference, floor, factor=PARITY_FLOOR_FACTOR, minimum=1e-6):
+    """Whether a device's difference from the CPU agrees: at most ``factor``
+    times the CPU's own noise ``floor`` (at least ``minimum``, for a floor of 0)."""
+    return difference <= factor * max(floor, minimum)
+
+
+def training_parity(sizes, dry_run=False, seed=0):
+    """One training iteration (G then D, float32, TF32 off) from the same weights
+    and inputs on the CPU and on the first GPU, against the CPU's own noise
+    floor: the same iteration on the CPU with the other Grappler setting
+    (``--graph_optimization light`` vs ``full``: other kernel orders). In a
+    dry run the "GPU" is a second logical CPU.
+
+    Returns ``{"device", "floor": {"weights", "metrics", "finite"},
+    "difference": {...}, "ok"}``: the weights after the iteration (their
+    difference relative to the update, :func:`_update_difference`) and the
+    metrics (max relative difference) against the CPU's; ``ok``: finite, and
+    each within :func:`parity_verdict` of its floor.
+    """
+    import math  # pylint: disable=import-outside-toplevel
+
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    if dry_run:
+        devices.configure_cpu_replicas(2)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    devices.set_tf32(False)
+    device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:1"
+    config = TrainConfig(**sizes, seed=seed, graph_optimization="full")
+    rng = np.random.default_rng(seed)
+    n, s = sizes["batch_size"], sizes["image_size"]
+    images = rng.uniform(-1, 1, (n, s, s, 3)).astype(np.float32)
+    labels = rng.integers(0, sizes["number_classes"], n).astype(np.int32)
+    noise = {part: [(tf.constant(rng.standard_normal((n, sizes["z_dim"])), tf.float32),
+                     tf.constant(rng.integers(0, sizes["number_classes"], n), tf.int32))]
+             for part in ("g", "d")}
+    weights, reference, after = _one_iteration(config, "/cpu:0", None, images, labels, noise)
+    runs = {"floor": _one_iteration(dataclasses.replace(config, graph_optimization="light"),
+                                    "/cpu:0", weights, images, labels, noise),
+            "difference": _one_iteration(config, device, weights, images, labels, noise)}
+    result = {"device": device}
+    for name, (_, metrics, got) in runs.items():
+        result[name] = {
+            "weights": _update_difference(got, after, weights),
+            "metrics": max(abs(metrics[k] - reference[k]) / max(abs(reference[k]), 1e-30)
+                           for k in reference),
+            "finite": all(math.isfinite(v) for v in metrics.values())}
+    result["ok"] = result["difference"]["finite"] and all(
+        parity_verdict(result["difference"][k], result["floor"][k]) for k in ("weights",
+                                                                              "metrics"))
+    return result
+
+
+def placement_run(sizes, dry_run=False):
+    """Where the compiled training iteration's ops run on one replica (the
+    first GPU; the CPU in a dry run): :func:`sagan_tf.perf.placement.check_placement`
+    of :func:`sagan_tf.perf.host_cost.port_variant`'s first call."""
+    from sagan_tf.perf import host_cost  # pylint: disable=import-outside-toplevel
+    from sagan_tf.training import devices  # pylint: disable=import-outside-toplevel
+    devices.set_tf32(False)
+    _, info = host_cost.port_variant(1, sizes)
+    return dict(info["placement"], kernels_per_replica=info["kernels_per_replica"],
+                dry_run=dry_run)
+
+
+def train_run(sizes, precision, replicas, iterations, data_dir, checkpoint_dir, dry_run=False,
+              xla=False):
     """``iterations`` steps of :func:`sagan_tf.training.loop.train` on the records of
     ``data_dir``, then what they did.
 
@@ -181,6 +299,7 @@ def train_run(sizes, precision, replicas, iterations, data_dir, checkpoint_dir, 
       replicas: GPUs (the first ones; ``--num_towers``), or in a dry run
         logical CPU replicas.
       iterations: training steps; a checkpoint half way and at the end.
+      xla: ``--xla`` (each replica's forward/backward passes XLA-compiled).
 
     Returns:
       ``{"ok", "start_line", "num_replicas", "global_batch_size",
@@ -202,6 +321,7 @@ def train_run(sizes, precision, replicas, iterations, data_dir, checkpoint_dir, 
         data_dir=data_dir, checkpoint_dir=checkpoint_dir, seed=0, max_steps=iterations,
         num_towers=0 if dry_run else replicas, num_cpu_replicas=replicas if dry_run else 0,
         allow_cpu=dry_run, mixed_precision=PRECISIONS[precision], shuffle_buffer_size=256,
+        xla=xla,
         log_every_steps=5, save_summaries_steps=10, save_checkpoint_secs=0,
         save_checkpoint_steps=max(iterations // 2, 1), keep_checkpoint_max=3, **sizes)
     lines = []
@@ -211,7 +331,7 @@ def train_run(sizes, precision, replicas, iterations, data_dir, checkpoint_dir, 
     logdir = config.logdir
     complete = checkpoints.list_complete_checkpoints(logdir)
     out = {
-        "precision": precision, "replicas": replicas, "plan": plan.note,
+        "precision": precision, "replicas": replicas, "plan": plan.note, "xla": xla,
         "start_line": next((ln for ln in lines if ln.startswith("Replicas:")), None),
         "num_replicas": result["num_replicas"], "global_batch_size": result["global_batch_size"],
         "steps": result["step"], "first_step_s": round(result["first_step_s"], 3),
@@ -255,45 +375,13 @@ def host_cost_run(replica_counts, release, rounds, dry_run=False):
     keep = ("replicas", "first_iteration_seconds", "ops_traced_per_replica",
             "kernels_per_replica", "kernels_executed_per_replica", "cross_replica_reductions",
             "reduce_calls_traced", "seconds_per_iteration", "microseconds_per_kernel",
-            "median_vs_port_1", "median_vs_release_tf1")
+            "median_vs_port_1", "median_vs_release_tf1", "placement")
     variants = {name: {k: v[k] for k in keep if k in v}
                 for name, v in measured["variants"].items()}
     ok = all(v.get("kernels_executed_per_replica", 0) > 0
              and v["seconds_per_iteration"]["median"] > 0 for v in variants.values())
     return {"ok": ok, "size": size, "variants": variants,
             "load_average_during": measured["load_average_during"]}
-
-
-_GPU_QUERY = ("nvidia-smi", "--query-gpu=index,uuid,memory.used,memory.total",
-              "--format=csv,noheader,nounits")
-
-
-def gpu_memory_query(run=subprocess.run):
-    """``{index: {"uuid", "used_mib", "total_mib"}}`` from ``nvidia-smi``, or None
-    when it is not there or fails."""
-    try:
-        proc = run(list(_GPU_QUERY), capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode:
-        return None
-    return parse_gpu_query(proc.stdout)
-
-
-def parse_gpu_query(text):
-    """Parses ``nvidia-smi --query-gpu=index,uuid,memory.used,memory.total
-    --format=csv,noheader,nounits`` output."""
-    gpus = {}
-    for line in text.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 4 or not parts[0].isdigit():
-            continue
-        try:
-            gpus[int(parts[0])] = {"uuid": parts[1], "used_mib": float(parts[2]),
-                                   "total_mib": float(parts[3])}
-        except ValueError:
-            continue
-    return gpus
 
 
 def untouched_gpus(baseline, samples, chosen, threshold_mib=UNTOUCHED_MIB):
@@ -328,3 +416,13 @@ def train_order(precisions, num_gpus, replicas=("1", "all")):
         if item not in out:
             out.append(item)
     return out
+
+
+#: The status of a phase left out because the check's time budget was spent.
+SKIPPED_FOR_TIME = "skipped (budget spent)"
+
+
+def exit_status(completed, runs):
+    """The check's exit status: 0 when it completed and every phase passed or
+    was only skipped for lack of time (:data:`SKIPPED_FOR_TIME`), else 1."""
+    return 0 if completed and all(r["status"] in ("ok", SKIPPED_FOR_TIME) for r in runs) else 1

@@ -36,14 +36,17 @@ the input iterator's ``next``, the finiteness read, the summaries and
 progress line, each timed per step.
 
 ``tools/perf/host_cost.py`` is the command line. With as many GPUs as replicas, the replicas are
-GPUs (the same figures on a GPU machine; the kernel counts then include the
-GPU partitions' host-side ops).
+GPUs: ops and kernels are then counted per GPU (the host's ``CPU:0``
+partition, which shares GPU 0's index, is not merged into it), and
+``placement`` says whether an op asked for on a GPU runs on the CPU
+(:mod:`sagan_tf.perf.placement`).
 """
 import collections
 import os
 import tempfile
 import time
 
+from sagan_tf.perf.placement import check_placement, first_call_partitions
 from sagan_tf.perf.timing import alternate
 
 __all__ = ["REDUCTION_OPS", "replica_devices", "traced_ops", "partition_counts",
@@ -63,32 +66,38 @@ def replica_devices(replicas):
     return [f"/{kind}:{i}" for i in range(replicas)]
 
 
-def _device_index(device):
-    """``"/job:localhost/replica:0/task:0/device:CPU:1"`` -> 1 (None if unplaced)."""
+def _device_index(device, device_type):
+    """``"/job:localhost/replica:0/task:0/device:CPU:1"`` -> 1 when its type is
+    ``device_type``; None if unplaced or of another type (on a GPU machine
+    ``GPU:0`` and the host's ``CPU:0`` must not be counted as one device)."""
     if not device:
         return None
     import tensorflow as tf
-    return tf.DeviceSpec.from_string(device).device_index
+    spec = tf.DeviceSpec.from_string(device)
+    return spec.device_index if (spec.device_type or "").upper() == device_type else None
 
 
-def traced_ops(graph):
-    """``({device index: op count}, unplaced count)`` of a traced ``tf.Graph``."""
+def traced_ops(graph, device_type="CPU"):
+    """``({device index: op count}, unplaced count)`` of a traced ``tf.Graph``,
+    over the devices of ``device_type`` (the replicas'); ops on devices of
+    another type are in neither."""
     per_device, unplaced = collections.Counter(), 0
     for op in graph.get_operations():
-        index = _device_index(op.device)
-        if index is None:
-            unplaced += 1
-        else:
+        index = _device_index(op.device, device_type)
+        if index is not None:
             per_device[index] += 1
+        elif not op.device:
+            unplaced += 1
     return dict(per_device), unplaced
 
 
-def partition_counts(graph_defs):
-    """``{device index: Counter(op type)}`` over partition ``GraphDef``s."""
+def partition_counts(graph_defs, device_type="CPU"):
+    """``{device index: Counter(op type)}`` over partition ``GraphDef``s for the
+    devices of ``device_type``; the nodes of other devices under None."""
     out = collections.defaultdict(collections.Counter)
     for graph_def in graph_defs:
         for node in graph_def.node:
-            out[_device_index(node.device)][node.op] += 1
+            out[_device_index(node.device, device_type)][node.op] += 1
     return dict(out)
 
 
@@ -130,7 +139,6 @@ def port_variant(replicas, size):
     """A trainer on the first ``replicas`` logical CPUs; returns ``(run_once, info)``."""
     import numpy as np
     import tensorflow as tf
-    from tensorflow.python.eager import context
     from sagan_tf.training.config import TrainConfig
     from sagan_tf.training.faults import NonFiniteGuard
     from sagan_tf.training.trainer import Trainer
@@ -143,8 +151,9 @@ def port_variant(replicas, size):
     # 4-replica step joins the 2-replica one's group).
     base, tf.distribute.MirroredStrategy._collective_key_base = (  # pylint: disable=protected-access
         tf.distribute.MirroredStrategy._collective_key_base, 1000 * replicas)  # pylint: disable=protected-access
+    devices = replica_devices(replicas)
     try:
-        strategy = tf.distribute.MirroredStrategy(replica_devices(replicas))
+        strategy = tf.distribute.MirroredStrategy(devices)
     finally:
         tf.distribute.MirroredStrategy._collective_key_base = base  # pylint: disable=protected-access
     reduce_counter = _ReduceCounter(strategy)
@@ -162,26 +171,21 @@ def port_variant(replicas, size):
             raise RuntimeError(f"non-finite iteration ({replicas} replicas)")
         return outputs
 
-    ctx = context.context()
-    ctx.enable_run_metadata()  # the instantiation records the optimised graphs
     t0 = time.perf_counter()
-    try:
-        run_once()
-    finally:
-        metadata = ctx.export_run_metadata()
-        ctx.disable_run_metadata()
+    _, partitions = first_call_partitions(run_once)  # the instantiation's optimised graphs
     first = time.perf_counter() - t0
     function = trainer._compiled_iterations[guard.state_check].function  # pylint: disable=protected-access
     graph = function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
-    per_device, unplaced = traced_ops(graph)
-    partitions = [p for fg in metadata.function_graphs for p in fg.partition_graphs]
+    kind = "GPU" if devices[0].startswith("/gpu") else "CPU"
+    per_device, unplaced = traced_ops(graph, kind)
     info = {"replicas": replicas, "first_iteration_seconds": first,
             "ops_traced": len(graph.get_operations()),
             "ops_traced_per_replica": [per_device.get(i, 0) for i in range(replicas)],
             "ops_traced_unplaced": unplaced,
             "reduce_calls_traced": {"calls": reduce_counter.calls,
-                                    "values": reduce_counter.values}}
-    info.update(kernel_summary(partition_counts(partitions), replicas))
+                                    "values": reduce_counter.values},
+            "placement": check_placement(graph, partitions, devices)}
+    info.update(kernel_summary(partition_counts(partitions, kind), replicas))
     return run_once, info
 
 
@@ -211,7 +215,8 @@ def release_variant(size, threads):
             "ops_traced": len(ref.graph.get_operations()),
             "ops_traced_per_replica": [len(ref.graph.get_operations())],
             "kernels_step_stats": dict(executed)}
-    info.update(kernel_summary(partition_counts(partitions), 1))
+    kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    info.update(kernel_summary(partition_counts(partitions, kind), 1))
     return ref.iteration, info
 
 

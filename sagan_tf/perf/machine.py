@@ -34,7 +34,7 @@ def setup_devices(num_replicas=1, threads=0, cpu_if_too_few_gpus=False):
             raise ValueError(f"--num_replicas {num_replicas} but only {len(gpus)} GPU(s)")
         return [f"/gpu:{i}" for i in range(num_replicas)]
     if num_replicas > 1:
-        from sagan_tf.training.distribute import \
+        from sagan_tf.training.devices import \
             configure_cpu_replicas  # pylint: disable=import-outside-toplevel
         configure_cpu_replicas(num_replicas)
     return [f"/cpu:{i}" for i in range(num_replicas)]

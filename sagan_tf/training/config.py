@@ -15,7 +15,7 @@ import numpy as np
 from sagan_tf.models import layers
 from sagan_tf.models.layouts import ARCHS, BLOCK_TYPES, attention_placements, parse_resolutions
 from sagan_tf.training import compilation, losses
-from sagan_tf.training.distribute import STRATEGY_KINDS
+from sagan_tf.training.distribute import CROSS_DEVICE_OPS, STRATEGY_KINDS
 
 __all__ = ["ConfigError", "TrainConfig", "MIXED_PRECISION_POLICIES", "ON_NAN_CHOICES"]
 
@@ -59,6 +59,7 @@ class TrainConfig:
     max_steps: int = 2_000_000               # the release stopped at 2M steps
     seed: int = None                         # None: drawn at the first start, stored in config.json
     strategy: str = "mirrored"               # see sagan_tf.training.distribute.STRATEGY_KINDS
+    cross_device_ops: str = "auto"           # mirrored all-reduce: auto (NCCL on GPUs) | nccl | ...
     num_cpu_replicas: int = 0                # CPU-only: logical CPU replicas for "mirrored"
     tpu: str = None                          # TPU name/address for strategy="tpu"
     allow_cpu: bool = False                  # train on the CPU although an NVIDIA driver is present
@@ -95,6 +96,9 @@ class TrainConfig:
             except ValueError as e:
                 raise ConfigError(f"--{flag}: {e}") from None
             setattr(self, flag, None if value is None else list(value))
+        if self.cross_device_ops not in CROSS_DEVICE_OPS:  # --strategy: make_strategy checks it
+            raise ConfigError(f"--cross_device_ops must be one of {CROSS_DEVICE_OPS}, got "
+                              f"{self.cross_device_ops!r}")
 
     @property
     def logdir(self):

@@ -6,63 +6,82 @@ replicas play the towers; the per-replica batch is `--batch_size`, and
 `--num_towers N` takes the first N GPUs as the release's towers did (which
 devices, and the errors when they do not exist: `sagan_tf.training.devices`).
 
-On a CPU-only machine `configure_cpu_replicas(n)` splits the one physical CPU
-into `n` logical devices so that a real `MirroredStrategy` with `n` replicas
-can be exercised (tests, the demo). It must run before TensorFlow executes any
-op, because the runtime fixes the device list when it initialises.
+On a CPU-only machine the replicas are logical CPU devices
+(`sagan_tf.training.devices.configure_cpu_replicas`, before any op runs).
+The mirrored strategy all-reduces the gradients with `--cross_device_ops`
+(NCCL on GPUs by default); an NCCL failure at the first step is reported
+with what a Docker container needs (`nccl_failure`).
 """
+import dataclasses
+import re
+
 import tensorflow as tf
 
 from sagan_tf.training import devices
 
-__all__ = ["STRATEGY_KINDS", "configure_cpu_replicas", "make_strategy",
-           "make_strategy_and_plan"]
+__all__ = ["STRATEGY_KINDS", "CROSS_DEVICE_OPS", "NCCL_DOCKER_HINT", "cross_device_ops",
+           "nccl_failure", "make_strategy", "make_strategy_and_plan"]
 
 #: Accepted values of `make_strategy(kind=...)` / `--strategy`.
 STRATEGY_KINDS = ("mirrored", "multiworker", "tpu", "default")
 
 
-def configure_cpu_replicas(n):
-    """Splits the physical CPU into `n` logical CPU devices (`/cpu:0` .. `/cpu:n-1`).
+#: Values of ``--cross_device_ops``: how the mirrored strategy all-reduces the
+#: replicas' gradients. auto: NCCL on GPUs, TensorFlow's choice on CPUs
+#: (reduction to one device).
+CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "reduction_to_one")
+#: What an NCCL failure inside a container needs (its shared memory is 64 MB by default).
+NCCL_DOCKER_HINT = ("inside Docker, start the container with --ipc=host or --shm-size=1g "
+                    "(NCCL needs more than the default 64 MB of /dev/shm); or pass "
+                    "--cross_device_ops hierarchical_copy (no NCCL)")
+_NCCL_ERROR = re.compile(r"nccl|/dev/shm|shared memory", re.IGNORECASE)
 
-    Idempotent: if the CPU is already split into exactly `n` logical devices
-    (e.g. by the test harness), nothing happens.
 
-    Args:
-      n: number of logical CPU devices, >= 1.
+def cross_device_ops(name, plan):
+    """``(tf.distribute.CrossDeviceOps or None, resolved name)`` of
+    ``--cross_device_ops name`` on :class:`DevicePlan` ``plan``'s devices.
 
     Raises:
-      ValueError: if `n < 1`.
-      RuntimeError: if TensorFlow has already initialised its devices with a
-        different CPU layout (some op ran before this call).
+      ValueError: an unknown name, or ``nccl`` without GPUs.
     """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"num_cpu_replicas must be >= 1, got {n}")
-    cpus = tf.config.list_physical_devices("CPU")
-    current = tf.config.get_logical_device_configuration(cpus[0])
-    if (current is None and n == 1) or (current is not None and len(current) == n):
-        return
-    try:
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
-    except RuntimeError as e:
-        have = len(tf.config.list_logical_devices("CPU"))
-        raise RuntimeError(
-            f"configure_cpu_replicas({n}) must be called before any TensorFlow op "
-            f"runs (the runtime is already initialised with {have} logical CPU "
-            f"device(s)). Call it first thing in the program, before building "
-            f"models, datasets or tensors.") from e
+    if name not in CROSS_DEVICE_OPS:
+        raise ValueError(f"--cross_device_ops must be one of {CROSS_DEVICE_OPS}, got {name!r}")
+    on_gpus = plan is not None and plan.kind == "gpu"
+    if name == "auto":
+        if not on_gpus:
+            return None, "reduction_to_one"  # what MirroredStrategy picks on CPUs
+        name = "nccl"
+    if name == "nccl":
+        if not on_gpus:
+            raise ValueError("--cross_device_ops nccl needs GPUs; on the CPU pass "
+                             "reduction_to_one or hierarchical_copy (or auto)")
+        return tf.distribute.NcclAllReduce(), name
+    if name == "hierarchical_copy":
+        return tf.distribute.HierarchicalCopyAllReduce(), name
+    return tf.distribute.ReductionToOneDevice(), name
+
+
+def nccl_failure(error):
+    """The one-line report of an NCCL failure (``error``: the exception of the
+    first training step), with the Docker hint; None when it is not NCCL's."""
+    text = str(getattr(error, "message", None) or error)
+    if not _NCCL_ERROR.search(text):
+        return None
+    first = next((ln.strip() for ln in text.splitlines() if _NCCL_ERROR.search(ln)),
+                 text.strip().splitlines()[0])
+    return (f"the all-reduce across GPUs (NCCL) failed at the first step: {first}; "
+            f"{NCCL_DOCKER_HINT}")
 
 
 def make_strategy(kind="mirrored", num_cpu_replicas=0, tpu=None, num_towers=0,
-                  allow_cpu=False):
+                  allow_cpu=False, cross_device_ops_name="auto"):
     """The strategy of :func:`make_strategy_and_plan`."""
-    return make_strategy_and_plan(kind, num_cpu_replicas, tpu, num_towers, allow_cpu)[0]
+    return make_strategy_and_plan(kind, num_cpu_replicas, tpu, num_towers, allow_cpu,
+                                  cross_device_ops_name)[0]
 
 
 def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_towers=0,
-                           allow_cpu=False):
+                           allow_cpu=False, cross_device_ops_name="auto"):
     """Creates the distribution strategy named by `kind`, on the devices of
     :func:`sagan_tf.training.devices.plan_training_devices`.
 
@@ -83,6 +102,8 @@ def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_to
       num_towers: GPUs per worker ("mirrored", "multiworker"); 0: all visible.
       allow_cpu: train on the CPU even when an NVIDIA driver is present but
         TensorFlow sees no GPU.
+      cross_device_ops_name: "mirrored"'s all-reduce, one of `CROSS_DEVICE_OPS`
+        (:func:`cross_device_ops`; the plan's ``all_reduce`` names it).
 
     Returns:
       `(strategy, plan)`: a `tf.distribute.Strategy` and its
@@ -105,6 +126,9 @@ def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_to
             f"num_cpu_replicas={num_cpu_replicas} only applies to strategy='mirrored', "
             f"got strategy={kind!r}")
 
+    if cross_device_ops_name != "auto" and kind != "mirrored":
+        raise ValueError(f"--cross_device_ops {cross_device_ops_name} only applies to "
+                         f"--strategy mirrored, got {kind!r}")
     if kind == "default":
         return tf.distribute.get_strategy(), None
     if kind == "tpu":
@@ -114,8 +138,7 @@ def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_to
         return tf.distribute.TPUStrategy(resolver), None
 
     plan = devices.training_plan(num_towers, allow_cpu, num_cpu_replicas)
-    if plan.kind == "gpu":  # no-op once the entry point did it before the runtime started
-        devices.show_only_first_gpus(len(plan.devices))
+    devices.apply_training_plan(plan)  # a no-op once the entry point applied it
     if kind == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy(), plan
     if plan.kind == "cpu" and len(plan.devices) > 1:
@@ -123,6 +146,8 @@ def make_strategy_and_plan(kind="mirrored", num_cpu_replicas=0, tpu=None, num_to
         if len(cpus) < len(plan.devices):
             raise RuntimeError(
                 f"num_cpu_replicas={num_cpu_replicas} but only {len(cpus)} logical CPU "
-                f"device(s) exist; call sagan_tf.training.distribute.configure_cpu_replicas("
+                f"device(s) exist; call sagan_tf.training.devices.configure_cpu_replicas("
                 f"{num_cpu_replicas}) before any TensorFlow op")
-    return tf.distribute.MirroredStrategy(list(plan.devices)), plan
+    ops, name = cross_device_ops(cross_device_ops_name, plan)
+    plan = dataclasses.replace(plan, all_reduce=name)
+    return tf.distribute.MirroredStrategy(list(plan.devices), cross_device_ops=ops), plan

@@ -24,7 +24,7 @@ from sagan_tf import summaries
 from sagan_tf.data import pipeline, pixel_pipelines, record_format
 from sagan_tf.runs import checkpoints, rundir_lock
 from sagan_tf.sampling import samples as sampling
-from sagan_tf.training import devices, loop_iterations, run_config
+from sagan_tf.training import devices, distribute, loop_iterations, run_config
 from sagan_tf.training.config import ConfigError
 from sagan_tf.training.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                                       TrainingError, check_logdir_writable, diverged,
@@ -218,7 +218,12 @@ class _Loop:
             if k > 1:
                 self._iterations(k)
                 continue
-            outputs = self._iteration()
+            try:
+                outputs = self._iteration()
+            except tf.errors.OpError as e:  # NCCL in a container fails here: say what it needs
+                if self.t_first is None and (report := distribute.nccl_failure(e)):
+                    raise TrainingError(report) from e
+                raise
             if outputs is None:  # a non-finite iteration, undone (--on_nan=skip_step)
                 continue
             self.step += 1

@@ -85,7 +85,7 @@ class Trainer:
         if strategy is None:
             self.strategy, self.device_plan = make_strategy_and_plan(
                 config.strategy, config.num_cpu_replicas, config.tpu, config.num_towers,
-                config.allow_cpu)
+                config.allow_cpu, config.cross_device_ops)
         devices.set_tf32(config.allow_tf32)  # off: the release's float32 (no TF32)
         self.num_replicas = self.strategy.num_replicas_in_sync
         self.global_batch_size = config.batch_size * self.num_replicas

@@ -10,6 +10,13 @@ side is ``sagan_tf/perf/gpu_check.py``):
             stand-in classifier (no download) for the evaluator.
   forward   G and D at paper widths on the first GPU, TF32 off (and on, for
             comparison), against float32 on the CPU: relative errors.
+  parity    one training iteration (G then D, float32, TF32 off) from the
+            same weights and inputs on the CPU and on the first GPU: the
+            difference of the weights and losses against the CPU's own
+            noise floor (the same iteration under the other Grappler setting).
+  placement the compiled training iteration on the first GPU: no op asked
+            for on the GPU may run on the CPU (soft placement's silent
+            fallback, e.g. an op without a bf16/fp16 GPU kernel).
   train     20 iterations of the real training loop (sagan_tf.training.loop.train:
             records -> input pipeline, non-finite guard, summaries, a
             checkpoint half way and at the end, sample grid), paper widths,
@@ -20,6 +27,7 @@ side is ``sagan_tf/perf/gpu_check.py``):
             1-replica run's checkpoint, while nvidia-smi shows each GPU's
             memory: the others must stay untouched, the chosen one must not
             be filled (memory growth).
+  train_fp32_xla_x1  4 iterations of the loop with --xla on 1 GPU.
   host_cost the host's share of an iteration at minimal compute (test
             networks, 128x128, gf=df=8, batch 2 per replica): kernels per
             replica, cross-replica reductions, time per iteration and per
@@ -28,15 +36,16 @@ side is ``sagan_tf/perf/gpu_check.py``):
 
 Everything is held to --budget_s of wall time (default 450 s, inside 8
 minutes with start-up; 1800 s with --dry_run); a phase that would start with under 20 s left is
-skipped. Writes into --out_dir (default: $OUT): ``gpu_check.jsonl`` (one JSON
+skipped (status "skipped (budget spent)"). Writes into --out_dir (default: $OUT): ``gpu_check.jsonl`` (one JSON
 line per phase: name, status, seconds, result), ``<phase>.log`` (its
 stderr), ``summary.md`` and ``summary.json``; prints the summary. Exit status
-0 when every phase ran and passed, 1 otherwise (the others' figures are still
-written).
+0 when every phase passed or was skipped for lack of time, 1 otherwise (the
+others' figures are still written).
 
 ``--dry_run`` runs the same phases on the CPU at tiny sizes (32x32, widths 4,
 4 iterations; "every GPU" is 2 logical CPUs; the evaluator on --device cpu,
-its memory check not measured): what a machine without GPUs can check.
+its memory check not measured; the parity phase compares two logical CPUs,
+the placement phase runs on the CPU): what a machine without GPUs can check.
 
   OUT=/path/to/empty/dir python tools/perf/gpu_benchmark.py
   python tools/perf/gpu_benchmark.py --out_dir /tmp/gpu_check --precisions fp32,bf16
@@ -53,13 +62,14 @@ import time
 from absl import app, flags
 
 from sagan_tf.perf import gpu_check  # imports no TensorFlow
+from sagan_tf.training import nvidia
 
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 #: Phase -> timeout cap in seconds.
-CAPS = {"devices": 90, "data": 120, "forward": 150, "host_cost": 120, "train": 200,
-        "eval": 150}
+CAPS = {"devices": 90, "data": 120, "forward": 150, "parity": 150, "placement": 120,
+        "host_cost": 120, "train": 200, "eval": 150}
 #: Results file in --out_dir.
 JSONL = "gpu_check.jsonl"
 
@@ -107,13 +117,17 @@ def run_phase(name, args):
         return out
     if name == "forward":
         return gpu_check.forward_parity(sizes, batch=2 if args["dry_run"] else 8)
+    if name == "parity":
+        return gpu_check.training_parity(sizes, dry_run=args["dry_run"])
+    if name == "placement":
+        return gpu_check.placement_run(sizes, dry_run=args["dry_run"])
     if name == "host_cost":
         return gpu_check.host_cost_run(args["replicas"], args["release"], args["rounds"],
                                        dry_run=args["dry_run"])
     if name == "train":
         return gpu_check.train_run(sizes, args["precision"], args["replicas"],
                                    args["iterations"], args["data_dir"], args["checkpoint_dir"],
-                                   dry_run=args["dry_run"])
+                                   dry_run=args["dry_run"], xla=args.get("xla", False))
     raise app.UsageError(f"--phase {name}: unknown")
 
 
@@ -145,7 +159,7 @@ class Check:
     def start(self, name):
         """A run record, or None (recorded as skipped) when the budget is spent."""
         if self.left() < 20:
-            self.record({"name": name, "status": "skipped (budget spent)", "seconds": 0.0,
+            self.record({"name": name, "status": gpu_check.SKIPPED_FOR_TIME, "seconds": 0.0,
                          "result": None})
             return None
         return {"name": name, "status": None, "result": None}
@@ -226,12 +240,11 @@ class Check:
 
 
 def _smi_index(tf_index):
-    """nvidia-smi's index of TensorFlow's GPU ``tf_index`` (CUDA_DEVICE_ORDER is
-    PCI_BUS_ID, nvidia-smi's order; CUDA_VISIBLE_DEVICES may keep a subset)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-    if all(v.strip().isdigit() for v in visible) and tf_index < len(visible):
-        return int(visible[tf_index])
-    return tf_index
+    """nvidia-smi's number of TensorFlow's GPU ``tf_index`` (the children run
+    with CUDA_DEVICE_ORDER=PCI_BUS_ID; CUDA_VISIBLE_DEVICES may keep a subset)."""
+    numbers = nvidia.smi_indices(tf_index + 1, dict(os.environ, CUDA_DEVICE_ORDER="PCI_BUS_ID"),
+                                 gpu_check.gpu_memory_query())
+    return tf_index if numbers is None else numbers[tf_index]
 
 
 def run_check(check, iterations, eval_samples, precisions, replicas=("1", "all")):
@@ -252,6 +265,8 @@ def run_check(check, iterations, eval_samples, precisions, replicas=("1", "all")
     check.phase("data", "data", CAPS["data"], env=cpu_env, data_dir=data_dir,
                 classifier_dir=classifier, num_records=records)
     check.phase("forward", "forward", CAPS["forward"])
+    check.phase("parity", "parity", CAPS["parity"])
+    check.phase("placement", "placement", CAPS["placement"])
     for k, (precision, count) in enumerate(gpu_check.train_order(precisions, num_gpus, replicas)):
         run_dir = os.path.join(work, f"train_{precision}_{count}")
         trained = check.phase(f"train_{precision}_x{count}", "train", CAPS["train"],
@@ -265,6 +280,11 @@ def run_check(check, iterations, eval_samples, precisions, replicas=("1", "all")
                           "training run did not pass)", "seconds": 0.0, "result": None})
         elif os.path.isdir(run_dir):
             shutil.rmtree(run_dir)  # paper-width checkpoints are ~1 GB each
+    xla_dir = os.path.join(work, "train_xla")
+    check.phase("train_fp32_xla_x1", "train", CAPS["train"], precision=precisions[0], replicas=1,
+                iterations=min(iterations, 4), data_dir=data_dir, checkpoint_dir=xla_dir,
+                xla=True)
+    shutil.rmtree(xla_dir, ignore_errors=True)
     # Last: the training runs and the evaluator are the first-contact checks;
     # the host's share is a measurement, skipped first when the budget runs out.
     check.phase("host_cost", "host_cost", CAPS["host_cost"],
@@ -298,6 +318,14 @@ def _figures(name, r):
         return "; ".join(
             f"{k}: G max rel {r[k]['generator']['max_rel']:.2e}, D max rel "
             f"{r[k]['discriminator']['max_rel']:.2e}" for k in ("tf32_off", "tf32_on") if k in r)
+    if name == "parity":
+        return (f"{r['device']} vs CPU: weights {r['difference']['weights']:.2e}, metrics "
+                f"{r['difference']['metrics']:.2e}; CPU noise floor: weights "
+                f"{r['floor']['weights']:.2e}, metrics {r['floor']['metrics']:.2e}")
+    if name == "placement":
+        moved = ", ".join(f"{t} x{n}" for t, n in r["moved_by_type"].items()) or "none"
+        return (f"{r['ops_requested_on_replicas']} ops asked for on the {r['replica_type']} "
+                f"replica; run on the CPU instead: {moved}")
     if name == "host_cost":
         return "; ".join(
             f"{k}: {v.get('kernels_executed_per_replica', 0):.0f} kernels/replica, "
@@ -357,7 +385,7 @@ def main(argv):
         json.dump({"dry_run": FLAGS.dry_run, "budget_s": budget_s, "runs": check.runs},
                   f, indent=1, sort_keys=True)
     print(text, end="")
-    return 0 if completed and all(r["status"] == "ok" for r in check.runs) else 1
+    return gpu_check.exit_status(completed, check.runs)
 
 
 if __name__ == "__main__":
