@@ -61,8 +61,8 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     The first iteration's gradients come from the Trainer's own G and D
     passes (``_g_pass`` / ``_d_pass``, eagerly); the state is then restored
     from a checkpoint and every iteration runs through the compiled
-    ``Trainer.train_step``, as in training, under ``graph_optimization``
-    (``TrainConfig.graph_optimization``).
+    ``Trainer.parity_iteration`` on the release graph's noise, under
+    ``graph_optimization`` (``TrainConfig.graph_optimization``).
     """
     import tensorflow as tf
 
@@ -104,7 +104,7 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     for k in range(len(inputs["z_g"])):
         noise = {"g": [(inputs["z_g"][k], inputs["y_g"][k])],
                  "d": [(inputs["z_d"][k], inputs["y_d"][k])]}
-        metrics, _, _ = trainer.train_step(trainer.make_inputs_from_global(
+        metrics, _, _ = trainer.parity_iteration(trainer.make_inputs_from_global(
             inputs["x_real"][k], inputs["y_real"][k], noise))
         result["g_loss"].append(float(metrics["g_loss"]))
         result["d_loss"].append(float(metrics["d_loss"]))

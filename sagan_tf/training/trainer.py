@@ -2,8 +2,11 @@
 
 :class:`Trainer` holds G, D, two Adam optimizers, the global step and the
 random generator in one ``tf.train.Checkpoint`` (the layout of
-docs/ARCHITECTURE.md) and runs the training iteration ``train_step``; the
-loop around it is :func:`sagan_tf.training.loop.train`.
+docs/ARCHITECTURE.md) and runs the training iteration: :meth:`Trainer.train_iterations`
+runs k of them in one compiled call (k = 1 the ordinary case);
+:meth:`Trainer.parity_iteration` runs one on noise the caller drew (the
+release-parity comparison). The loop around them is
+:func:`sagan_tf.training.loop.train`.
 
 One training iteration (NUMERICS §6) is, per replica::
 
@@ -20,11 +23,12 @@ One training iteration (NUMERICS §6) is, per replica::
     step += 1
 
 Determinism: all random inputs of an iteration (z and fake labels of every G
-and D step) are drawn *outside* the compiled step from the checkpointed
-``tf.random.Generator``, at the global batch size, and split across replicas
-by replica id. One iteration is therefore a pure function of (state, real
-batches, noise), and a run that is stopped and resumed draws exactly the
-noise an uninterrupted run would have drawn.
+and D step) are drawn from the checkpointed ``tf.random.Generator`` at the
+global batch size, inside the compiled call (on TPUs just before it), and
+split across replicas by replica id. One iteration is therefore a pure
+function of (state, real batches, generator state), and a run that is
+stopped and resumed draws exactly the noise an uninterrupted run would have
+drawn.
 """
 import contextlib
 
@@ -123,8 +127,9 @@ class Trainer:
             config.graph_optimization, self.strategy)
         self._call_config = (compilation.rewrite_options(compilation.LIGHT_GRAPPLER)
                              if self.graph_optimization == "light" else None)
-        self._compiled_step = self._compiled(self._step)
-        self._compiled_iterations = {}  # train_iteration's, one per check function
+        #: :meth:`parity_iteration`'s compiled function (its trace, for tests and tools).
+        self.compiled_parity_iteration = self._compiled(self._step_on_inputs)
+        self._compiled_iterations = {}  # train_iterations', one per (k, check)
         self._compiled_sample = None
         self.sigma_ratio_variables = [
             v for v in self.generator.variables + self.discriminator.variables
@@ -370,12 +375,12 @@ class Trainer:
                 metrics[key] = vector
         return metrics, real_images, fake
 
-    def _step(self, inputs, check=None):
+    def _step_on_inputs(self, inputs):
         metrics, real, fake = self.strategy.run(self._replica_step, args=(inputs,))
-        return self._finish_step(metrics, real, fake, check)
+        return self._finish_step(metrics, real, fake)
 
-    def _step_drawing_noise(self, real_batches, check=None):
-        """``_step`` on per-replica real batches, drawing the noise inside.
+    def _step_drawing_noise(self, real_batches):
+        """One iteration on per-replica real batches, drawing the noise inside.
 
         The same numbers as ``distribute(sample_noise())`` outside (the same
         generator ops in the same order, sliced by replica id), without the
@@ -389,9 +394,9 @@ class Trainer:
             local = tf.nest.map_structure(lambda t: t[r * b:(r + 1) * b], noise)
             return self._replica_step(self.make_inputs(real, local))
         metrics, real, fake = self.strategy.run(replica_fn, args=(list(real_batches), noise))
-        return self._finish_step(metrics, real, fake, check)
+        return self._finish_step(metrics, real, fake)
 
-    def _finish_step(self, metrics, real, fake, check):
+    def _finish_step(self, metrics, real, fake):
         # One cross-replica mean for all the metrics (the same means): the
         # scalars stacked, then the vectors' elements (named per element).
         scalar_names = sorted(k for k in metrics if k not in self._vector_metric_names)
@@ -409,39 +414,76 @@ class Trainer:
             ema.update_average(self.generator_ema, self.generator, self.config.g_ema_decay,
                                self.step)
         # Replica 0's images of the last D step, for the image summaries.
-        out = (metrics, self.strategy.experimental_local_results(real)[0],
-               self.strategy.experimental_local_results(fake)[0])
-        # The loop's check of the new state, in the same function: one call
-        # per iteration (sagan_tf.training.faults.NonFiniteGuard.state_check).
-        return out if check is None else out + (check(metrics),)
+        return (metrics, self.strategy.experimental_local_results(real)[0],
+                self.strategy.experimental_local_results(fake)[0])
 
-    def train_step(self, inputs):
-        """Runs one compiled training iteration on distributed ``inputs``.
+    def train_iterations(self, real_batches, check=None):
+        """Runs ``k = len(real_batches)`` training iterations in one compiled call
+        (k = 1 the ordinary case), each drawing its noise from ``self.rng``.
 
-        Returns ``(metrics, input_images, generated_images)``: scalar metrics
-        averaged over replicas (``d_loss, d_loss_real, d_loss_fake, g_loss,
-        logit_real, logit_fake``) and replica 0's real and generated images of
-        the last D step.
+        The k iterations are unrolled in one ``tf.function`` (one host round
+        trip per call; tracing takes k times as long, once) and give the same
+        numbers, bit for bit, as k calls of one. On TPUs each iteration's
+        noise is drawn and distributed outside and the iterations run one by
+        one (:meth:`parity_iteration`), the same numbers.
+
+        Args:
+          real_batches: ``k`` lists of ``d_step`` per-replica ``(images,
+            labels)`` batches (``next()`` on a distributed dataset iterator,
+            or :meth:`distribute`); images float32 in [-1, 1] or uint8 as stored.
+          check: None, or ``check(metrics) -> boolean tensor`` run after each
+            iteration in the same call (the loop's non-finite check,
+            :meth:`sagan_tf.training.faults.NonFiniteGuard.state_check`).
+
+        Returns:
+          ``([(metrics, check result or None)] * k, real_images,
+          generated_images)``: each iteration's scalar metrics averaged over
+          replicas (``d_loss, d_loss_real, d_loss_fake, g_loss, logit_real,
+          logit_fake`` and, with ``collapse_summaries``, ``collapse/...``),
+          and replica 0's real and generated images of the last D step of
+          the last iteration.
         """
-        return self._compiled_step(inputs)
-
-    def train_iteration(self, real_batches, check):
-        """The training loop's iteration: ``train_step`` on ``d_step`` per-replica
-        real batches with the noise drawn from ``self.rng`` inside the compiled
-        function (the numbers ``train_step(make_inputs(real_batches,
-        distribute(sample_noise())))`` would use), followed there by
-        ``check(metrics)``, a boolean tensor (the loop's non-finite check).
-        Returns ``train_step``'s outputs and ``check``'s result. On TPUs the
-        noise is drawn and distributed outside, as for ``train_step``.
-        """
+        batches = [list(real) for real in real_batches]
         if isinstance(self.strategy, tf.distribute.TPUStrategy):
-            out = self.train_step(self.make_inputs(real_batches,
-                                                   self.distribute(self.sample_noise())))
-            return out + (check(out[0]),)
-        if check not in self._compiled_iterations:
-            self._compiled_iterations[check] = self._compiled(
-                lambda real: self._step_drawing_noise(real, check))
-        return self._compiled_iterations[check](list(real_batches))
+            results = []
+            for real in batches:
+                noise = self.distribute(self.sample_noise())
+                metrics, real_images, fake = self.parity_iteration(self.make_inputs(real, noise))
+                results.append((metrics, None if check is None else check(metrics)))
+            return results, real_images, fake
+        results, (real_images, fake) = self.compiled_iterations(len(batches), check)(batches)
+        return results, real_images, fake
+
+    def compiled_iterations(self, k=1, check=None):
+        """The compiled function :meth:`train_iterations` calls for ``k``
+        iterations and ``check`` (a :class:`~sagan_tf.training.compilation.CompiledFunction`
+        taking ``k`` lists of real batches): its trace, graph and tracing count
+        are what the speed tools and tests inspect."""
+        key = (k, check)
+        if key not in self._compiled_iterations:
+            def iterations(batches):
+                results, images = [], None
+                for real in batches:
+                    metrics, real_images, fake = self._step_drawing_noise(real)
+                    results.append((metrics, None if check is None else check(metrics)))
+                    images = (real_images, fake)
+                return results, images
+            self._compiled_iterations[key] = self._compiled(iterations)
+        return self._compiled_iterations[key]
+
+    def parity_iteration(self, inputs):
+        """One compiled training iteration on ``inputs`` whose noise the caller
+        drew (:meth:`make_inputs`, :meth:`make_inputs_from_global`).
+
+        For the release-parity comparison (it feeds the release graph's
+        noise) and the tests that run two trainers on the same noise;
+        training runs :meth:`train_iterations`, which draws the noise
+        itself (the same numbers as ``make_inputs(real,
+        distribute(sample_noise()))`` here). Returns ``(metrics,
+        input_images, generated_images)`` as one iteration of
+        :meth:`train_iterations`.
+        """
+        return self.compiled_parity_iteration(inputs)
 
     # -- Sampling ---------------------------------------------------------------
 
