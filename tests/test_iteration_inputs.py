@@ -92,12 +92,17 @@ def test_k_iterations_in_one_call_equal_k_calls(strategy2):
     assert int(looped.step.numpy()) == 2
 
 
-def test_reusing_d_power_iterations_changes_no_number(monkeypatch):
+class _RecomputingTrainer(Trainer):
+    """A Trainer whose first D step computes D's power iterations again."""
+
+    def _shared_power_iterations(self):
+        return None
+
+
+def test_reusing_d_power_iterations_changes_no_number():
     """The first D step takes D's spectral-norm forward tensors from the G
-    step's D pass (`layers.reuse_power_iterations`): two iterations give the
+    step's D pass (`Trainer._shared_power_iterations`): two iterations give the
     state and metrics of recomputing them, bit for bit, with fewer ops."""
-    import contextlib
-    from sagan_tf.models import layers
     config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
                   seed=0, data_dir="unused")
     strategy = tf.distribute.get_strategy()
@@ -107,12 +112,8 @@ def test_reusing_d_power_iterations_changes_no_number(monkeypatch):
     check = lambda metrics: tf.constant(True)  # noqa: E731
     runs = {}
     for reuse in (True, False):
-        with monkeypatch.context() as patch:
-            if not reuse:
-                patch.setattr(layers, "reuse_power_iterations",
-                              lambda model: contextlib.nullcontext())
-            trainer = Trainer(TrainConfig(**config), strategy)
-            outs = [_one_iteration(trainer, [b], check) for b in batches]
+        trainer = (Trainer if reuse else _RecomputingTrainer)(TrainConfig(**config), strategy)
+        outs = [_one_iteration(trainer, [b], check) for b in batches]
         fn = trainer.compiled_iterations(1, check).function
         ops = len(fn._list_all_concrete_functions()[0].graph.get_operations())  # pylint: disable=protected-access
         runs[reuse] = trainer, outs, ops

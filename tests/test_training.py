@@ -353,14 +353,14 @@ def test_iteration_matches_hand_built_step(trainer1):
 
 
 def test_dense_gradients_give_tf1_adam_update():
-    """Why the step densifies IndexedSlices gradients (trainer._dense).
+    """Why the step densifies IndexedSlices gradients (passes.dense_gradients).
 
     A class-indexed gather with a repeated label (labels 1, 1) must update
     Adam's second moment with the square of the summed gradient, as TF1's
     Adam did; Keras 3's Adam fed the IndexedSlices sums the squares instead.
     """
     import keras
-    from sagan_tf.training.trainer import _dense as train_dense
+    from sagan_tf.training.passes import dense_gradients as train_dense
     rows = tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 
     def velocity(densify):

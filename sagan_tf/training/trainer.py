@@ -30,38 +30,20 @@ function of (state, real batches, generator state), and a run that is
 stopped and resumed draws exactly the noise an uninterrupted run would have
 drawn.
 """
-import contextlib
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from sagan_tf.data import record_format
-from sagan_tf.models import ema, layers, sigma_recorder, state_writes
+from sagan_tf.models import ema, state_writes
 from sagan_tf.models.networks import Discriminator, Generator
+from sagan_tf.models.pass_state import PassState, PowerIterations
 from sagan_tf.runs import rundir
-from sagan_tf.training import collapse_summaries, compilation, devices, losses, optimizers
+from sagan_tf.training import collapse_summaries, compilation, devices, optimizers, passes
 from sagan_tf.training.distribute import make_strategy_and_plan
 from sagan_tf.training.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
 
 __all__ = ["Trainer"]
-
-
-def _dense(grads):
-    """Converts ``IndexedSlices`` gradients to dense tensors.
-
-    Class-indexed gathers (conditional-BN gamma/beta, the projection
-    embedding) give ``IndexedSlices`` with one slice per example, so a class
-    that occurs twice in the batch appears twice. TF1's Adam (the release)
-    summed duplicate indices first, i.e. applied the dense gradient. Keras 3's
-    Adam does not: it squares the slices one by one for the second moment
-    (sum of squares instead of square of the sum), a different update whenever
-    a label repeats, which at 64 images of 1000 classes is nearly every batch.
-    Dense gradients restore the release's update; they also avoid one sparse
-    all-reduce branch per such variable under a strategy. The tables have at
-    most ``number_classes`` rows, so this costs little.
-    """
-    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
 
 class Trainer:
@@ -268,99 +250,67 @@ class Trainer:
 
     # -- The training iteration ----------------------------------------------
 
-    def _g_pass(self, z, y_fake):
-        """Forward/backward of one G step: ``(g_loss, grads of G)``; writes G's state."""
-        G, D = self.generator, self.discriminator
-        # The optimisers sum gradients over replicas (all-reduce SUM); scaling
-        # each replica's loss by 1/num_replicas makes that sum the average of
-        # the tower gradients, as the release did.
-        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
-        # The release's G step also drew (and read) a real batch, but the
-        # generator loss does not depend on it; it is not drawn here.
-        with tf.GradientTape() as tape:
-            fake = G(z, y_fake, training=True)                     # G: BN stats, u updated
-            logits_fake = D(fake, y_fake, update_sn=False)         # D: u untouched
-            g_loss = losses.generator_loss(self.config.loss_type, logits_fake)
-            scaled = optimizers.scale_loss(self.g_optimizer, g_loss * scale)
-        return g_loss, _dense(tape.gradient(scaled, G.trainable_variables))
-
-    def _d_pass(self, real_images, real_labels, z, y_fake):
-        """Forward/backward of one D step: ``(outputs, grads of D)``; writes G's and D's state."""
-        G, D = self.generator, self.discriminator
-        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
-        # G runs in training mode again (release): its BN moving stats and
-        # u are updated a second time in this iteration. No gradient to G.
-        fake = tf.stop_gradient(G(z, y_fake, training=True))
-        n_real = tf.shape(real_images)[0]
-        with tf.GradientTape() as tape:
-            # One D call on real+fake: D has no batch-dependent layer, so
-            # this equals D(real) (updating u) followed by D(fake) with the
-            # same normalised weights, the release's behaviour.
-            logits = D(tf.concat([tf.cast(real_images, fake.dtype), fake], 0),
-                       tf.concat([tf.cast(real_labels, tf.int32), y_fake], 0),
-                       update_sn=True)
-            logits_real, logits_fake = logits[:n_real], logits[n_real:]
-            d_loss, d_loss_real, d_loss_fake = losses.discriminator_loss(
-                self.config.loss_type, logits_real, logits_fake)
-            scaled = optimizers.scale_loss(self.d_optimizer, d_loss * scale)
-        grads = _dense(tape.gradient(scaled, D.trainable_variables))
-        return (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads
-
-    def _run_pass(self, name, fn, *args):
-        """Runs ``fn(*args)``; with ``config.xla``, as one XLA-compiled function.
+    def _run_pass(self, name, fn, sigmas, power_iterations, *args):
+        """Runs ``fn(self, state, power_iterations, *args)`` (a pass of
+        :mod:`sagan_tf.training.passes`); with ``config.xla``, as one
+        XLA-compiled function (without shared power iterations).
 
         The pass's state writes (SN ``u``, BN moving statistics) are deferred
-        (``layers.record_state_updates``) and made after it by
+        (``PassState(defer_writes=True)``) and made after it by
         ``state_writes.write``: the ``u`` locally on each replica, the BN
         statistics averaged over replicas in one grouped reduction. With XLA
         the compiled function returns the new values and they are assigned
         here, outside XLA, in replica context (a mirrored variable's assign
         needs a ``merge_call``, which XLA cannot compile). Same values as
         assigning in place: within one pass each state variable is read
-        once, before its only write.
+        once, before its only write. The SN layers' sigmas go into
+        ``sigmas`` (None: not recorded).
         """
         if not self.config.xla:
-            with layers.record_state_updates() as updates:
-                out = fn(*args)
-            state_writes.write(updates)
+            state = PassState(defer_writes=True, sigmas=sigmas)
+            out = fn(self, state, power_iterations, *args)
+            state_writes.write(state.writes)
             return out
         if name not in self._jit_passes:
             def deferred(*a):
-                with layers.record_state_updates() as updates, \
-                        sigma_recorder.record_sigmas(self.config.collapse_summaries) as sig:
-                    out = fn(*a)
-                self._deferred_variables[name] = [v for v, _ in updates]
-                return out, [value for _, value in updates], sig
+                state = PassState(defer_writes=True, sigmas=None if sigmas is None else {})
+                out = fn(self, state, None, *a)
+                self._deferred_variables[name] = [v for v, _ in state.writes]
+                return out, [value for _, value in state.writes], state.sigmas or {}
             self._jit_passes[name] = tf.function(deferred, jit_compile=True, autograph=False)
-        out, values, sigmas = self._jit_passes[name](*args)
+        out, values, pass_sigmas = self._jit_passes[name](*args)
         state_writes.write(list(zip(self._deferred_variables[name], values)))
-        for layer, sigma in sigmas.items():  # out of the compiled pass, to the step's record
-            sigma_recorder.record_sigma(layer, sigma)
+        if sigmas is not None:  # out of the compiled pass, to the step's record
+            sigmas.update(pass_sigmas)
         return out
+
+    def _shared_power_iterations(self):
+        """Where D's power iterations of the G steps are kept for the first D
+        step (same weights, same u, the same numbers): a new
+        :class:`~sagan_tf.models.pass_state.PowerIterations`; None with XLA,
+        whose passes are compiled separately."""
+        return None if self.config.xla else PowerIterations()
 
     def _replica_step(self, inputs):
         """One NUMERICS §6 iteration on one replica. Returns per-replica metrics."""
         G, D = self.generator, self.discriminator
         g_loss = None
-        with sigma_recorder.record_sigmas(self.config.collapse_summaries) as sigmas, \
-                contextlib.ExitStack() as reuse:
-            # D's power iterations of the G steps serve the first D step too
-            # (same weights, same u); not across XLA's separately compiled passes.
-            if not self.config.xla:
-                reuse.enter_context(layers.reuse_power_iterations(D))
-            for z, y_fake in inputs["g"]:
-                g_loss, g_grads = self._run_pass("g", self._g_pass, z, y_fake)
-                g_scale = optimizers.loss_scale(self.g_optimizer)  # read before the apply
-                self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
+        sigmas = {} if self.config.collapse_summaries else None  # each SN layer's last sigma
+        shared = self._shared_power_iterations()
+        for z, y_fake in inputs["g"]:
+            g_loss, g_grads = self._run_pass("g", passes.generator_pass, sigmas, shared, z, y_fake)
+            g_scale = optimizers.loss_scale(self.g_optimizer)  # read before the apply
+            self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 
-            for real_images, real_labels, z, y_fake in inputs["d"]:
-                if real_images.dtype == tf.uint8:  # records as stored: scaled here, on the device
-                    real_images = record_format.to_unit_range(real_images)
-                (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
-                    self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
-                reuse.close()  # D's weights change now
-                d_scale = optimizers.loss_scale(self.d_optimizer)
-                self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
+        for real_images, real_labels, z, y_fake in inputs["d"]:
+            if real_images.dtype == tf.uint8:  # records as stored: scaled here, on the device
+                real_images = record_format.to_unit_range(real_images)
+            (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
+                self._run_pass("d", passes.discriminator_pass, sigmas, shared,
+                               real_images, real_labels, z, y_fake))
+            shared = None  # D's weights change now
+            d_scale = optimizers.loss_scale(self.d_optimizer)
+            self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 
         metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
                    "g_loss": g_loss, "logit_real": tf.reduce_mean(logits_real),
