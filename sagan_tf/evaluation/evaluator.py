@@ -88,7 +88,7 @@ class EvalOptions:
     a value given must agree with config.json.
     """
     checkpoint_dir: Optional[str] = None
-    batch_size: int = 64
+    batch_size: Optional[int] = None         # None: the only imagenet_* run of checkpoint_dir
     eval_dir: Optional[str] = None
     eval_sample_size: int = 50000
     dcgan_generator_batch_size: int = 100

@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from sagan_tf.models import state_writes
 from sagan_tf.models.pass_state import IN_PLACE
+# Backward passes of spectral normalisation (sagan_tf/options.py), re-exported here.
+from sagan_tf.options import SN_GRADIENTS
 # One power iteration with its hand-written backward (both of NUMERICS §1.2).
 from sagan_tf.models.spectral_norm_op import (l2_normalize, normalized_weight,
                                               power_iteration, spectral_normalize)
@@ -36,10 +38,6 @@ __all__ = [
     "FinalBatchNorm",
 ]
 
-#: Backward passes of spectral normalisation (docs/NUMERICS.md §1.2):
-#: "release" is what the 2018 release ran (TF1 ref variables), "exact" the
-#: exact gradient of W / sigma(W).
-SN_GRADIENTS = ("release", "exact")
 
 class _SpectralNormBase(keras.layers.Layer):
     """Shared `u` handling for the spectral-normalised layers.

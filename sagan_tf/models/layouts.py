@@ -31,18 +31,13 @@ import math
 
 import numpy as np
 
+# The architectures and block types (sagan_tf/options.py), re-exported here.
+from sagan_tf.options import ARCHS, ATTENTION_TYPES, BLOCK_TYPES, RESIDUAL_TYPES
+
 __all__ = ["ARCHS", "ATTENTION_TYPES", "RESIDUAL_TYPES", "BLOCK_TYPES", "generator_layout",
            "discriminator_layout", "parse_resolutions", "attention_placements",
            "network_options"]
 
-ARCHS = ("test", "baseline", "test_64")
-ATTENTION_TYPES = ("release", "slide")
-#: The paper's "Residual" comparison blocks (Table 1), accepted by `attention`
-#: in place of an attention type: "residual" has the attention block's parameter
-#: count, "resnet_block" is one more block of the network's own residual type.
-RESIDUAL_TYPES = ("residual", "resnet_block")
-#: Every value of the `attention` argument / `--attention` flag.
-BLOCK_TYPES = ATTENTION_TYPES + RESIDUAL_TYPES
 # Layer name stem of the block placed at the attention positions, per type.
 _BLOCK_STEM = {"release": "non_local", "slide": "non_local", "residual": "residual",
                "resnet_block": "res_block"}

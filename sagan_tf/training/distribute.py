@@ -13,13 +13,12 @@ op, because the runtime fixes the device list when it initialises.
 """
 import tensorflow as tf
 
+# Accepted values of `make_strategy(kind=...)` / `--strategy`.
+from sagan_tf.options import STRATEGY_KINDS
 from sagan_tf.training import devices
 
 __all__ = ["STRATEGY_KINDS", "configure_cpu_replicas", "make_strategy",
            "make_strategy_and_plan"]
-
-#: Accepted values of `make_strategy(kind=...)` / `--strategy`.
-STRATEGY_KINDS = ("mirrored", "multiworker", "tpu", "default")
 
 
 def configure_cpu_replicas(n):
