@@ -30,7 +30,7 @@ from sagan_tf.models.layers import (ConditionalBatchNorm, FinalBatchNorm, Spectr
 from sagan_tf.models.layouts import (ATTENTION_TYPES, _placements, discriminator_layout,
                                      generator_layout, parse_resolutions)
 
-__all__ = ["Generator", "Discriminator", "count_parameters"]
+__all__ = ["Generator", "Discriminator", "build_networks", "count_parameters"]
 
 
 @tf.custom_gradient
@@ -386,6 +386,33 @@ class Discriminator(keras.Model):
                 "num_classes": self.num_classes, "attention": self.attention_type,
                 "attention_resolutions": self.attention_resolutions,
                 "sn_gradient": self.sn_gradient}
+
+
+def build_networks(spec, discriminator=True):
+    """`(G, D)` of a `sagan_tf.models.spec.NetworkSpec`, built (every variable
+    created, `ensure_built`); D is None without `discriminator`.
+
+    Call it in the distribution strategy's scope (and under the dtype policy)
+    the networks are to live in. G is created first, then D: with the same
+    Keras seed, the same initial weights.
+    """
+    generator = Generator(
+        arch=spec.generator_type, image_size=spec.image_size, z_dim=spec.z_dim,
+        gf_dim=spec.gf_dim, num_classes=spec.number_classes, attention=spec.attention,
+        attention_query_block_size=spec.attention_query_block_size,
+        attention_resolutions=spec.g_attention_resolutions,
+        spectral_norm=spec.g_spectral_norm, sn_gradient=spec.sn_gradient)
+    if not discriminator:
+        return generator.ensure_built(), None
+    if spec.df_dim is None:
+        raise ValueError("the discriminator's df_dim is unknown (not in config.json)")
+    disc = Discriminator(
+        arch=spec.discriminator_type, image_size=spec.image_size, df_dim=spec.df_dim,
+        num_classes=spec.number_classes, attention=spec.attention,
+        attention_query_block_size=spec.attention_query_block_size,
+        attention_resolutions=spec.d_attention_resolutions, sn_gradient=spec.sn_gradient)
+    generator.ensure_built()
+    return generator, disc.ensure_built()
 
 
 def count_parameters(model):

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from sagan_tf.models.layouts import attention_placements, parse_resolutions
+from sagan_tf.models.spec import NetworkSpec
 from sagan_tf.options import (ARCHS, BLOCK_TYPES, GRAPH_OPTIMIZATIONS, LOSS_TYPES,
                               MIXED_PRECISION_POLICIES, ON_NAN_CHOICES, SN_GRADIENTS,
                               STRATEGY_KINDS)
@@ -175,6 +176,19 @@ class TrainConfig:
              and 0.0 <= self.g_ema_decay < 1.0, "g_ema_decay",
              "must be a number in [0, 1) (0: no averaged generator)")
         return self
+
+    def network_spec(self):
+        """The :class:`~sagan_tf.models.spec.NetworkSpec` of these flags (the networks
+        :func:`sagan_tf.models.networks.build_networks` builds for training)."""
+        return NetworkSpec(
+            image_size=self.image_size, z_dim=self.z_dim, gf_dim=self.gf_dim,
+            number_classes=self.number_classes, df_dim=self.df_dim,
+            generator_type=self.generator_type, discriminator_type=self.discriminator_type,
+            attention=self.attention,
+            g_attention_resolutions=parse_resolutions(self.g_attention_resolutions),
+            d_attention_resolutions=parse_resolutions(self.d_attention_resolutions),
+            g_spectral_norm=self.g_spectral_norm, sn_gradient=self.sn_gradient,
+            attention_query_block_size=self.attention_query_block_size or None)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -36,9 +36,8 @@ import tensorflow as tf
 
 from sagan_tf.data import record_format
 from sagan_tf.models import ema, state_writes
-from sagan_tf.models.networks import Discriminator, Generator
+from sagan_tf.models.networks import build_networks
 from sagan_tf.models.pass_state import PassState, PowerIterations
-from sagan_tf.runs import rundir
 from sagan_tf.training import collapse_summaries, compilation, devices, optimizers, passes
 from sagan_tf.training.distribute import make_strategy_and_plan
 from sagan_tf.training.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
@@ -124,7 +123,6 @@ class Trainer:
     def _build_networks(self, config, discriminator=True):
         """G and D of ``config`` (D None without ``discriminator``), built (all
         variables created) in the strategy's scope."""
-        block = config.attention_query_block_size or None
         # Mixed precision: the layers take the global dtype policy when they
         # are created; it is restored afterwards (the models keep theirs).
         # Weights, spectral norm, BN moments, softmax, logits and losses stay
@@ -134,19 +132,9 @@ class Trainer:
             keras.config.set_dtype_policy(config.mixed_precision)
         try:
             with self.strategy.scope():
-                stored = config.to_dict()  # the networks as config.json describes them
-                generator = Generator(
-                    **rundir.generator_kwargs(stored, attention_query_block_size=block),
-                    sn_gradient=config.sn_gradient)
-                discriminator = None if not discriminator else Discriminator(
-                    **rundir.discriminator_kwargs(stored, attention_query_block_size=block),
-                    sn_gradient=config.sn_gradient)
-                generator.ensure_built()
-                if discriminator:
-                    discriminator.ensure_built()
+                return build_networks(config.network_spec(), discriminator)
         finally:
             keras.config.set_dtype_policy(previous_policy)
-        return generator, discriminator
 
     def _build_optimizers(self, config):
         """The two Adam optimizers (in the strategy's scope), with their slots built."""
