@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf.models import layers
-from sagan_tf.models.pass_state import IN_PLACE, PassState, PowerIterations
 from sagan_tf.training.config import ConfigError, TrainConfig
 from sagan_tf.perf import benchmark, machine, op_profile, peaks
 from sagan_tf.perf.benchmark import BenchmarkOptions
@@ -45,31 +44,6 @@ def _fixed_inputs(trainer, seed=0):
 def _state(trainer):
     return {v.path: np.asarray(v) for m in (trainer.generator, trainer.discriminator)
             for v in m.variables}
-
-
-def test_pass_state_defers_writes_or_assigns_in_place():
-    v = tf.Variable(1.0)
-    deferred = PassState(defer_writes=True)
-    deferred.assign(v, 5.0)
-    assert float(v.numpy()) == 1.0 and len(deferred.writes) == 1 and deferred.writes[0][0] is v
-    shared = deferred.with_power_iterations(PowerIterations())
-    assert shared.writes is deferred.writes and shared.sigmas is deferred.sigmas
-    IN_PLACE.assign(v, 3.0)
-    assert float(v.numpy()) == 3.0 and IN_PLACE.writes is None
-
-
-def test_power_iterations_kept_by_a_reading_call_used_once_by_a_writing_call():
-    kept, computed = PowerIterations(), []
-
-    def compute():
-        computed.append(len(computed))
-        return computed[-1]
-    layer = object()
-    assert kept.forward(layer, False, compute) == 0  # computed, kept
-    assert kept.forward(layer, False, compute) == 0  # reused
-    assert kept.forward(layer, True, compute) == 0   # reused, then dropped (u changes)
-    assert kept.forward(layer, True, compute) == 1   # computed anew
-    assert computed == [0, 1]
 
 
 def test_config_validates_performance_flags():
