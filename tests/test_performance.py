@@ -72,7 +72,8 @@ def _two_compiled_steps(strategy, options):
         losses = []
         for it in range(2):
             images, labels, noise = _fixed_inputs(trainer, seed=it)
-            out, _, _ = trainer.parity_iteration(trainer.make_inputs_from_global(images, labels, noise))
+            out, _, _ = trainer.parity_iteration(
+                trainer.make_inputs_from_global(images, labels, noise))
             losses.append([float(out[k]) for k in ("d_loss", "g_loss")])
         assert trainer.compiled_parity_iteration.experimental_get_tracing_count() == 1
         assert bool(trainer._jit_passes) == bool(options.get("xla"))
@@ -146,7 +147,8 @@ def test_mixed_precision_dtypes_and_finite_steps(strategy2, policy):
     for it in range(1):  # one step: low precision is emulated (slow) on CPU
         imgs, labels, noise = _fixed_inputs(trainer, seed=it)
         before = scales()
-        out, _, fake = trainer.parity_iteration(trainer.make_inputs_from_global(imgs, labels, noise))
+        out, _, fake = trainer.parity_iteration(
+            trainer.make_inputs_from_global(imgs, labels, noise))
         assert all(v.dtype == tf.float32 for v in out.values())
         norms = {"collapse/g_grad_norm", "collapse/d_grad_norm"}
         assert all(np.isfinite(float(v)) for k, v in out.items() if k not in norms), out

@@ -59,10 +59,10 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     ``tf1_release_session.run_iterations``.
 
     The first iteration's gradients come from the Trainer's own G and D
-    passes (``sagan_tf.training.passes``, eagerly, state written in place); the state is then restored
-    from a checkpoint and every iteration runs through the compiled
-    ``Trainer.parity_iteration`` on the release graph's noise, under
-    ``graph_optimization`` (``TrainConfig.graph_optimization``).
+    passes (``sagan_tf.training.passes``, eagerly, state written in place);
+    the state is then restored from a checkpoint and every iteration runs
+    through the compiled ``Trainer.parity_iteration`` on the release graph's
+    noise, under ``graph_optimization`` (``TrainConfig.graph_optimization``).
     """
     import tensorflow as tf
 

@@ -1,8 +1,8 @@
 r"""Where the training iteration's time goes: op-level profile, A/B ratios, first-iteration phases.
 
-Three measurements of ``Trainer.train_iterations`` (one iteration per call), all in ONE process so that
-variants see the same machine state (on a shared machine, runs minutes apart
-differ by more than the variants do):
+Three measurements of ``Trainer.train_iterations`` (one iteration per call),
+all in ONE process so that variants see the same machine state (on a shared
+machine, runs minutes apart differ by more than the variants do):
 
 ``--what ratios``: builds one trainer per ``--variants`` entry (``fp32``,
 ``bf16``) and, with ``--tf1_reference``, the release's TF1 graph
