@@ -25,7 +25,7 @@ import sys
 
 from absl import app, flags
 
-from sagan_tf import cli
+from sagan_tf import cli, options
 
 FLAGS = flags.FLAGS
 
@@ -39,11 +39,9 @@ flags.DEFINE_string("checkpoint_dir", "checkpoint",
 flags.DEFINE_integer("batch_size", 64, "Images per replica (the release: per GPU tower).",
                      lower_bound=1)
 flags.DEFINE_integer("num_towers", 4,
-                     "GPUs to train on: the first N GPUs TensorFlow sees, one replica (the "
-                     "release's tower) each; global batch = --batch_size x N. Fewer visible "
-                     "GPUs is an error; the others stay free (e.g. 5 GPUs: 0-3 train, 4 for "
-                     "eval_imagenet.py). 0: every visible GPU. Without GPUs: the CPU "
-                     "(--num_cpu_replicas).", lower_bound=0)
+                     "GPUs to train on: the first N visible (one replica each; global batch = "
+                     "batch_size x N); 0: all. Without GPUs: the CPU (--num_cpu_replicas).",
+                     lower_bound=0)
 flags.DEFINE_integer("shuffle_buffer_size", 100000, "Records in the shuffle buffer.",
                      lower_bound=1)
 flags.DEFINE_integer("save_summaries_steps", 200,
@@ -65,15 +63,14 @@ flags.DEFINE_integer("image_size", 128,
 flags.DEFINE_integer("z_dim", 128, "Dimension of the latent z.", lower_bound=1)
 flags.DEFINE_integer("gf_dim", 64, "Generator base channels.", lower_bound=1)
 flags.DEFINE_integer("df_dim", 64, "Discriminator base channels.", lower_bound=1)
-flags.DEFINE_integer("number_classes", 1000, "Number of classes (labels in [0, n)). Not "
-                     "given: the num_classes of <data_dir>/manifest.json (written by "
-                     "tools/convert_imagenet_to_records.py), else 1000 (the release's). 1: "
-                     "unconditional (one folder of images).", lower_bound=1)
-flags.DEFINE_enum("loss_type", "hinge_loss", ["hinge_loss", "kl_loss"], "GAN loss.")
-flags.DEFINE_enum("generator_type", "test", ["test", "baseline", "test_64"],
+flags.DEFINE_integer("number_classes", 1000, "Number of classes (labels in [0, n)); not given: "
+                     "<data_dir>/manifest.json's num_classes, else 1000. 1: unconditional.",
+                     lower_bound=1)
+flags.DEFINE_enum("loss_type", "hinge_loss", options.LOSS_TYPES, "GAN loss.")
+flags.DEFINE_enum("generator_type", "test", options.ARCHS,
                   "test: SAGAN (attention at 32x32); baseline: no attention (SNGAN "
                   "projection); test_64: attention at 64x64.")
-flags.DEFINE_enum("discriminator_type", "test", ["test", "baseline", "test_64"],
+flags.DEFINE_enum("discriminator_type", "test", options.ARCHS,
                   "As --generator_type, for the discriminator.")
 # --- This port's flags.
 flags.DEFINE_integer("max_steps", 2_000_000, "Stop at this global step (the release: 2M).",
@@ -81,33 +78,27 @@ flags.DEFINE_integer("max_steps", 2_000_000, "Stop at this global step (the rele
 flags.DEFINE_integer("seed", None,
                      "Seed of the weights, noise and shuffling. Default: drawn at the first "
                      "start and stored in config.json.")
-flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multiworker", "tpu"],
-                  "mirrored: the first --num_towers local GPUs (or --num_cpu_replicas "
-                  "logical CPUs); multiworker: MultiWorkerMirroredStrategy over the first "
-                  "--num_towers GPUs of each worker, cluster from TF_CONFIG; "
-                  "tpu: TPUStrategy on --tpu.")
+flags.DEFINE_enum("strategy", "mirrored", options.TRAIN_CHOICES["strategy"],
+                  "mirrored: local GPUs (or --num_cpu_replicas CPUs); multiworker: "
+                  "MultiWorkerMirroredStrategy, cluster from TF_CONFIG; tpu: TPUStrategy on "
+                  "--tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy tpu.")
-flags.DEFINE_enum("cross_device_ops", "auto", ["auto", "nccl", "hierarchical_copy",
-                                               "reduction_to_one"],
+flags.DEFINE_enum("cross_device_ops", "auto", options.CROSS_DEVICE_OPS,
                   "How --strategy mirrored all-reduces the replicas' gradients. auto: NCCL on "
                   "GPUs (TensorFlow's reduction to one device on CPUs); hierarchical_copy or "
                   "reduction_to_one where NCCL fails (e.g. a Docker container without "
                   "--ipc=host or --shm-size). Named in the start line and config.json.")
 flags.DEFINE_boolean("allow_cpu", False,
-                     "Train on the CPU although this machine has an NVIDIA driver (nvidia-smi, "
-                     "/proc/driver/nvidia) and TensorFlow sees no GPU. Without it that is an "
-                     "error: usually TensorFlow was installed without CUDA (pip install -e "
-                     "'.[gpu]').")
+                     "Train on the CPU although an NVIDIA driver is present and TensorFlow sees "
+                     "no GPU (else an error: TensorFlow without CUDA?).")
 flags.DEFINE_integer("num_cpu_replicas", 0,
                      "CPU-only machines: split the CPU into this many logical devices and "
                      "train with that many replicas (tests the multi-replica path; no speed-up).",
                      lower_bound=0)
 flags.DEFINE_boolean("demo", False,
-                     "The CPU demo: demo-sized defaults for every flag not given (see "
-                     "DEMO_DEFAULTS: 32x32, 10 classes, small networks, standing-statistics "
-                     "sample grid, checkpoints for the learning curve, runs/demo), and if "
-                     "--data_dir is omitted or holds no records, first write the generated "
-                     "demo data set (sagan_tf.data.demo_data) there (default data/demo).")
+                     "The CPU demo: demo-sized defaults (DEMO_DEFAULTS) for flags not given; "
+                     "writes the demo data set to --data_dir (default data/demo) if it holds no "
+                     "records.")
 flags.DEFINE_boolean("shuffle", True,
                      "Shuffle files and records (the release). --noshuffle reads them in "
                      "order, so that a stopped and resumed run equals an uninterrupted one.")
@@ -122,51 +113,35 @@ flags.DEFINE_integer("log_every_steps", 100, "Print a progress line every this m
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.", lower_bound=1)
 # --- Numerics and performance options (docs/PERFORMANCE.md).
 flags.DEFINE_boolean("allow_tf32", False,
-                     "Let float32 convolutions and matmuls run in TF32 on GPUs that have it "
-                     "(Ampere and newer; TensorFlow's default). Off: float32 as the release's "
-                     "GPUs computed it (docs/NUMERICS.md). Recorded in config.json.")
+                     "Let float32 convolutions and matmuls use TF32 on GPUs that have it; off: "
+                     "the release's float32 (docs/NUMERICS.md).")
 flags.DEFINE_boolean("xla", False,
                      "XLA-compile each replica's G and D forward/backward passes (state "
                      "writes and the optimiser updates stay outside XLA).")
 flags.DEFINE_integer("iterations_per_loop", 1,
-                     "k > 1: run k training iterations in one compiled call (TPUEstimator's "
-                     "name): one host round trip per k iterations, the same numbers bit for bit. "
-                     "Summaries, progress lines and step-based checkpoints still come at their "
-                     "steps (a call never runs past one; choose k dividing "
-                     "--save_summaries_steps and --log_every_steps, or calls around them run "
-                     "single iterations); time-based checkpoints and SIGTERM wait for the call "
-                     "to end. Needs --on_nan stop. Tracing takes about k times as long, once.",
+                     "k > 1: k iterations per compiled call, the same numbers; calls never run "
+                     "past a summary/log/checkpoint step. Needs --on_nan stop.",
                      lower_bound=1)
-flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_float16"],
-                  "Keras dtype policy of the networks' activations; weights, spectral norm, "
-                  "batch-norm statistics, softmax, logits and losses stay float32. "
-                  "mixed_float16 adds dynamic loss scaling.")
-flags.DEFINE_enum("graph_optimization", "auto", ["auto", "full", "light"],
-                  "Grappler settings of the compiled iteration. light: one optimisation round, "
-                  "the passes that change nothing on a CPU off (a shorter first iteration; "
-                  "rounding-level differences from full, docs/PERFORMANCE.md §6.1); full: "
-                  "TensorFlow's default; auto: light on CPUs, full on GPUs/TPUs.")
-flags.DEFINE_enum("attention", "release", ["release", "slide", "residual", "resnet_block"],
-                  "release: the release's pooled attention (NUMERICS §3); slide: the "
-                  "paper-slide variant (not the release); residual: the paper's Table 1 "
-                  "'Residual' comparison block in place of attention (same parameter "
-                  "count, no attention); resnet_block: one more same-resolution residual "
-                  "block of the network's own type there (docs/REPRODUCING.md).")
+flags.DEFINE_enum("mixed_precision", "none", options.MIXED_PRECISION_POLICIES,
+                  "Dtype policy of the activations (weights, SN, BN statistics, logits and "
+                  "losses stay float32); mixed_float16 adds loss scaling.")
+flags.DEFINE_enum("graph_optimization", "auto", options.GRAPH_OPTIMIZATIONS,
+                  "Grappler settings of the compiled iteration: light (faster first step, "
+                  "rounding-level differences), full (TensorFlow's), auto: light on CPUs.")
+flags.DEFINE_enum("attention", "release", options.BLOCK_TYPES,
+                  "Block at the attention positions: release (pooled, NUMERICS §3), slide "
+                  "(paper-slide variant), residual / resnet_block (Table 1 comparisons).")
 flags.DEFINE_integer("attention_query_block_size", 0,
-                     "Memory-efficient attention: process queries in blocks of this many "
-                     "positions, recomputing each block's softmax in the backward pass "
-                     "(same result; 0: the whole [B, N, N/4] map at once).", lower_bound=0)
-flags.DEFINE_enum("sn_gradient", "release", ["release", "exact"],
-                  "Backward pass of spectral normalisation. release: what the 2018 release "
-                  "ran (its TF1 ref variable u was overwritten by u_new before the backward "
-                  "pass, so the gradient of u @ W^T w.r.t. W used u_new); exact: the exact "
-                  "gradient of W / sigma(W). Same forward pass. See docs/NUMERICS.md.")
+                     "Memory-efficient attention: queries in blocks of this many positions, "
+                     "recomputed in the backward pass (same result); 0: all at once.",
+                     lower_bound=0)
+flags.DEFINE_enum("sn_gradient", "release", options.SN_GRADIENTS,
+                  "Backward pass of spectral norm: release (what the 2018 release ran, TF1 ref "
+                  "variables) or exact (docs/NUMERICS.md); same forward.")
 # --- The paper's ablations (docs/REPRODUCING.md); the defaults are the release's networks.
 flags.DEFINE_string("g_attention_resolutions", "",
-                    "Feature-map sizes of G after which the attention (or --attention's "
-                    "comparison) block goes, e.g. 16 or 16,32 (the paper's feat16...; G's "
-                    "blocks output 8, 16, ..., image_size); 'none': no block. Empty: where "
-                    "--generator_type puts it.")
+                    "G feature-map sizes followed by the attention block, e.g. 16 or 16,32; "
+                    "'none': no block; empty: where --generator_type puts it.")
 flags.DEFINE_string("d_attention_resolutions", "",
                     "As --g_attention_resolutions, for D (its blocks output image_size/2, "
                     "..., 4). Empty: where --discriminator_type puts it.")
@@ -177,28 +152,18 @@ flags.DEFINE_integer("save_checkpoint_steps", 0,
                      "Also save a checkpoint every this many steps; 0: only by time "
                      "(--save_checkpoint_secs) and at the end.", lower_bound=0)
 flags.DEFINE_integer("standing_stats_batches", 0,
-                     "N > 0: besides samples_<step>.png (moving batch-norm statistics, the "
-                     "release), write samples_<step>_standing_stats.png with standing "
-                     "statistics: every batch norm's statistics averaged over N batches of G "
-                     "in training mode (docs/DEVIATIONS.md; the checkpoint keeps the moving "
-                     "averages).", lower_bound=0)
+                     "N > 0: also write samples_<step>_standing_stats.png with batch-norm "
+                     "statistics averaged over N batches (docs/DEVIATIONS.md).", lower_bound=0)
 flags.DEFINE_boolean("collapse_summaries", True,
-                     "At summary steps, also write collapse/: the largest singular value of "
-                     "each spectral-norm layer (the sigma its spectral norm computed in the "
-                     "iteration), G's and D's gradient norms and the share of real images D "
-                     "scores positive (README, 'Collapse warnings'). Read-only: the iteration's "
-                     "numbers are the same with --nocollapse_summaries.")
+                     "Also write collapse/ summaries (sigmas, gradient norms, share of reals "
+                     "scored positive) at summary steps; read-only.")
 flags.DEFINE_float("g_ema_decay", 0.0,
-                   "d > 0: also keep an exponential moving average of G's weights (BigGAN's "
-                   "G_ema; bias-corrected: over about the last 1/(1-d) iterations, none of "
-                   "it on the initial weights), checkpointed as "
-                   "generator_ema; evaluation and the tools then use it by default "
-                   "(--generator_weights). Not in the release (docs/DEVIATIONS.md); "
-                   "0: off.", lower_bound=0.0, upper_bound=0.9999999)
-flags.DEFINE_enum("on_nan", "stop", ["stop", "skip_step"],
-                  "A non-finite loss or weight: stop (naming the step and loss; the last "
-                  "checkpoint stays untouched) or skip_step (undo that iteration exactly and "
-                  "go on with fresh inputs; gives up after 10 in a row).")
+                   "d > 0: also keep a moving average of G's weights (generator_ema; used by "
+                   "evaluation and the tools); 0: off (docs/DEVIATIONS.md).",
+                   lower_bound=0.0, upper_bound=0.9999999)
+flags.DEFINE_enum("on_nan", "stop", options.ON_NAN_CHOICES,
+                  "A non-finite loss or weight: stop (last checkpoint untouched) or skip_step "
+                  "(undo the iteration exactly; gives up after 10 in a row).")
 
 _DEMO_DIR = os.path.join("data", "demo")
 #: --demo's settings for the flags not given on the command line: a run whose

@@ -25,7 +25,9 @@ from sagan_tf.data import record_format
 from sagan_tf.runs import rundir
 from sagan_tf.models.layers import SpectralNormConv2D, SpectralNormDense, SpectralNormEmbedding
 from sagan_tf.runs.legacy import spec_variable_map
-from sagan_tf.models.layouts import network_options, parse_resolutions
+from sagan_tf.models.layouts import parse_resolutions
+from sagan_tf.models.networks import build_networks
+from sagan_tf.models.spec import NetworkSpec
 from sagan_tf.models.networks import count_parameters
 from sagan_tf.training.config import ConfigError, TrainConfig
 from sagan_tf.training.run_config import load_config
@@ -75,10 +77,10 @@ def test_default_networks_are_the_ones_before_the_options(arch, size, how):
     else:
         old = {"generator_type": arch, "discriminator_type": arch, "image_size": size,
                "z_dim": 16, "gf_dim": 4, "df_dim": 8, "number_classes": 5}
-        assert network_options(old, "generator") == dict(
-            attention="release", attention_resolutions=None, spectral_norm=True)
-        G = sagan_tf.Generator(**rundir.generator_kwargs(old))
-        D = sagan_tf.Discriminator(**rundir.discriminator_kwargs(old))
+        spec = NetworkSpec.from_config_json(old)
+        assert (spec.attention, spec.g_attention_resolutions, spec.d_attention_resolutions,
+                spec.g_spectral_norm) == ("release", None, None, True)
+        G, D = build_networks(spec)
     G.ensure_built(), D.ensure_built()
     n, digest, s1, s2 = _signature(G, D)
     want = _GOLDEN[(arch, size)]

@@ -30,8 +30,8 @@ def test_weights_bit_identical_with_and_without_and_values_match_oracles():
     batches = [_inputs(rng, on.config.z_dim) for _ in range(3)]
     d_sigma_before = {l.path: float(l.sigma()) for l in _sn_layers(on.discriminator)}
     for i, (x, y, noise) in enumerate(batches):
-        m_on, _, _ = on.train_step(on.make_inputs_from_global(x, y, noise))
-        m_off, _, _ = off.train_step(off.make_inputs_from_global(x, y, noise))
+        m_on, _, _ = on.parity_iteration(on.make_inputs_from_global(x, y, noise))
+        m_off, _, _ = off.parity_iteration(off.make_inputs_from_global(x, y, noise))
         if i == 0:
             first = {k: float(v) for k, v in m_on.items()}
             # beta1 = 0: Adam's first moment after step 1 is the last gradient.

@@ -124,7 +124,7 @@ def test_trainer_compiles_its_iteration_light_on_this_cpu(strategy2):
                 seed=7)
     trainer = Trainer(TrainConfig(**tiny), strategy2)
     assert trainer.graph_optimization == "light"
-    rewrite = trainer._compiled_step.config.graph_options.rewrite_options
+    rewrite = trainer.compiled_iterations().config.graph_options.rewrite_options
     assert rewrite.meta_optimizer_iterations == rewriter_config_pb2.RewriterConfig.ONE
     full = Trainer(TrainConfig(**tiny, graph_optimization="full"), strategy2)
-    assert full.graph_optimization == "full" and full._compiled_step.config is None
+    assert full.graph_optimization == "full" and full.compiled_iterations().config is None

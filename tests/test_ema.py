@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from sagan_tf.runs import checkpoints, rundir
 from sagan_tf.models import ema
@@ -28,7 +29,7 @@ def _inputs(trainer, seed):
     n = trainer.global_batch_size
     images = rng.uniform(-1, 1, (n, S, S, 3)).astype(np.float32)
     labels = rng.integers(0, C, n).astype(np.int32)
-    return trainer.make_inputs_from_global(images, labels)
+    return [list(trainer.distribute([(tf.constant(images), tf.constant(labels))]))]
 
 
 def _numpy_average(trainer, decay, steps):
@@ -39,7 +40,7 @@ def _numpy_average(trainer, decay, steps):
     G = trainer.generator
     history = []
     for t in range(1, steps + 1):
-        trainer.train_step(_inputs(trainer, t))
+        trainer.train_iterations(_inputs(trainer, t))
         history.append([v.numpy().astype(np.float64) for v in G.variables])
     weights = decay ** np.arange(steps - 1, -1, -1, dtype=np.float64)
     weights /= weights.sum()
@@ -66,7 +67,7 @@ def test_average_follows_the_recurrence_and_leaves_training_alone():
         np.testing.assert_array_equal(a.numpy(), g.numpy())
     expected = _numpy_average(with_ema, decay, 3)
     for t in range(1, 4):
-        without.train_step(_inputs(without, t))
+        without.train_iterations(_inputs(without, t))
     averaged = with_ema.generator_ema.variables
     assert len(averaged) == len(expected)
     for a, e, g in zip(averaged, expected, with_ema.generator.variables):

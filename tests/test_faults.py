@@ -15,9 +15,10 @@ or changed:
 * bad input (records, flags, checkpoints of another architecture, an
   unwritable checkpoint directory, a full disk while saving).
 
-Fault seams (documented in docs/ARCHITECTURE.md): ``SAGAN_TF_TEST_NAN_AT_STEPS``
-(NaN noise at given steps) and ``SAGAN_TF_TEST_SAVE_FAULT=enospc@N`` (the save
-of ckpt-N fails like a full disk). Tests run as root, where a read-only
+Faults made on purpose: ``tests/nan_noise.py`` (``train_imagenet.py`` with a
+trainer that trains on NaN noise at given steps) and the seam
+``SAGAN_TF_TEST_SAVE_FAULT=enospc@N`` (documented in docs/ARCHITECTURE.md: the
+save of ckpt-N fails like a full disk). Tests run as root, where a read-only
 directory is still writable, so the unwritable directory is a path under a
 regular file.
 """
@@ -45,6 +46,7 @@ from sagan_tf.training.trainer import Trainer
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "train_imagenet.py")
 EVAL = os.path.join(REPO, "eval_imagenet.py")
+NAN_NOISE_TRAIN = os.path.join(REPO, "tests", "nan_noise.py")  # train_imagenet.py, NaN noise
 S, B, C = 32, 2, 4
 
 
@@ -80,8 +82,7 @@ def _flags(data_dir, ckpt_dir, **kw):
 def _env(**extra):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for k in (checkpoints.SAVE_FAULT_ENV, "SAGAN_TF_TEST_NAN_AT_STEPS"):
-        env.pop(k, None)
+    env.pop(checkpoints.SAVE_FAULT_ENV, None)
     env.update(extra)
     return env
 
@@ -355,9 +356,9 @@ def test_sigkill_at_random_moments_resumes_from_newest_complete_checkpoint(recor
 def test_non_finite_step_stops_or_is_skipped(records, tmp_path):
     jobs = {}
     for mode in ("stop", "skip_step"):
-        jobs[mode] = (_flags(records, str(tmp_path / mode), max_steps=6,
-                             save_checkpoint_steps=2, on_nan=mode, shuffle=False),
-                      _env(SAGAN_TF_TEST_NAN_AT_STEPS="5"), TRAIN)
+        jobs[mode] = (["5"] + _flags(records, str(tmp_path / mode), max_steps=6,
+                                     save_checkpoint_steps=2, on_nan=mode, shuffle=False),
+                      _env(), NAN_NOISE_TRAIN)
     res = _run_all(jobs, parallel=2)
     rc, out = res["stop"]
     logdir = str(tmp_path / "stop" / f"imagenet_{B}")
@@ -413,11 +414,11 @@ def test_skip_step_restores_the_state_exactly(strategy2, records, tmp_path):
             noise = {"g": [(z * np.nan, y) for z, y in noise["g"]], "d": noise["d"]}
         return trainer.make_inputs_from_global(images, labels, noise)
 
-    out, _, _ = trainer.train_step(inputs(False))  # a good step: Adam slots non-zero
+    out, _, _ = trainer.parity_iteration(inputs(False))  # a good step: Adam slots non-zero
     assert guard.check(out) is None
     before = [(name, c.numpy().copy()) for name, c in guard.named]
     guard.before_step()
-    out, _, _ = trainer.train_step(inputs(True))
+    out, _, _ = trainer.parity_iteration(inputs(True))
     problem = guard.check(out)
     assert problem and problem.startswith("non-finite ") and \
         ("g_loss=nan" in problem or "weight generator/" in problem), problem

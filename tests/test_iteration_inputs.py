@@ -5,7 +5,6 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.data import pipeline as data, record_format
-from sagan_tf.training import loop_iterations
 from sagan_tf.training.config import TrainConfig
 from sagan_tf.training.trainer import Trainer
 
@@ -18,6 +17,12 @@ def _records(tmp_path, n=8):
                                 rng.integers(0, 256, (n, S, S, 3), dtype=np.uint8),
                                 rng.integers(0, C, n))
     return str(tmp_path)
+
+
+def _one_iteration(trainer, real, check):
+    """``trainer.train_iterations`` for one iteration: ``(metrics, real, fake, check result)``."""
+    [(metrics, finite)], real_images, fake = trainer.train_iterations([real], check)
+    return metrics, real_images, fake, finite
 
 
 def test_uint8_dataset_scaled_on_device_equals_the_float_dataset(tmp_path):
@@ -47,7 +52,7 @@ def test_iteration_on_uint8_batches_equals_float_batches(strategy2):
     for trainer, x in ((on_floats, record_format.to_unit_range(images)),
                        (on_uint8, tf.constant(images))):
         real = list(trainer.distribute([(x, tf.constant(labels))]))
-        outs.append(trainer.train_iteration(real, check))
+        outs.append(_one_iteration(trainer, real, check))
     (m_f, real_f, fake_f, _), (m_u, real_u, fake_u, _) = outs
     for k in m_f:
         assert float(m_f[k]) == float(m_u[k]), k
@@ -58,9 +63,9 @@ def test_iteration_on_uint8_batches_equals_float_batches(strategy2):
 
 
 def test_k_iterations_in_one_call_equal_k_calls(strategy2):
-    """`loop_iterations.train_iterations` (two iterations per compiled call)
-    gives the state, metrics, checks and random-generator state of two
-    `train_iteration` calls, bit for bit (2 replicas)."""
+    """`Trainer.train_iterations` with two iterations per compiled call gives
+    the state, metrics, checks and random-generator state of two calls of one
+    iteration, bit for bit (2 replicas)."""
     config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
                   seed=0, data_dir="unused")
     single, looped = (Trainer(TrainConfig(**config), strategy2) for _ in range(2))
@@ -68,9 +73,9 @@ def test_k_iterations_in_one_call_equal_k_calls(strategy2):
     batches = [(tf.constant(rng.integers(0, 256, (2 * B, S, S, 3), dtype=np.uint8)),
                 tf.constant(rng.integers(0, C, 2 * B).astype(np.int32))) for _ in range(2)]
     check = lambda metrics: tf.math.is_finite(metrics["d_loss"])  # noqa: E731
-    singles = [single.train_iteration(list(single.distribute([b])), check) for b in batches]
-    results, real, fake = loop_iterations.train_iterations(
-        looped, [list(looped.distribute([b])) for b in batches], check)
+    singles = [_one_iteration(single, list(single.distribute([b])), check) for b in batches]
+    results, real, fake = looped.train_iterations(
+        [list(looped.distribute([b])) for b in batches], check)
     assert len(results) == 2
     for (metrics, finite), (m1, _, _, f1) in zip(results, singles):
         assert bool(finite) and bool(f1)
@@ -87,12 +92,17 @@ def test_k_iterations_in_one_call_equal_k_calls(strategy2):
     assert int(looped.step.numpy()) == 2
 
 
-def test_reusing_d_power_iterations_changes_no_number(monkeypatch):
+class _RecomputingTrainer(Trainer):
+    """A Trainer whose first D step computes D's power iterations again."""
+
+    def _shared_power_iterations(self):
+        return None
+
+
+def test_reusing_d_power_iterations_changes_no_number():
     """The first D step takes D's spectral-norm forward tensors from the G
-    step's D pass (`layers.reuse_power_iterations`): two iterations give the
+    step's D pass (`Trainer._shared_power_iterations`): two iterations give the
     state and metrics of recomputing them, bit for bit, with fewer ops."""
-    import contextlib
-    from sagan_tf.models import layers
     config = dict(image_size=S, gf_dim=4, df_dim=4, z_dim=16, number_classes=C, batch_size=B,
                   seed=0, data_dir="unused")
     strategy = tf.distribute.get_strategy()
@@ -102,13 +112,9 @@ def test_reusing_d_power_iterations_changes_no_number(monkeypatch):
     check = lambda metrics: tf.constant(True)  # noqa: E731
     runs = {}
     for reuse in (True, False):
-        with monkeypatch.context() as patch:
-            if not reuse:
-                patch.setattr(layers, "reuse_power_iterations",
-                              lambda model: contextlib.nullcontext())
-            trainer = Trainer(TrainConfig(**config), strategy)
-            outs = [trainer.train_iteration([b], check) for b in batches]
-        fn = trainer._compiled_iterations[check].function  # pylint: disable=protected-access
+        trainer = (Trainer if reuse else _RecomputingTrainer)(TrainConfig(**config), strategy)
+        outs = [_one_iteration(trainer, [b], check) for b in batches]
+        fn = trainer.compiled_iterations(1, check).function
         ops = len(fn._list_all_concrete_functions()[0].graph.get_operations())  # pylint: disable=protected-access
         runs[reuse] = trainer, outs, ops
     (reused, outs_r, ops_r), (plain, outs_p, ops_p) = runs[True], runs[False]

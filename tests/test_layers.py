@@ -374,9 +374,9 @@ def test_sn_gradient_is_validated_and_set_on_every_layer():
 def test_release_gradient_is_the_same_on_every_execution_path(rng, path):
     """The release backward does not depend on how the step runs: eager,
     `tf.function`, XLA (`jit_compile`) and the deferred state writes of the
-    XLA training path (`record_state_updates`) give the same gradient and
+    training path (`PassState(defer_writes=True)`) give the same gradient and
     the same new `u`."""
-    from sagan_tf.models.layers import record_state_updates
+    from sagan_tf.models.pass_state import PassState
     layer = SpectralNormConv2D(4, 3)
     layer.build((None, 6, 6, 3))
     layer.w.assign(rng.uniform(-0.5, 0.5, layer.w.shape))
@@ -387,9 +387,9 @@ def test_release_gradient_is_the_same_on_every_execution_path(rng, path):
     def grad_and_u(deferred=False):
         with tf.GradientTape() as tape:
             if deferred:
-                with record_state_updates() as updates:
-                    loss = tf.reduce_sum(tf.square(layer(x, update_sn=True)))
-                (_, u_new), = updates
+                state = PassState(defer_writes=True)
+                loss = tf.reduce_sum(tf.square(layer(x, update_sn=True, state=state)))
+                (_, u_new), = state.writes
             else:
                 loss = tf.reduce_sum(tf.square(layer(x, update_sn=True)))
                 u_new = tf.convert_to_tensor(layer.u)

@@ -46,15 +46,6 @@ def _state(trainer):
             for v in m.variables}
 
 
-def test_record_state_updates_defers_and_restores():
-    v = tf.Variable(1.0)
-    with layers.record_state_updates() as updates:
-        layers.assign_state(v, 5.0)
-    assert float(v.numpy()) == 1.0 and len(updates) == 1 and updates[0][0] is v
-    layers.assign_state(v, 3.0)
-    assert float(v.numpy()) == 3.0
-
-
 def test_config_validates_performance_flags():
     with pytest.raises(ConfigError, match="mixed_precision"):
         TrainConfig(mixed_precision="fp8").validate()
@@ -81,9 +72,10 @@ def _two_compiled_steps(strategy, options):
         losses = []
         for it in range(2):
             images, labels, noise = _fixed_inputs(trainer, seed=it)
-            out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels, noise))
+            out, _, _ = trainer.parity_iteration(
+                trainer.make_inputs_from_global(images, labels, noise))
             losses.append([float(out[k]) for k in ("d_loss", "g_loss")])
-        assert trainer._compiled_step.experimental_get_tracing_count() == 1
+        assert trainer.compiled_parity_iteration.experimental_get_tracing_count() == 1
         assert bool(trainer._jit_passes) == bool(options.get("xla"))
         trainable = {v.path for m in (trainer.generator, trainer.discriminator)
                      for v in m.trainable_variables}
@@ -155,7 +147,8 @@ def test_mixed_precision_dtypes_and_finite_steps(strategy2, policy):
     for it in range(1):  # one step: low precision is emulated (slow) on CPU
         imgs, labels, noise = _fixed_inputs(trainer, seed=it)
         before = scales()
-        out, _, fake = trainer.train_step(trainer.make_inputs_from_global(imgs, labels, noise))
+        out, _, fake = trainer.parity_iteration(
+            trainer.make_inputs_from_global(imgs, labels, noise))
         assert all(v.dtype == tf.float32 for v in out.values())
         norms = {"collapse/g_grad_norm", "collapse/d_grad_norm"}
         assert all(np.isfinite(float(v)) for k, v in out.items() if k not in norms), out
@@ -230,7 +223,7 @@ def test_mixed_float16_overflow_in_one_replica_skips_the_d_step_everywhere(strat
     d_before = copies(D.trainable_variables + d_opt.inner_optimizer.variables)
     g_before = copies(G.trainable_variables)
     d_scale, g_scale = float(d_opt.dynamic_scale.numpy()), float(g_opt.dynamic_scale.numpy())
-    trainer.train_step(trainer.make_inputs_from_global(images, labels, noise))
+    trainer.parity_iteration(trainer.make_inputs_from_global(images, labels, noise))
     for before, after in zip(d_before, copies(D.trainable_variables +
                                               d_opt.inner_optimizer.variables)):
         for b, a in zip(before, after):

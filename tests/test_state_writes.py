@@ -55,7 +55,8 @@ def test_u_copies_stay_bit_identical_without_a_reduction(strategy2):
     for _ in range(2):
         images = rng.uniform(-1, 1, (2 * B, S, S, 3)).astype(np.float32)
         labels = rng.integers(0, C, 2 * B)
-        trainer.train_step(trainer.make_inputs_from_global(images, labels))
+        trainer.train_iterations([trainer.distribute([(tf.constant(images),
+                                                       tf.constant(labels))])])
     for v, old in zip(us, before):
         copies = [c.numpy() for c in strategy2.experimental_local_results(v.value)]
         assert len(copies) == 2

@@ -255,8 +255,8 @@ def test_two_replicas_average_gradients(run2, trainer1):
     noise2 = {k: [(twice(z), twice(yf))] for k, [(z, yf)] in noise.items()}
 
     before = _state(one)
-    m1, _, _ = one.train_step(one.make_inputs_from_global(x, y, noise))
-    m2, _, _ = two.train_step(two.make_inputs_from_global(twice(x), twice(y), noise2))
+    m1, _, _ = one.parity_iteration(one.make_inputs_from_global(x, y, noise))
+    m2, _, _ = two.parity_iteration(two.make_inputs_from_global(twice(x), twice(y), noise2))
     _assert_same_after_adam(one, two)
     for k in m1:
         assert float(m1[k]) == pytest.approx(float(m2[k]), abs=1e-5), k
@@ -326,7 +326,7 @@ def test_iteration_matches_hand_built_step(trainer1):
                                          D.trainable_variables))
 
     step0 = int(trainer.step.numpy())
-    metrics, _, _ = trainer.train_step(trainer.make_inputs_from_global(x, y, noise))
+    metrics, _, _ = trainer.parity_iteration(trainer.make_inputs_from_global(x, y, noise))
     assert int(trainer.step.numpy()) == step0 + 1
     assert float(metrics["g_loss"]) == pytest.approx(float(g_loss), abs=1e-5)
     assert float(metrics["d_loss"]) == pytest.approx(float(d_loss), abs=1e-5)
@@ -353,14 +353,14 @@ def test_iteration_matches_hand_built_step(trainer1):
 
 
 def test_dense_gradients_give_tf1_adam_update():
-    """Why the step densifies IndexedSlices gradients (trainer._dense).
+    """Why the step densifies IndexedSlices gradients (passes.dense_gradients).
 
     A class-indexed gather with a repeated label (labels 1, 1) must update
     Adam's second moment with the square of the summed gradient, as TF1's
     Adam did; Keras 3's Adam fed the IndexedSlices sums the squares instead.
     """
     import keras
-    from sagan_tf.training.trainer import _dense as train_dense
+    from sagan_tf.training.passes import dense_gradients as train_dense
     rows = tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 
     def velocity(densify):
@@ -484,10 +484,10 @@ def test_distribute_errors():
         devices.configure_cpu_replicas(3)
 
 
-def test_train_iteration_draws_the_same_noise_and_checks_in_the_step(strategy2):
-    """The loop's fused iteration (noise drawn inside the compiled call, the
-    non-finite check after the updates) equals train_step on noise drawn and
-    split outside, bit for bit, with 2 replicas."""
+def test_train_iterations_draws_the_same_noise_and_checks_in_the_step(strategy2):
+    """The loop's iteration (noise drawn inside the compiled call, the
+    non-finite check after the updates) equals parity_iteration on noise drawn
+    and split outside, bit for bit, with 2 replicas."""
     outside, fused = (Trainer(_tiny_config(data_dir="unused"), strategy2) for _ in range(2))
     rng = np.random.default_rng(3)
     seen = []
@@ -500,9 +500,10 @@ def test_train_iteration_draws_the_same_noise_and_checks_in_the_step(strategy2):
         labels = rng.integers(0, C, 2 * B).astype(np.int32)
         real_a = list(outside.distribute([(tf.constant(images), tf.constant(labels))]))
         real_b = list(fused.distribute([(tf.constant(images), tf.constant(labels))]))
-        out_a = outside.train_step(outside.make_inputs(
+        out_a = outside.parity_iteration(outside.make_inputs(
             real_a, outside.distribute(outside.sample_noise())))
-        *out_b, finite = fused.train_iteration(real_b, check)
+        [(metrics_b, finite)], *images_b = fused.train_iterations([real_b], check)
+        out_b = (metrics_b, *images_b)
         assert bool(finite)
         for k in out_a[0]:
             assert float(out_a[0][k]) == float(out_b[0][k]), k

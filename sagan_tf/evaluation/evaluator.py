@@ -87,7 +87,7 @@ class EvalOptions:
     a value given must agree with config.json.
     """
     checkpoint_dir: Optional[str] = None
-    batch_size: int = 64
+    batch_size: Optional[int] = None         # None: the only imagenet_* run of checkpoint_dir
     eval_dir: Optional[str] = None
     eval_sample_size: int = 50000
     dcgan_generator_batch_size: int = 100
@@ -146,7 +146,9 @@ class Evaluator:
         """``options``: :class:`EvalOptions`; ``classifier``: a preloaded
         :class:`sagan_tf.evaluation.metrics.Classifier` (else loaded from
         ``options.inception_path``); ``out``: stream for the JSON lines (stdout)."""
-        from sagan_tf.models.networks import Generator  # pylint: disable=import-outside-toplevel
+        # pylint: disable-next=import-outside-toplevel
+        from sagan_tf.models.networks import build_networks
+        from sagan_tf.models.spec import NetworkSpec  # pylint: disable=import-outside-toplevel
 
         self.options = options
         self.logdir = options.logdir
@@ -192,10 +194,9 @@ class Evaluator:
         self.classifier = classifier or metrics.load_classifier(options.inception_path)
         # config.json's networks (attention placement, SN: the ablations) with the
         # architecture the options resolved.
-        self.generator = Generator(**rundir.generator_kwargs(
+        self.generator = build_networks(NetworkSpec.from_config_json(
             {**(self.config or {}), **self.arch, "number_classes": self.arch["num_classes"]},
-            self.config_path))
-        self.generator.ensure_built()
+            self.config_path), discriminator=False)[0]
         self._rng = (tf.random.Generator.from_seed(options.seed) if options.seed is not None
                      else tf.random.Generator.from_non_deterministic_state())
         self._real = None

@@ -116,14 +116,15 @@ class SelfAttention(GatedResidualBlock):
         self.conv_attn = self._conv1x1(c, "sn_conv_attn")
         self._add_gate()
 
-    def projections(self, x, update_sn=True):
+    def projections(self, x, update_sn=True, state=None):
         """theta `[B, N, C/8]`, phi `[B, N/4, C/8]`, g `[B, N/4, C/2]` for input `x`."""
         batch, height, width = tf.shape(x)[0], x.shape[1], x.shape[2]
         c = self.channels
-        theta = tf.reshape(self.conv_theta(x, update_sn=update_sn), [batch, height * width, c // 8])
-        phi = _max_pool_2x2(self.conv_phi(x, update_sn=update_sn))
+        theta = tf.reshape(self.conv_theta(x, update_sn=update_sn, state=state),
+                           [batch, height * width, c // 8])
+        phi = _max_pool_2x2(self.conv_phi(x, update_sn=update_sn, state=state))
         phi = tf.reshape(phi, [batch, height * width // 4, c // 8])
-        g = _max_pool_2x2(self.conv_g(x, update_sn=update_sn))
+        g = _max_pool_2x2(self.conv_g(x, update_sn=update_sn, state=state))
         g = tf.reshape(g, [batch, height * width // 4, c // 2])
         return theta, phi, g
 
@@ -132,12 +133,12 @@ class SelfAttention(GatedResidualBlock):
         theta, phi, _ = self.projections(x, update_sn=update_sn)
         return attention_weights(theta, phi)
 
-    def call(self, x, update_sn=True):
+    def call(self, x, update_sn=True, state=None):
         batch, height, width = tf.shape(x)[0], x.shape[1], x.shape[2]
-        theta, phi, g = self.projections(x, update_sn=update_sn)
+        theta, phi, g = self.projections(x, update_sn=update_sn, state=state)
         o = attend(theta, phi, g, self.query_block_size)
         o = tf.reshape(o, [batch, height, width, self.channels // 2])
-        return self._gated(x, self.conv_attn(o, update_sn=update_sn))
+        return self._gated(x, self.conv_attn(o, update_sn=update_sn, state=state))
 
     def get_config(self):
         return {**super().get_config(), "query_block_size": self.query_block_size}
@@ -163,13 +164,13 @@ class SlideSelfAttention(GatedResidualBlock):
         self.conv_h = self._conv1x1(c, "sn_conv_h")
         self._add_gate()
 
-    def projections(self, x, update_sn=True):
+    def projections(self, x, update_sn=True, state=None):
         """f `[B, N, C/8]`, g `[B, N, C/8]`, h `[B, N, C]`."""
         batch, n = tf.shape(x)[0], x.shape[1] * x.shape[2]
         c = self.channels
-        f = tf.reshape(self.conv_f(x, update_sn=update_sn), [batch, n, c // 8])
-        g = tf.reshape(self.conv_g(x, update_sn=update_sn), [batch, n, c // 8])
-        h = tf.reshape(self.conv_h(x, update_sn=update_sn), [batch, n, c])
+        f = tf.reshape(self.conv_f(x, update_sn=update_sn, state=state), [batch, n, c // 8])
+        g = tf.reshape(self.conv_g(x, update_sn=update_sn, state=state), [batch, n, c // 8])
+        h = tf.reshape(self.conv_h(x, update_sn=update_sn, state=state), [batch, n, c])
         return f, g, h
 
     def attention_map(self, x, update_sn=False):
@@ -177,8 +178,8 @@ class SlideSelfAttention(GatedResidualBlock):
         f, g, _ = self.projections(x, update_sn=update_sn)
         return attention_weights(f, g)
 
-    def call(self, x, update_sn=True):
-        f, g, h = self.projections(x, update_sn=update_sn)
+    def call(self, x, update_sn=True, state=None):
+        f, g, h = self.projections(x, update_sn=update_sn, state=state)
         return self._gated(x, tf.reshape(attend(f, g, h, self.query_block_size), tf.shape(x)))
 
     def get_config(self):

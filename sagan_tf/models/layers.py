@@ -15,22 +15,18 @@ instead of casting the activations to float32 and back around a dozen
 elementwise ops (docs/DEVIATIONS.md, item 15); float32 inputs take
 the unfused path, the release's arithmetic.
 """
-import contextlib
-import threading
-
 import keras
 import tensorflow as tf
 
 from sagan_tf.models import state_writes
-from sagan_tf.models.sigma_recorder import record_sigma
+from sagan_tf.models.pass_state import IN_PLACE
+# Backward passes of spectral normalisation (sagan_tf/options.py), re-exported here.
+from sagan_tf.options import SN_GRADIENTS
 # One power iteration with its hand-written backward (both of NUMERICS §1.2).
 from sagan_tf.models.spectral_norm_op import (l2_normalize, normalized_weight,
                                               power_iteration, spectral_normalize)
 
 __all__ = [
-    "assign_state",
-    "record_state_updates",
-    "reuse_power_iterations",
     "l2_normalize",
     "spectral_normalize",
     "set_sn_gradient",
@@ -41,82 +37,6 @@ __all__ = [
     "ConditionalBatchNorm",
     "FinalBatchNorm",
 ]
-
-#: Backward passes of spectral normalisation (docs/NUMERICS.md §1.2):
-#: "release" is what the 2018 release ran (TF1 ref variables), "exact" the
-#: exact gradient of W / sigma(W).
-SN_GRADIENTS = ("release", "exact")
-
-# Per-thread stack of recorders (MirroredStrategy runs each replica in its own thread).
-_RECORDERS = threading.local()
-# Per-thread stack of `reuse_power_iterations` scopes: (layer ids, {layer id: forward}).
-_REUSE = threading.local()
-
-
-@contextlib.contextmanager
-def record_state_updates():
-    """Defers the state writes (`u`, batch-norm moving statistics) made inside.
-
-    Within the context, `assign_state(var, value)` appends `(var, value)` to
-    the yielded list instead of assigning. Used by the XLA training path: the
-    compiled forward/backward returns the new values and the caller assigns
-    them outside the compiled function (a mirrored variable's assign needs a
-    cross-replica `merge_call`, which cannot run inside an XLA cluster).
-    Equivalent to assigning in place as long as no recorded variable is read
-    again inside the context (true for one G or D pass: each `u` and moving
-    statistic is read once, before its update).
-    """
-    stack = getattr(_RECORDERS, "stack", None)
-    if stack is None:
-        stack = _RECORDERS.stack = []
-    updates = []
-    stack.append(updates)
-    try:
-        yield updates
-    finally:
-        stack.pop()
-
-
-@contextlib.contextmanager
-def reuse_power_iterations(model):
-    """Inside, a spectral-norm layer of `model` keeps the forward pass of a
-    call that does not write `u`, and its next calls reuse it instead of
-    computing it again, until a call that writes `u` (which uses it once).
-
-    For the training iteration: D's pass in the G step (no write) and D's
-    pass in the first D step (writes) normalise the same weights with the
-    same `u`, so the second can take the first's forward tensors, the same
-    values; only the backward (release or exact) is attached anew. The
-    caller must leave the context before `model`'s weights change (the D
-    optimizer's update). Per thread, like `record_state_updates`.
-    """
-    stack = getattr(_REUSE, "stack", None)
-    if stack is None:
-        stack = _REUSE.stack = []
-    members = {id(layer) for layer in model._flatten_layers(include_self=True, recursive=True)  # pylint: disable=protected-access
-               if isinstance(layer, _SpectralNormBase)}
-    stack.append((members, {}))
-    try:
-        yield
-    finally:
-        stack.pop()
-
-
-def _reuse_cache(layer):
-    """The innermost `reuse_power_iterations` cache that covers `layer`, or None."""
-    for members, cache in reversed(getattr(_REUSE, "stack", None) or []):
-        if id(layer) in members:
-            return cache
-    return None
-
-
-def assign_state(var, value):
-    """`var.assign(value)`, or recorded for later under `record_state_updates()`."""
-    stack = getattr(_RECORDERS, "stack", None)
-    if stack:
-        stack[-1].append((var, value))
-        return None
-    return var.assign(value)
 
 
 class _SpectralNormBase(keras.layers.Layer):
@@ -166,24 +86,28 @@ class _SpectralNormBase(keras.layers.Layer):
                 synchronization=state_writes.LOCAL_U_SYNCHRONIZATION, name="u")
         self._track_variable(self.u)
 
-    def _normalized_weight(self, w, update_sn):
-        """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`."""
+    def _normalized_weight(self, w, update_sn, state):
+        """Returns `w / sigma(w)`; writes `u <- u_new` when `update_sn`.
+
+        `state` (a `sagan_tf.models.pass_state.PassState`) says how: the write
+        in place or deferred to the caller, the `sigma` recorded or not, the
+        power iteration taken from an earlier pass over the same weights
+        (`state.power_iterations`) or computed here.
+        """
         if not self.use_sn:
             return w
         # The release's backward saw `u` as it stood after the forward pass:
         # `u_new` when this call writes it, the stored `u` otherwise.
         release_backward = bool(update_sn) and self.sn_gradient == "release"
-        reuse = _reuse_cache(self)
-        forward = None if reuse is None else (reuse.pop(id(self), None) if update_sn
-                                              else reuse.get(id(self)))
-        if forward is None:
-            forward = power_iteration(w, tf.convert_to_tensor(self.u))
-            if reuse is not None and not update_sn:
-                reuse[id(self)] = forward
+
+        def compute():
+            return power_iteration(w, tf.convert_to_tensor(self.u))
+        forward = (compute() if state.power_iterations is None
+                   else state.power_iterations.forward(self, update_sn, compute))
         w_bar, u_new, sigma = normalized_weight(w, forward.u, release_backward, forward)
-        record_sigma(self.path, sigma)  # collapse summaries: read-only, no extra op
+        state.record_sigma(self.path, sigma)  # collapse summaries: read-only, no extra op
         if update_sn:
-            assign_state(self.u, u_new)
+            state.assign(self.u, u_new)
         return w_bar
 
     def sigma(self):
@@ -240,8 +164,9 @@ class SpectralNormConv2D(_SpectralNormBase):
     def _sn_weight(self):
         return tf.convert_to_tensor(self.w)
 
-    def call(self, x, update_sn=True):
-        w_bar = self._normalized_weight(self._sn_weight(), update_sn)
+    def call(self, x, update_sn=True, state=None):
+        """`update_sn`: write `u`; `state`: how (see `_normalized_weight`), None: in place."""
+        w_bar = self._normalized_weight(self._sn_weight(), update_sn, state or IN_PLACE)
         y = tf.nn.conv2d(x, tf.cast(w_bar, x.dtype), strides=1, padding="SAME")
         if self.use_bias and self.bias_as_add:
             y = y + tf.cast(self.biases, x.dtype)  # same sums; see the class docstring
@@ -277,8 +202,8 @@ class SpectralNormDense(_SpectralNormBase):
     def _sn_weight(self):
         return tf.convert_to_tensor(self.matrix)
 
-    def call(self, x, update_sn=True):
-        w_bar = self._normalized_weight(self._sn_weight(), update_sn)
+    def call(self, x, update_sn=True, state=None):
+        w_bar = self._normalized_weight(self._sn_weight(), update_sn, state or IN_PLACE)
         return tf.matmul(x, tf.cast(w_bar, x.dtype)) + tf.cast(self.bias, x.dtype)
 
     def get_config(self):
@@ -308,8 +233,9 @@ class SpectralNormEmbedding(_SpectralNormBase):
     def _sn_weight(self):
         return tf.transpose(tf.convert_to_tensor(self.embedding_map))
 
-    def call(self, labels, update_sn=True):
-        map_bar = tf.transpose(self._normalized_weight(self._sn_weight(), update_sn))
+    def call(self, labels, update_sn=True, state=None):
+        map_bar = tf.transpose(self._normalized_weight(self._sn_weight(), update_sn,
+                                                       state or IN_PLACE))
         return tf.cast(tf.gather(map_bar, labels), self.compute_dtype)
 
     def get_config(self):
@@ -374,17 +300,19 @@ class ConditionalBatchNorm(keras.layers.Layer):
             name="var", shape=(1, 1, 1, channels), initializer="ones",
             trainable=False, aggregation="mean", autocast=False)
 
-    def call(self, x, labels, training=False):
+    def call(self, x, labels, training=False, state=None):
+        """`training` updates the moving statistics as `state` says (None: in place)."""
+        state = state or IN_PLACE
         in_dtype = x.dtype
         if _uses_fused_kernel(x, training):
-            return self._fused_call(x, labels)
+            return self._fused_call(x, labels, state)
         x = tf.cast(x, tf.float32)
         gamma, beta = self._per_sample(self.gamma, labels), self._per_sample(self.beta, labels)
         if training:
             mean, var = tf.nn.moments(x, axes=[0, 1, 2], keepdims=True)
-            assign_state(self.moving_mean,
+            state.assign(self.moving_mean,
                          self.moving_mean * self.decay + mean * (1.0 - self.decay))
-            assign_state(self.moving_var, self.moving_var * self.decay + var * (1.0 - self.decay))
+            state.assign(self.moving_var, self.moving_var * self.decay + var * (1.0 - self.decay))
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
             var = tf.convert_to_tensor(self.moving_var)
@@ -398,7 +326,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
         rows = tf.gather(tf.convert_to_tensor(param), labels)
         return tf.reshape(rows, [-1, 1, 1, param.shape[-1]])
 
-    def _fused_call(self, x, labels):
+    def _fused_call(self, x, labels, state):
         """Half-precision training path: the fused kernel normalises (float32
         moments), the per-sample `gamma`, `beta` are applied in `x`'s dtype."""
         channels = x.shape[-1]
@@ -406,9 +334,9 @@ class ConditionalBatchNorm(keras.layers.Layer):
             x, tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32), self.epsilon)
         n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
         var = unbiased_var * (tf.maximum(n - 1.0, 1.0) / n)  # biased, as the unfused path
-        assign_state(self.moving_mean, self.moving_mean * self.decay
+        state.assign(self.moving_mean, self.moving_mean * self.decay
                      + tf.reshape(mean, [1, 1, 1, channels]) * (1.0 - self.decay))
-        assign_state(self.moving_var, self.moving_var * self.decay
+        state.assign(self.moving_var, self.moving_var * self.decay
                      + tf.reshape(var, [1, 1, 1, channels]) * (1.0 - self.decay))
         gamma, beta = self._per_sample(self.gamma, labels), self._per_sample(self.beta, labels)
         return x_hat * tf.cast(gamma, x.dtype) + tf.cast(beta, x.dtype)
@@ -449,16 +377,18 @@ class FinalBatchNorm(keras.layers.Layer):
             name="moving_variance", shape=(channels,), initializer="ones",
             trainable=False, aggregation="mean", autocast=False)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, state=None):
+        """`training` updates the moving statistics as `state` says (None: in place)."""
+        state = state or IN_PLACE
         in_dtype = x.dtype
         if _uses_fused_kernel(x, training):
             # Half precision: one fused kernel (float32 moments), same updates.
             y, mean, unbiased_var = _fused_batch_norm(
                 x, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
                 self.epsilon)
-            assign_state(self.moving_mean,
+            state.assign(self.moving_mean,
                          self.moving_mean * self.decay + mean * (1.0 - self.decay))
-            assign_state(self.moving_variance,
+            state.assign(self.moving_variance,
                          self.moving_variance * self.decay + unbiased_var * (1.0 - self.decay))
             return y
         x = tf.cast(x, tf.float32)
@@ -466,9 +396,9 @@ class FinalBatchNorm(keras.layers.Layer):
             mean, var = tf.nn.moments(x, axes=[0, 1, 2])
             n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
             unbiased_var = var * n / tf.maximum(n - 1.0, 1.0)
-            assign_state(self.moving_mean,
+            state.assign(self.moving_mean,
                          self.moving_mean * self.decay + mean * (1.0 - self.decay))
-            assign_state(self.moving_variance,
+            state.assign(self.moving_variance,
                          self.moving_variance * self.decay + unbiased_var * (1.0 - self.decay))
         else:
             mean = tf.convert_to_tensor(self.moving_mean)

@@ -24,25 +24,19 @@ at 64 (G) and 32 (D). `baseline` has no attention.
 Beyond the release, `attention_resolutions` places the block after each G / D
 block whose output has one of the given sizes (the paper's feat8 ... feat64;
 `()` none), and the block names follow the release's pattern (see
-:func:`attention_placements`); :func:`network_options` reads these choices
-from a config.json. The models themselves are in :mod:`sagan_tf.models.networks`.
+:func:`attention_placements`); :class:`sagan_tf.models.spec.NetworkSpec` reads
+these choices from a config.json. The models themselves are in :mod:`sagan_tf.models.networks`.
 """
 import math
 
 import numpy as np
 
-__all__ = ["ARCHS", "ATTENTION_TYPES", "RESIDUAL_TYPES", "BLOCK_TYPES", "generator_layout",
-           "discriminator_layout", "parse_resolutions", "attention_placements",
-           "network_options"]
+# The architectures and block types (sagan_tf/options.py), re-exported here.
+from sagan_tf.options import ARCHS, ATTENTION_TYPES, BLOCK_TYPES, RESIDUAL_TYPES
 
-ARCHS = ("test", "baseline", "test_64")
-ATTENTION_TYPES = ("release", "slide")
-#: The paper's "Residual" comparison blocks (Table 1), accepted by `attention`
-#: in place of an attention type: "residual" has the attention block's parameter
-#: count, "resnet_block" is one more block of the network's own residual type.
-RESIDUAL_TYPES = ("residual", "resnet_block")
-#: Every value of the `attention` argument / `--attention` flag.
-BLOCK_TYPES = ATTENTION_TYPES + RESIDUAL_TYPES
+__all__ = ["ARCHS", "ATTENTION_TYPES", "RESIDUAL_TYPES", "BLOCK_TYPES", "generator_layout",
+           "discriminator_layout", "parse_resolutions", "attention_placements"]
+
 # Layer name stem of the block placed at the attention positions, per type.
 _BLOCK_STEM = {"release": "non_local", "slide": "non_local", "residual": "residual",
                "resnet_block": "res_block"}
@@ -151,18 +145,3 @@ def attention_placements(network, arch, image_size, attention_resolutions=None,
     layout = generator_layout if network == "generator" else discriminator_layout
     _, res, after = layout(arch, image_size)
     return _placements(network, res, after, attention_resolutions, attention)
-
-
-def network_options(config, network):
-    """Constructor arguments of `network` ("generator" | "discriminator") beyond
-    the release's flags, from a config.json dict (None, or an old file without
-    these keys: the release's networks)."""
-    config = config or {}
-    prefix = network[0]
-    options = {"attention": str(config.get("attention") or "release"),
-               "attention_resolutions": parse_resolutions(
-                   config.get(f"{prefix}_attention_resolutions"))}
-    if network == "generator":
-        stored = config.get("g_spectral_norm")
-        options["spectral_norm"] = True if stored is None else bool(stored)
-    return options

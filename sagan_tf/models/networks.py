@@ -30,7 +30,7 @@ from sagan_tf.models.layers import (ConditionalBatchNorm, FinalBatchNorm, Spectr
 from sagan_tf.models.layouts import (ATTENTION_TYPES, _placements, discriminator_layout,
                                      generator_layout, parse_resolutions)
 
-__all__ = ["Generator", "Discriminator", "count_parameters"]
+__all__ = ["Generator", "Discriminator", "build_networks", "count_parameters"]
 
 
 @tf.custom_gradient
@@ -84,13 +84,13 @@ class GeneratorBlock(keras.layers.Layer):
         self.snconv2 = SpectralNormConv2D(out_channels, 3, use_sn=spectral_norm, name="snconv2")
         self.snconv3 = SpectralNormConv2D(out_channels, 1, use_sn=spectral_norm, name="snconv3")
 
-    def call(self, x, labels, training=False, update_sn=True):
+    def call(self, x, labels, training=False, update_sn=True, state=None):
         up = _upsample_2x if self.upsample else (lambda t: t)
-        h = tf.nn.relu(self.cbn_0(x, labels, training=training))
-        h = self.snconv1(up(h), update_sn=update_sn)
-        h = tf.nn.relu(self.cbn_1(h, labels, training=training))
-        h = self.snconv2(h, update_sn=update_sn)
-        shortcut = self.snconv3(up(x), update_sn=update_sn)
+        h = tf.nn.relu(self.cbn_0(x, labels, training=training, state=state))
+        h = self.snconv1(up(h), update_sn=update_sn, state=state)
+        h = tf.nn.relu(self.cbn_1(h, labels, training=training, state=state))
+        h = self.snconv2(h, update_sn=update_sn, state=state)
+        shortcut = self.snconv3(up(x), update_sn=update_sn, state=state)
         return shortcut + h
 
 
@@ -114,9 +114,9 @@ class ResidualComparisonBlock(GatedResidualBlock):
         self.conv_out = self._conv1x1(self.channels, "sn_conv_out")
         self._add_gate()
 
-    def call(self, x, update_sn=True):
-        h = tf.nn.relu(self.conv_hidden(x, update_sn=update_sn))
-        return self._gated(x, self.conv_out(h, update_sn=update_sn))
+    def call(self, x, update_sn=True, state=None):
+        h = tf.nn.relu(self.conv_hidden(x, update_sn=update_sn, state=state))
+        return self._gated(x, self.conv_out(h, update_sn=update_sn, state=state))
 
 
 class DiscriminatorOptimizedBlock(keras.layers.Layer):
@@ -134,11 +134,11 @@ class DiscriminatorOptimizedBlock(keras.layers.Layer):
         # from fusing this conv + bias + residual add (see SpectralNormConv2D).
         self.sn_conv3 = SpectralNormConv2D(out_channels, 1, bias_as_add=True, name="sn_conv3")
 
-    def call(self, x, update_sn=True):
-        h = tf.nn.relu(self.sn_conv1(x, update_sn=update_sn))
-        h = _avg_pool_2x2(self.sn_conv2(h, update_sn=update_sn))
+    def call(self, x, update_sn=True, state=None):
+        h = tf.nn.relu(self.sn_conv1(x, update_sn=update_sn, state=state))
+        h = _avg_pool_2x2(self.sn_conv2(h, update_sn=update_sn, state=state))
         # Pool first, then conv: the release's order for this shortcut.
-        shortcut = self.sn_conv3(_avg_pool_2x2(x), update_sn=update_sn)
+        shortcut = self.sn_conv3(_avg_pool_2x2(x), update_sn=update_sn, state=state)
         return shortcut + h
 
 
@@ -162,14 +162,14 @@ class DiscriminatorBlock(keras.layers.Layer):
         if self.downsample or int(input_shape[-1]) != self.out_channels:
             self.sn_conv3 = SpectralNormConv2D(self.out_channels, 1, name="sn_conv3")
 
-    def call(self, x, update_sn=True):
-        h = self.sn_conv1(tf.nn.relu(x), update_sn=update_sn)
-        h = self.sn_conv2(tf.nn.relu(h), update_sn=update_sn)
+    def call(self, x, update_sn=True, state=None):
+        h = self.sn_conv1(tf.nn.relu(x), update_sn=update_sn, state=state)
+        h = self.sn_conv2(tf.nn.relu(h), update_sn=update_sn, state=state)
         if self.downsample:
             h = _avg_pool_2x2(h)
         shortcut = x
         if self.sn_conv3 is not None:
-            shortcut = self.sn_conv3(x, update_sn=update_sn)
+            shortcut = self.sn_conv3(x, update_sn=update_sn, state=state)
             if self.downsample:
                 shortcut = _avg_pool_2x2(shortcut)
         return shortcut + h
@@ -178,12 +178,14 @@ class DiscriminatorBlock(keras.layers.Layer):
 class Generator(keras.Model):
     """Class-conditional SAGAN generator.
 
-    Call: `G(z [B, z_dim] float, labels [B] int, training=False, update_sn=True)`
-    -> images `[B, S, S, 3]` float32 in [-1, 1].
+    Call: `G(z [B, z_dim] float, labels [B] int, training=False, update_sn=True,
+    state=None)` -> images `[B, S, S, 3]` float32 in [-1, 1].
     `training` selects batch statistics (and moving-average updates) versus
     moving statistics in every batch norm. The release's generator always
     writes its spectral-norm `u` (train and eval); `update_sn=False` is an
-    extension for side-effect-free sampling.
+    extension for side-effect-free sampling. `state`: a
+    `sagan_tf.models.pass_state.PassState` saying how the pass's state writes
+    are made (the trainer defers them; None: assigned in place).
 
     Args:
       arch: "test" (attention at 32x32), "baseline" (none), "test_64" (64x64).
@@ -256,21 +258,21 @@ class Generator(keras.Model):
         """The residual blocks, lowest resolution first."""
         return [getattr(self, name) for name in self._block_names]
 
-    def call(self, z, labels, training=False, update_sn=True):
+    def call(self, z, labels, training=False, update_sn=True, state=None):
         training = bool(training)
         labels = tf.cast(labels, tf.int32)
-        h = self.g_snh0(z, update_sn=update_sn)
+        h = self.g_snh0(z, update_sn=update_sn, state=state)
         h = tf.reshape(h, [-1, 4, 4, self.gf_dim * 16])
         for i, block in enumerate(self.blocks):
-            h = block(h, labels, training=training, update_sn=update_sn)
+            h = block(h, labels, training=training, update_sn=update_sn, state=state)
             if i in self._extra_after:
                 extra = getattr(self, self._extra_after[i])
                 if isinstance(extra, GeneratorBlock):
-                    h = extra(h, labels, training=training, update_sn=update_sn)
+                    h = extra(h, labels, training=training, update_sn=update_sn, state=state)
                 else:
-                    h = extra(h, update_sn=update_sn)
-        h = tf.nn.relu(self.g_bn(h, training=training))
-        h = self.g_snconv_last(h, update_sn=update_sn)
+                    h = extra(h, update_sn=update_sn, state=state)
+        h = tf.nn.relu(self.g_bn(h, training=training, state=state))
+        h = self.g_snconv_last(h, update_sn=update_sn, state=state)
         return tf.cast(tf.tanh(h), tf.float32)
 
     def ensure_built(self):
@@ -292,10 +294,11 @@ class Generator(keras.Model):
 class Discriminator(keras.Model):
     """Class-conditional projection discriminator with self-attention.
 
-    Call: `D(images [B, S, S, 3], labels [B] int, update_sn=True)` -> logits
-    `[B, 1]` float32 = `SNLinear(h) + sum(h * SNEmbedding(labels), axis=1)`,
+    Call: `D(images [B, S, S, 3], labels [B] int, update_sn=True, state=None)` ->
+    logits `[B, 1]` float32 = `SNLinear(h) + sum(h * SNEmbedding(labels), axis=1)`,
     `h = sum_{H,W} relu(features)`; `h` and the two heads are float32 also
-    under a mixed precision policy. `update_sn=False` leaves every `u` untouched.
+    under a mixed precision policy. `update_sn=False` leaves every `u` untouched;
+    `state` as for `Generator` (also: D's power iterations shared between passes).
     `attention` and `attention_resolutions` as for `Generator` (D's block
     outputs are S/2 .. 4), and `sn_gradient`.
     """
@@ -352,22 +355,22 @@ class Discriminator(keras.Model):
         """`[(block index, layer)]`, as `Generator.extra_blocks`."""
         return [(i, getattr(self, n)) for i, n in sorted(self._extra_after.items())]
 
-    def features(self, images, update_sn=True):
+    def features(self, images, update_sn=True, state=None):
         """`h [B, 16 df]` float32: the pooled features before the linear and
         projection heads (summed in float32 under a mixed precision policy)."""
         h = images
         for i, block in enumerate(self.blocks):
-            h = block(h, update_sn=update_sn)
+            h = block(h, update_sn=update_sn, state=state)
             if i in self._extra_after:
-                h = getattr(self, self._extra_after[i])(h, update_sn=update_sn)
+                h = getattr(self, self._extra_after[i])(h, update_sn=update_sn, state=state)
         return tf.reduce_sum(tf.nn.relu(tf.cast(h, tf.float32)), axis=[1, 2])
 
-    def call(self, images, labels, update_sn=True):
+    def call(self, images, labels, update_sn=True, state=None):
         labels = tf.cast(labels, tf.int32)
-        h = self.features(images, update_sn=update_sn)
-        logits = self.d_sn_linear(h, update_sn=update_sn)
-        projection = tf.reduce_sum(h * self.d_embedding(labels, update_sn=update_sn),
-                                   axis=1, keepdims=True)
+        h = self.features(images, update_sn=update_sn, state=state)
+        logits = self.d_sn_linear(h, update_sn=update_sn, state=state)
+        embedded = self.d_embedding(labels, update_sn=update_sn, state=state)
+        projection = tf.reduce_sum(h * embedded, axis=1, keepdims=True)
         return tf.cast(logits + projection, tf.float32)
 
     def ensure_built(self):
@@ -383,6 +386,33 @@ class Discriminator(keras.Model):
                 "num_classes": self.num_classes, "attention": self.attention_type,
                 "attention_resolutions": self.attention_resolutions,
                 "sn_gradient": self.sn_gradient}
+
+
+def build_networks(spec, discriminator=True):
+    """`(G, D)` of a `sagan_tf.models.spec.NetworkSpec`, built (every variable
+    created, `ensure_built`); D is None without `discriminator`.
+
+    Call it in the distribution strategy's scope (and under the dtype policy)
+    the networks are to live in. G is created first, then D: with the same
+    Keras seed, the same initial weights.
+    """
+    generator = Generator(
+        arch=spec.generator_type, image_size=spec.image_size, z_dim=spec.z_dim,
+        gf_dim=spec.gf_dim, num_classes=spec.number_classes, attention=spec.attention,
+        attention_query_block_size=spec.attention_query_block_size,
+        attention_resolutions=spec.g_attention_resolutions,
+        spectral_norm=spec.g_spectral_norm, sn_gradient=spec.sn_gradient)
+    if not discriminator:
+        return generator.ensure_built(), None
+    if spec.df_dim is None:
+        raise ValueError("the discriminator's df_dim is unknown (not in config.json)")
+    disc = Discriminator(
+        arch=spec.discriminator_type, image_size=spec.image_size, df_dim=spec.df_dim,
+        num_classes=spec.number_classes, attention=spec.attention,
+        attention_query_block_size=spec.attention_query_block_size,
+        attention_resolutions=spec.d_attention_resolutions, sn_gradient=spec.sn_gradient)
+    generator.ensure_built()
+    return generator, disc.ensure_built()
 
 
 def count_parameters(model):

@@ -20,8 +20,8 @@ A G or D pass writes two kinds of non-trainable state (docs/NUMERICS.md §1,
   packed all-reduce on GPUs), then updates each replica's copy with the
   result: the same means.
 
-`write` takes the `(variable, value)` pairs recorded by
-`sagan_tf.models.layers.record_state_updates` over one pass.
+`write` takes the `(variable, value)` pairs a pass deferred
+(`sagan_tf.models.pass_state.PassState.writes`).
 """
 import tensorflow as tf
 

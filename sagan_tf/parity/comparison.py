@@ -59,14 +59,16 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     ``tf1_release_session.run_iterations``.
 
     The first iteration's gradients come from the Trainer's own G and D
-    passes (``_g_pass`` / ``_d_pass``, eagerly); the state is then restored
-    from a checkpoint and every iteration runs through the compiled
-    ``Trainer.train_step``, as in training, under ``graph_optimization``
-    (``TrainConfig.graph_optimization``).
+    passes (``sagan_tf.training.passes``, eagerly, state written in place);
+    the state is then restored from a checkpoint and every iteration runs
+    through the compiled ``Trainer.parity_iteration`` on the release graph's
+    noise, under ``graph_optimization`` (``TrainConfig.graph_optimization``).
     """
     import tensorflow as tf
 
+    from sagan_tf.models.pass_state import IN_PLACE
     from sagan_tf.runs.legacy import spec_variable_map
+    from sagan_tf.training import passes
     from sagan_tf.training.config import TrainConfig
     from sagan_tf.training.trainer import Trainer
 
@@ -94,17 +96,19 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     result = {"g_loss": [], "d_loss": []}
     with tempfile.TemporaryDirectory() as tmp:
         start = trainer.checkpoint.write(os.path.join(tmp, "start"))
-        _, g_grads = trainer._g_pass(inputs["z_g"][0], inputs["y_g"][0])
+        _, g_grads = passes.generator_pass(trainer, IN_PLACE, None,
+                                           inputs["z_g"][0], inputs["y_g"][0])
         trainer.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
-        _, d_grads = trainer._d_pass(inputs["x_real"][0], inputs["y_real"][0],
-                                     inputs["z_d"][0], inputs["y_d"][0])
+        _, d_grads = passes.discriminator_pass(trainer, IN_PLACE, None, inputs["x_real"][0],
+                                               inputs["y_real"][0], inputs["z_d"][0],
+                                               inputs["y_d"][0])
         result["g_grads"] = {n: g.numpy() for n, g in zip(names(G), g_grads)}
         result["d_grads"] = {n: g.numpy() for n, g in zip(names(D), d_grads)}
         trainer.checkpoint.read(start).assert_consumed()
     for k in range(len(inputs["z_g"])):
         noise = {"g": [(inputs["z_g"][k], inputs["y_g"][k])],
                  "d": [(inputs["z_d"][k], inputs["y_d"][k])]}
-        metrics, _, _ = trainer.train_step(trainer.make_inputs_from_global(
+        metrics, _, _ = trainer.parity_iteration(trainer.make_inputs_from_global(
             inputs["x_real"][k], inputs["y_real"][k], noise))
         result["g_loss"].append(float(metrics["g_loss"]))
         result["d_loss"].append(float(metrics["d_loss"]))

@@ -1,9 +1,9 @@
 """The training-iteration and sampling benchmark behind ``tools/perf/benchmark.py``.
 
-Train mode times exactly what the training loop runs per iteration: noise
-drawn from the trainer's generator, ``Trainer.make_inputs_from_global``
-(split over replicas) and the compiled ``Trainer.train_step`` (G step + D
-step, NUMERICS §6), on fixed random real images (no input pipeline). Sample
+Train mode times exactly what the training loop runs per iteration: the
+compiled ``Trainer.train_iterations`` (noise drawn inside, G step + D step,
+NUMERICS §6) on fixed random real images split over the replicas (no input
+pipeline). Sample
 mode times ``G(z, y, training=False)`` in a ``tf.function``. Each runs
 ``warmup`` untimed iterations (tracing, compilation), then ``iterations``
 timed ones.
@@ -163,10 +163,11 @@ def _time_training(trainer, options, result):
     ``tf1_reference`` and ``speedup_vs_tf1_reference`` to ``result`` when
     the reference is compared, and ``step_traces``."""
     images, labels = _fixed_batch(trainer, options)
+    real = list(trainer.distribute([(images, labels)] * trainer.config.d_step))
 
     def iteration():
         # What the loop does per iteration, minus reading records.
-        out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels))
+        [(out, _)], _, _ = trainer.train_iterations([real])
         return float(out["d_loss"])  # waits for the step
 
     reference = _tf1_reference(options)
@@ -185,7 +186,7 @@ def _time_training(trainer, options, result):
         result["speedup_vs_tf1_reference"] = ref_med / med if ref_med and med else None
     if times:
         figures["finite_loss"] = bool(np.isfinite(loss))
-    result["step_traces"] = trainer._compiled_step.experimental_get_tracing_count()  # pylint: disable=protected-access
+    result["step_traces"] = trainer.compiled_iterations().experimental_get_tracing_count()
     return figures
 
 
@@ -199,11 +200,12 @@ def _training_flops(trainer, options):
         return None
     # The same step traced once more without XLA (the profiler does not look
     # inside compiled clusters); tracing changes no state.
-    inputs = trainer.make_inputs_from_global(*_fixed_batch(trainer, options))
+    real = list(trainer.distribute([_fixed_batch(trainer, options)] * trainer.config.d_step))
+    iterations = trainer.compiled_iterations().function.python_function
     saved = trainer.config.xla
     trainer.config.xla = False
     try:
-        fn = tf.function(trainer._step, autograph=False).get_concrete_function(inputs)  # pylint: disable=protected-access
+        fn = tf.function(iterations, autograph=False).get_concrete_function([real])
     finally:
         trainer.config.xla = saved
     return count_graph_flops(fn)

@@ -23,7 +23,7 @@ that all see the same machine state:
 * ``seconds_per_iteration``: median and minimum over ``--rounds`` rounds of
   ``--steps`` iterations, and ratios to 1 replica and to the release graph.
 
-The port's iteration is what the training loop runs: ``Trainer.train_iteration``
+The port's iteration is what the training loop runs: ``Trainer.train_iterations``
 on fixed per-replica real batches, the noise drawn inside, the loop's
 non-finite check (``NonFiniteGuard.state_check``) inside, its result read
 on the host. The release graph's iteration is ``sess.run(g_train_op)``
@@ -166,15 +166,16 @@ def port_variant(replicas, size):
     real = [trainer.distribute((images, labels))]
 
     def run_once():
-        *outputs, all_finite = trainer.train_iteration(real, guard.state_check)
+        results, real_images, fake = trainer.train_iterations([real], guard.state_check)
+        [(metrics, all_finite)] = results
         if not bool(all_finite):
             raise RuntimeError(f"non-finite iteration ({replicas} replicas)")
-        return outputs
+        return metrics, real_images, fake
 
     t0 = time.perf_counter()
     _, partitions = first_call_partitions(run_once)  # the instantiation's optimised graphs
     first = time.perf_counter() - t0
-    function = trainer._compiled_iterations[guard.state_check].function  # pylint: disable=protected-access
+    function = trainer.compiled_iterations(1, guard.state_check).function
     graph = function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
     kind = "GPU" if devices[0].startswith("/gpu") else "CPU"
     per_device, unplaced = traced_ops(graph, kind)
@@ -287,7 +288,7 @@ def measure_loop(size, steps):
             loop.run(until=2)  # tracing, first summaries
             trainer, guard = loop.trainer, loop.guard
             loop._real_batches = timed("iterator_next", loop._real_batches)  # pylint: disable=protected-access
-            trainer.train_iteration = timed("compiled_iteration", trainer.train_iteration)
+            trainer.train_iterations = timed("compiled_iteration", trainer.train_iterations)
             guard.check = timed("finiteness_read", guard.check)
             loop._write_summaries = timed("summaries", loop._write_summaries)  # pylint: disable=protected-access
             loop._log_progress = timed("progress_line", loop._log_progress)  # pylint: disable=protected-access

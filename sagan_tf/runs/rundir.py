@@ -11,10 +11,10 @@ converter's output (:mod:`sagan_tf.runs.legacy`) share about a run directory
 * ``config.json`` as the plain JSON object of the documented file format
   (:func:`read_config`), so that readers do not depend on the trainer's config
   class (the trainer writes it: :mod:`sagan_tf.training.run_config`);
-* the networks a config describes (:func:`generator_kwargs`,
-  :func:`discriminator_kwargs`, :func:`resolve_architecture` for the
-  evaluator's explicit options) and restoring them from a checkpoint with the
-  architecture check (:func:`load_checkpoint` -> :class:`LoadedCheckpoint`).
+* the networks a config describes (:meth:`sagan_tf.models.spec.NetworkSpec.from_config_json`,
+  :func:`resolve_architecture` for the evaluator's explicit options) and
+  restoring them from a checkpoint with the architecture check
+  (:func:`load_checkpoint` -> :class:`LoadedCheckpoint`).
 """
 import dataclasses
 import glob
@@ -23,15 +23,14 @@ import os
 import tensorflow as tf
 
 from sagan_tf.fileio import read_json_object
-from sagan_tf.models.layouts import network_options
-from sagan_tf.models.networks import Discriminator, Generator
+from sagan_tf.models.networks import Discriminator, Generator, build_networks
+from sagan_tf.models.spec import NetworkSpec
 from sagan_tf.runs import checkpoints
 
 __all__ = [
     "CONFIG_FILENAME", "ARCH_FLAGS", "CheckpointMismatchError",
     "LoadedCheckpoint", "find_run_dir", "find_checkpoint",
-    "read_config", "resolve_architecture", "generator_kwargs",
-    "discriminator_kwargs", "restore_network", "generator_child", "weights_label",
+    "read_config", "resolve_architecture", "restore_network", "generator_child", "weights_label",
     "load_checkpoint", "use_standing_statistics",
 ]
 
@@ -201,41 +200,6 @@ def resolve_architecture(config, config_path, **given):
     return arch
 
 
-def _get(config, path, *keys, default=None, required=True):
-    for key in keys:
-        if config.get(key) is not None:
-            return config[key]
-    if required and default is None:
-        raise ValueError(f"{path} has no {keys[0]!r}")
-    return default
-
-
-def generator_kwargs(config, path=CONFIG_FILENAME, attention_query_block_size=None):
-    """`Generator` constructor arguments from a config.json dict."""
-    options = network_options(config, "generator")  # the paper's ablations, if any
-    return dict(arch=str(_get(config, path, "generator_type", default="test")),
-                image_size=int(_get(config, path, "image_size")),
-                z_dim=int(_get(config, path, "z_dim")),
-                gf_dim=int(_get(config, path, "gf_dim")),
-                num_classes=int(_get(config, path, "number_classes", "num_classes")),
-                attention=str(_get(config, path, "attention", default="release")),
-                attention_query_block_size=attention_query_block_size,
-                attention_resolutions=options["attention_resolutions"],
-                spectral_norm=options["spectral_norm"])
-
-
-def discriminator_kwargs(config, path=CONFIG_FILENAME, attention_query_block_size=None):
-    """`Discriminator` constructor arguments from a config.json dict."""
-    options = network_options(config, "discriminator")
-    return dict(arch=str(_get(config, path, "discriminator_type", default="test")),
-                image_size=int(_get(config, path, "image_size")),
-                df_dim=int(_get(config, path, "df_dim")),
-                num_classes=int(_get(config, path, "number_classes", "num_classes")),
-                attention=str(_get(config, path, "attention", default="release")),
-                attention_query_block_size=attention_query_block_size,
-                attention_resolutions=options["attention_resolutions"])
-
-
 # ----------------------------------------------------------------------------
 # Restoring.
 
@@ -347,17 +311,13 @@ def load_checkpoint(checkpoint_dir=None, checkpoint_path=None, batch_size=None,
         raise ValueError("pass --checkpoint_dir (or --checkpoint_path)")
     config, config_path = read_config(logdir)
     path = find_checkpoint(logdir, checkpoint_path)
-    g_kwargs = generator_kwargs(config, config_path, attention_query_block_size)
-    G = Generator(**g_kwargs).ensure_built()
-    arch = ", ".join(f"{k}={v}" for k, v in g_kwargs.items() if k != "attention_query_block_size")
+    spec = NetworkSpec.from_config_json(config, config_path, attention_query_block_size)
+    G, D = build_networks(spec, discriminator)
     child = generator_child(path, generator_weights)
-    restore_network(child, G, path, f"{config_path} ({arch})")
-    D = None
+    restore_network(child, G, path, f"{config_path} ({spec.describe('generator')})")
     if discriminator:
-        d_kwargs = discriminator_kwargs(config, config_path, attention_query_block_size)
-        D = Discriminator(**d_kwargs).ensure_built()
-        restore_network("discriminator", D, path, f"{config_path} ({d_kwargs['arch']}, "
-                        f"df_dim={d_kwargs['df_dim']})")
+        restore_network("discriminator", D, path,
+                        f"{config_path} ({spec.describe('discriminator')})")
     return LoadedCheckpoint(G, D, config, config_path, path, checkpoints.checkpoint_step(path),
                             generator_weights=weights_label(child))
 

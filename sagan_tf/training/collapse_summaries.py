@@ -21,9 +21,9 @@ checks the weights bit for bit with and without them):
   ``r_t``, there ``E[sign(D(x))]``; here ``(r_t + 1) / 2``): it climbs
   towards 1 as D memorises the training set.
 
-The sigmas come from the iteration itself: while
-:func:`sagan_tf.models.sigma_recorder.record_sigmas` is open, each
-spectral-norm call hands its ``sigma`` tensor to it, so no extra pass over the
+The sigmas come from the iteration itself: each spectral-norm call puts its
+``sigma`` tensor into the ``sigmas`` dict of the
+:class:`~sagan_tf.models.pass_state.PassState` the trainer passes it, so no extra pass over the
 networks or their weights is made. They are metrics of the compiled step and
 are read back, like the losses, only at summary and log steps.
 """
@@ -43,7 +43,7 @@ def step_metrics(g_grads, d_grads, logits_real, sigmas, num_replicas,
     Args:
       g_grads, d_grads: the gradients of the last G and D step (lists of tensors).
       logits_real: D's logits ``[B]`` (or ``[B, 1]``) of the last D step's real images.
-      sigmas: :func:`sagan_tf.models.sigma_recorder.record_sigmas`' dict.
+      sigmas: ``{layer path: sigma}`` of the step's spectral-norm calls (``PassState.sigmas``).
       num_replicas: replicas in sync (the losses were scaled by its inverse).
       g_loss_scale, d_loss_scale: the loss scale each loss was multiplied by
         before its gradient (``mixed_float16``); 1 otherwise.

@@ -38,12 +38,12 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
+# Values of --graph_optimization: "auto" is "light" when every device of the
+# strategy is a CPU, else "full" (TensorFlow's default).
+from sagan_tf.options import GRAPH_OPTIMIZATIONS
+
 __all__ = ["GRAPH_OPTIMIZATIONS", "LIGHT_GRAPPLER", "CompiledFunction", "gc_paused",
            "function_call_options", "resolve_graph_optimization", "rewrite_options"]
-
-#: Values of ``--graph_optimization``: ``auto`` is ``light`` when every device
-#: of the strategy is a CPU, else ``full`` (TensorFlow's default).
-GRAPH_OPTIMIZATIONS = ("auto", "full", "light")
 
 #: ``RewriterConfig`` fields of ``light``.
 LIGHT_GRAPPLER = {"meta_optimizer_iterations": "ONE", "memory_optimization": "NO_MEM_OPT",

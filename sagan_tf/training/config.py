@@ -2,7 +2,9 @@
 
 :class:`TrainConfig` holds the flags (the release's names and defaults,
 NUMERICS §9, then this port's additions); :meth:`TrainConfig.validate` checks
-them and raises :class:`ConfigError` naming the offending flag. The trainer
+them and raises :class:`ConfigError` naming the offending flag. No TensorFlow import:
+the entry script reads the defaults before TensorFlow loads (the flags'
+choices are :mod:`sagan_tf.options`). The trainer
 writes it to ``<logdir>/config.json`` (:func:`sagan_tf.training.run_config.save_config`,
 read back with :func:`sagan_tf.training.run_config.load_config`).
 """
@@ -12,17 +14,13 @@ import os
 
 import numpy as np
 
-from sagan_tf.models import layers
-from sagan_tf.models.layouts import ARCHS, BLOCK_TYPES, attention_placements, parse_resolutions
-from sagan_tf.training import compilation, losses
-from sagan_tf.training.distribute import CROSS_DEVICE_OPS, STRATEGY_KINDS
+from sagan_tf.models.layouts import attention_placements, parse_resolutions
+from sagan_tf.models.spec import NetworkSpec
+from sagan_tf.options import (ARCHS, BLOCK_TYPES, GRAPH_OPTIMIZATIONS, LOSS_TYPES,
+                              CROSS_DEVICE_OPS, MIXED_PRECISION_POLICIES, ON_NAN_CHOICES,
+                              SN_GRADIENTS, STRATEGY_KINDS)
 
 __all__ = ["ConfigError", "TrainConfig", "MIXED_PRECISION_POLICIES", "ON_NAN_CHOICES"]
-
-#: Accepted values of ``TrainConfig.mixed_precision`` (Keras global dtype policies).
-MIXED_PRECISION_POLICIES = ("none", "mixed_bfloat16", "mixed_float16")
-#: Values of ``--on_nan``.
-ON_NAN_CHOICES = ("stop", "skip_step")
 
 
 class ConfigError(ValueError):
@@ -136,8 +134,7 @@ class TrainConfig:
         for flag in ("beta1", "beta2"):
             v = getattr(self, flag)
             need(isinstance(v, (int, float)) and 0 <= v < 1, flag, "must be in [0, 1)")
-        need(self.loss_type in losses.LOSS_TYPES, "loss_type",
-             f"must be one of {losses.LOSS_TYPES}")
+        need(self.loss_type in LOSS_TYPES, "loss_type", f"must be one of {LOSS_TYPES}")
         need(self.generator_type in ARCHS, "generator_type", f"must be one of {ARCHS}")
         need(self.discriminator_type in ARCHS, "discriminator_type", f"must be one of {ARCHS}")
         n = math.log2(self.image_size)
@@ -150,8 +147,8 @@ class TrainConfig:
             need(isinstance(getattr(self, flag), bool), flag, "must be a boolean")
         need(self.mixed_precision in MIXED_PRECISION_POLICIES, "mixed_precision",
              f"must be one of {MIXED_PRECISION_POLICIES}")
-        need(self.graph_optimization in compilation.GRAPH_OPTIMIZATIONS, "graph_optimization",
-             f"must be one of {compilation.GRAPH_OPTIMIZATIONS}")
+        need(self.graph_optimization in GRAPH_OPTIMIZATIONS, "graph_optimization",
+             f"must be one of {GRAPH_OPTIMIZATIONS}")
         need(self.attention in BLOCK_TYPES, "attention", f"must be one of {BLOCK_TYPES}")
         need(isinstance(self.g_spectral_norm, bool), "g_spectral_norm", "must be a boolean")
         for flag, network, arch in (
@@ -177,14 +174,26 @@ class TrainConfig:
              "> 1 needs --on_nan stop (skip_step undoes single iterations)")
         need(self.iterations_per_loop == 1 or self.strategy != "tpu", "iterations_per_loop",
              "> 1 is not supported with --strategy tpu")
-        need(self.sn_gradient in layers.SN_GRADIENTS, "sn_gradient",
-             f"must be one of {layers.SN_GRADIENTS}")
+        need(self.sn_gradient in SN_GRADIENTS, "sn_gradient", f"must be one of {SN_GRADIENTS}")
         need(is_int(self.standing_stats_batches) and self.standing_stats_batches >= 0,
              "standing_stats_batches", "must be an integer >= 0 (0: moving averages only)")
         need(isinstance(self.g_ema_decay, (int, float)) and not isinstance(self.g_ema_decay, bool)
              and 0.0 <= self.g_ema_decay < 1.0, "g_ema_decay",
              "must be a number in [0, 1) (0: no averaged generator)")
         return self
+
+    def network_spec(self):
+        """The :class:`~sagan_tf.models.spec.NetworkSpec` of these flags (the networks
+        :func:`sagan_tf.models.networks.build_networks` builds for training)."""
+        return NetworkSpec(
+            image_size=self.image_size, z_dim=self.z_dim, gf_dim=self.gf_dim,
+            number_classes=self.number_classes, df_dim=self.df_dim,
+            generator_type=self.generator_type, discriminator_type=self.discriminator_type,
+            attention=self.attention,
+            g_attention_resolutions=parse_resolutions(self.g_attention_resolutions),
+            d_attention_resolutions=parse_resolutions(self.d_attention_resolutions),
+            g_spectral_norm=self.g_spectral_norm, sn_gradient=self.sn_gradient,
+            attention_query_block_size=self.attention_query_block_size or None)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -17,19 +17,14 @@ import re
 
 import tensorflow as tf
 
+# Accepted values of `make_strategy(kind=...)` / `--strategy`.
+from sagan_tf.options import CROSS_DEVICE_OPS, STRATEGY_KINDS
 from sagan_tf.training import devices
 
 __all__ = ["STRATEGY_KINDS", "CROSS_DEVICE_OPS", "NCCL_DOCKER_HINT", "cross_device_ops",
            "nccl_failure", "make_strategy", "make_strategy_and_plan"]
 
-#: Accepted values of `make_strategy(kind=...)` / `--strategy`.
-STRATEGY_KINDS = ("mirrored", "multiworker", "tpu", "default")
 
-
-#: Values of ``--cross_device_ops``: how the mirrored strategy all-reduces the
-#: replicas' gradients. auto: NCCL on GPUs, TensorFlow's choice on CPUs
-#: (reduction to one device).
-CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "reduction_to_one")
 #: What an NCCL failure inside a container needs (its shared memory is 64 MB by default).
 NCCL_DOCKER_HINT = ("inside Docker, start the container with --ipc=host or --shm-size=1g "
                     "(NCCL needs more than the default 64 MB of /dev/shm); or pass "

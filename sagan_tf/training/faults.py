@@ -28,7 +28,7 @@ from sagan_tf.runs import checkpoints
 from sagan_tf.training.config import ConfigError
 
 __all__ = ["TrainingError", "TrainingDivergedError", "StopSignals", "NonFiniteGuard",
-           "NAN_FAULT_ENV", "MAX_CONSECUTIVE_SKIPS", "MAX_UNSETTLED_CHECKS",
+           "MAX_CONSECUTIVE_SKIPS", "MAX_UNSETTLED_CHECKS",
            "check_logdir_writable", "diverged", "first_line"]
 
 
@@ -82,11 +82,6 @@ class StopSignals:
         return False
 
 
-#: Test seam (documented in docs/ARCHITECTURE.md): ``SAGAN_TF_TEST_NAN_AT_STEPS=6,9``
-#: makes the noise of the first attempt at global steps 6 and 9 NaN, so those
-#: iterations write NaN into G, D and the optimizer state like a real blow-up.
-#: Unset in normal use.
-NAN_FAULT_ENV = "SAGAN_TF_TEST_NAN_AT_STEPS"
 #: ``--on_nan=skip_step`` gives up after this many consecutive bad iterations.
 MAX_CONSECUTIVE_SKIPS = 10
 #: ``--on_nan=stop`` reads the iterations' checks at most this many iterations
@@ -203,28 +198,14 @@ class NonFiniteGuard:
                 return tf.constant(True)
             self._snapshot = tf.function(snapshot, autograph=False)
             self._undo = tf.function(undo, autograph=False)
-        self._inject = {int(x) for x in os.environ.get(NAN_FAULT_ENV, "").split(",")
-                        if x.strip().isdigit()}
         self._pending = []  # (step, metrics, all_finite) not yet read (on_nan="stop")
-
-    def injects(self, step):
-        """Whether the test seam replaces the noise of ``step`` (see :meth:`noise`)."""
-        return step in self._inject
-
-    def noise(self, noise, step):
-        """The test seam: NaN noise for the first attempt at ``step`` if requested."""
-        if step not in self._inject:
-            return noise
-        self._inject.discard(step)
-        nan = tf.constant(float("nan"))
-        return {"g": [(z * nan, y) for z, y in noise["g"]], "d": list(noise["d"])}
 
     def before_step(self):
         if self._shadows is not None:
             self._snapshot()
 
     def state_check(self, metrics):
-        """The check as ops (for ``Trainer.train_iteration``, which runs it in the
+        """The check as ops (for ``Trainer.train_iterations``, which runs it in the
         compiled iteration): a boolean tensor, True when the losses in
         ``metrics`` are finite and, with ``skip_step``, every floating state
         variable too (False can also mean that their sums overflowed;
@@ -234,10 +215,6 @@ class NonFiniteGuard:
         if self.on_nan == "stop":
             return _sums_are_finite(losses)
         return self._all_finite_body(losses)
-
-    def all_finite(self, metrics):
-        """:meth:`state_check` of ``metrics`` and the current state, run now."""
-        return self._all_finite([metrics[k] for k in _LOSS_NAMES if k in metrics])
 
     def defer(self, step, metrics, all_finite):
         """With ``on_nan="stop"``, keeps iteration ``step``'s check (its

@@ -24,7 +24,7 @@ from sagan_tf import summaries
 from sagan_tf.data import pipeline, pixel_pipelines, record_format
 from sagan_tf.runs import checkpoints, rundir_lock
 from sagan_tf.sampling import samples as sampling
-from sagan_tf.training import devices, distribute, loop_iterations, run_config
+from sagan_tf.training import devices, distribute, run_config
 from sagan_tf.training.config import ConfigError
 from sagan_tf.training.faults import (MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, StopSignals,
                                       TrainingError, check_logdir_writable, diverged,
@@ -51,7 +51,7 @@ COLLAPSE_LOGIT_GAP = 10.0
 # ----------------------------------------------------------------------------
 # The loop.
 
-def train(config, strategy=None, log=print):
+def train(config, strategy=None, log=print, make_trainer=Trainer):
     """Trains until ``config.max_steps``; returns a summary dict.
 
     Restores the newest complete checkpoint of ``config.logdir`` if there is
@@ -79,6 +79,9 @@ def train(config, strategy=None, log=print):
       config: :class:`~sagan_tf.training.config.TrainConfig`.
       strategy: a ``tf.distribute.Strategy``; default: from the config.
       log: function printing one line (progress and status messages).
+      make_trainer: ``make_trainer(config, strategy)`` -> the
+        :class:`~sagan_tf.training.trainer.Trainer` (tests pass a subclass
+        that injects faults).
 
     Returns:
       dict with ``step``, ``steps_run``, ``logdir``, ``checkpoint``,
@@ -91,26 +94,26 @@ def train(config, strategy=None, log=print):
       ``skipped_corrupt_records`` summary).
     """
     t_start = time.time()
-    with open_loop(config, strategy, log) as loop:
+    with open_loop(config, strategy, log, make_trainer) as loop:
         loop.run()
         return loop.finish(t_start)
 
 
 @contextlib.contextmanager
-def open_loop(config, strategy=None, log=print):
+def open_loop(config, strategy=None, log=print, make_trainer=Trainer):
     """The loop of :func:`train`, opened but not run: the config checked, the
     run directory taken (lock, ``config.json``), the newest checkpoint
     restored, the input pipeline started. Yields the loop; ``loop.run(until=N)``
     trains up to step N (default ``max_steps``), ``loop.finish(t_start)``
     saves and returns :func:`train`'s dict. For tools that interleave the
-    loop with other work (``tools/perf/benchmark_loop.py``). The lock is released
-    and the signal handlers restored on exit."""
+    loop with other work (``tools/perf/benchmark_loop.py``); the arguments are
+    :func:`train`'s. The lock is released and the signal handlers restored on exit."""
     with StopSignals(log) as stop, contextlib.ExitStack() as cleanup:
         config.validate()
         records = _check_data_dir(config)
         check_logdir_writable(config.logdir)
         config = run_config.resume_config(config)  # same architecture as the stored run; its seed
-        trainer = Trainer(config, strategy)
+        trainer = make_trainer(config, strategy)
         opened = _open_run(trainer, log, cleanup, records_pipeline=records[0])
         pixel_pipelines.log_records(config.data_dir, *records, log=log)  # warns if not the release's
         yield _Loop(trainer, *opened, stop, log)
@@ -249,7 +252,7 @@ class _Loop:
         """How many iterations the next compiled call runs: ``iterations_per_loop``
         when none of the steps it would end before has anything to write
         (summaries, progress line, step-based checkpoint, the first step's
-        timing, a test seam's fault), else 1."""
+        timing), else 1."""
         config, step = self.config, self.step
         k = config.iterations_per_loop
         if k <= 1 or step + k > end or self.t_first is None:
@@ -257,10 +260,7 @@ class _Loop:
 
         def quiet(s):
             return not any(self._writes_after(s)) and s != config.max_steps
-        if all(quiet(s) and not self.guard.injects(s) for s in range(step + 1, step + k)) \
-                and not self.guard.injects(step + k):
-            return k
-        return 1
+        return k if all(quiet(s) for s in range(step + 1, step + k)) else 1
 
     def _writes_after(self, step, first=False):
         """What the loop writes after ``step`` by its cadence in steps:
@@ -281,8 +281,7 @@ class _Loop:
         trainer, guard = self.trainer, self.guard
         batches = [self._real_batches() for _ in range(k)]
         t0 = time.time()
-        results, real_images, fake = loop_iterations.train_iterations(
-            trainer, batches, guard.state_check)
+        results, real_images, fake = trainer.train_iterations(batches, guard.state_check)
         if not self.excluded[1]:  # the first such call (k is the same for the whole run)
             self.excluded = (time.time() - t0, k)
             self.tracing_note = f" (includes tracing the {k}-iteration call)"
@@ -293,16 +292,15 @@ class _Loop:
 
     def _iteration(self):
         """One training iteration, checked by the non-finite guard. Returns
-        ``train_step``'s outputs, or None when the iteration was undone."""
+        ``(metrics, input_images, generated_images)``, or None when the
+        iteration was undone."""
         trainer, guard, step = self.trainer, self.guard, self.step
         real = self._real_batches()
         guard.before_step()
-        if guard.injects(step + 1):  # the test seam: this step's noise made non-finite
-            noise = trainer.distribute(guard.noise(trainer.sample_noise(), step + 1))
-            outputs = trainer.train_step(trainer.make_inputs(real, noise))
-            all_finite = guard.all_finite(outputs[0])
-        else:  # noise drawn and state checked inside the one compiled call
-            *outputs, all_finite = trainer.train_iteration(real, guard.state_check)
+        # Noise drawn and the state checked inside the one compiled call.
+        [(metrics, all_finite)], real_images, fake = trainer.train_iterations(
+            [real], guard.state_check)
+        outputs = (metrics, real_images, fake)
         if guard.defer(step + 1, outputs[0], all_finite):  # read in _settle, no sync now
             return outputs
         problem = guard.check(outputs[0], all_finite)

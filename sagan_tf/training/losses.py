@@ -6,9 +6,9 @@ scales by `1 / num_replicas` so that summed gradients are averages.
 """
 import tensorflow as tf
 
-__all__ = ["LOSS_TYPES", "discriminator_loss", "generator_loss"]
+from sagan_tf.options import LOSS_TYPES
 
-LOSS_TYPES = ("hinge_loss", "kl_loss")
+__all__ = ["LOSS_TYPES", "discriminator_loss", "generator_loss"]
 
 
 def _check(loss_type):

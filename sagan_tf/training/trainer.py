@@ -2,8 +2,11 @@
 
 :class:`Trainer` holds G, D, two Adam optimizers, the global step and the
 random generator in one ``tf.train.Checkpoint`` (the layout of
-docs/ARCHITECTURE.md) and runs the training iteration ``train_step``; the
-loop around it is :func:`sagan_tf.training.loop.train`.
+docs/ARCHITECTURE.md) and runs the training iteration: :meth:`Trainer.train_iterations`
+runs k of them in one compiled call (k = 1 the ordinary case);
+:meth:`Trainer.parity_iteration` runs one on noise the caller drew (the
+release-parity comparison). The loop around them is
+:func:`sagan_tf.training.loop.train`.
 
 One training iteration (NUMERICS §6) is, per replica::
 
@@ -20,44 +23,26 @@ One training iteration (NUMERICS §6) is, per replica::
     step += 1
 
 Determinism: all random inputs of an iteration (z and fake labels of every G
-and D step) are drawn *outside* the compiled step from the checkpointed
-``tf.random.Generator``, at the global batch size, and split across replicas
-by replica id. One iteration is therefore a pure function of (state, real
-batches, noise), and a run that is stopped and resumed draws exactly the
-noise an uninterrupted run would have drawn.
+and D step) are drawn from the checkpointed ``tf.random.Generator`` at the
+global batch size, inside the compiled call (on TPUs just before it), and
+split across replicas by replica id. One iteration is therefore a pure
+function of (state, real batches, generator state), and a run that is
+stopped and resumed draws exactly the noise an uninterrupted run would have
+drawn.
 """
-import contextlib
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from sagan_tf.data import record_format
-from sagan_tf.models import ema, layers, sigma_recorder, state_writes
-from sagan_tf.models.networks import Discriminator, Generator
-from sagan_tf.runs import rundir
-from sagan_tf.training import collapse_summaries, compilation, devices, losses, optimizers
+from sagan_tf.models import ema, state_writes
+from sagan_tf.models.networks import build_networks
+from sagan_tf.models.pass_state import PassState, PowerIterations
+from sagan_tf.training import collapse_summaries, compilation, devices, optimizers, passes
 from sagan_tf.training.distribute import make_strategy_and_plan
 from sagan_tf.training.optimizers import ReleaseAdam, ReplicaSafeLossScaleOptimizer
 
 __all__ = ["Trainer"]
-
-
-def _dense(grads):
-    """Converts ``IndexedSlices`` gradients to dense tensors.
-
-    Class-indexed gathers (conditional-BN gamma/beta, the projection
-    embedding) give ``IndexedSlices`` with one slice per example, so a class
-    that occurs twice in the batch appears twice. TF1's Adam (the release)
-    summed duplicate indices first, i.e. applied the dense gradient. Keras 3's
-    Adam does not: it squares the slices one by one for the second moment
-    (sum of squares instead of square of the sum), a different update whenever
-    a label repeats, which at 64 images of 1000 classes is nearly every batch.
-    Dense gradients restore the release's update; they also avoid one sparse
-    all-reduce branch per such variable under a strategy. The tables have at
-    most ``number_classes`` rows, so this costs little.
-    """
-    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
 
 class Trainer:
@@ -123,8 +108,9 @@ class Trainer:
             config.graph_optimization, self.strategy)
         self._call_config = (compilation.rewrite_options(compilation.LIGHT_GRAPPLER)
                              if self.graph_optimization == "light" else None)
-        self._compiled_step = self._compiled(self._step)
-        self._compiled_iterations = {}  # train_iteration's, one per check function
+        #: :meth:`parity_iteration`'s compiled function (its trace, for tests and tools).
+        self.compiled_parity_iteration = self._compiled(self._step_on_inputs)
+        self._compiled_iterations = {}  # train_iterations', one per (k, check)
         self._compiled_sample = None
         self.sigma_ratio_variables = [
             v for v in self.generator.variables + self.discriminator.variables
@@ -137,7 +123,6 @@ class Trainer:
     def _build_networks(self, config, discriminator=True):
         """G and D of ``config`` (D None without ``discriminator``), built (all
         variables created) in the strategy's scope."""
-        block = config.attention_query_block_size or None
         # Mixed precision: the layers take the global dtype policy when they
         # are created; it is restored afterwards (the models keep theirs).
         # Weights, spectral norm, BN moments, softmax, logits and losses stay
@@ -147,19 +132,9 @@ class Trainer:
             keras.config.set_dtype_policy(config.mixed_precision)
         try:
             with self.strategy.scope():
-                stored = config.to_dict()  # the networks as config.json describes them
-                generator = Generator(
-                    **rundir.generator_kwargs(stored, attention_query_block_size=block),
-                    sn_gradient=config.sn_gradient)
-                discriminator = None if not discriminator else Discriminator(
-                    **rundir.discriminator_kwargs(stored, attention_query_block_size=block),
-                    sn_gradient=config.sn_gradient)
-                generator.ensure_built()
-                if discriminator:
-                    discriminator.ensure_built()
+                return build_networks(config.network_spec(), discriminator)
         finally:
             keras.config.set_dtype_policy(previous_policy)
-        return generator, discriminator
 
     def _build_optimizers(self, config):
         """The two Adam optimizers (in the strategy's scope), with their slots built."""
@@ -263,99 +238,67 @@ class Trainer:
 
     # -- The training iteration ----------------------------------------------
 
-    def _g_pass(self, z, y_fake):
-        """Forward/backward of one G step: ``(g_loss, grads of G)``; writes G's state."""
-        G, D = self.generator, self.discriminator
-        # The optimisers sum gradients over replicas (all-reduce SUM); scaling
-        # each replica's loss by 1/num_replicas makes that sum the average of
-        # the tower gradients, as the release did.
-        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
-        # The release's G step also drew (and read) a real batch, but the
-        # generator loss does not depend on it; it is not drawn here.
-        with tf.GradientTape() as tape:
-            fake = G(z, y_fake, training=True)                     # G: BN stats, u updated
-            logits_fake = D(fake, y_fake, update_sn=False)         # D: u untouched
-            g_loss = losses.generator_loss(self.config.loss_type, logits_fake)
-            scaled = optimizers.scale_loss(self.g_optimizer, g_loss * scale)
-        return g_loss, _dense(tape.gradient(scaled, G.trainable_variables))
-
-    def _d_pass(self, real_images, real_labels, z, y_fake):
-        """Forward/backward of one D step: ``(outputs, grads of D)``; writes G's and D's state."""
-        G, D = self.generator, self.discriminator
-        scale = 1.0 / tf.distribute.get_replica_context().num_replicas_in_sync
-        # G runs in training mode again (release): its BN moving stats and
-        # u are updated a second time in this iteration. No gradient to G.
-        fake = tf.stop_gradient(G(z, y_fake, training=True))
-        n_real = tf.shape(real_images)[0]
-        with tf.GradientTape() as tape:
-            # One D call on real+fake: D has no batch-dependent layer, so
-            # this equals D(real) (updating u) followed by D(fake) with the
-            # same normalised weights, the release's behaviour.
-            logits = D(tf.concat([tf.cast(real_images, fake.dtype), fake], 0),
-                       tf.concat([tf.cast(real_labels, tf.int32), y_fake], 0),
-                       update_sn=True)
-            logits_real, logits_fake = logits[:n_real], logits[n_real:]
-            d_loss, d_loss_real, d_loss_fake = losses.discriminator_loss(
-                self.config.loss_type, logits_real, logits_fake)
-            scaled = optimizers.scale_loss(self.d_optimizer, d_loss * scale)
-        grads = _dense(tape.gradient(scaled, D.trainable_variables))
-        return (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), grads
-
-    def _run_pass(self, name, fn, *args):
-        """Runs ``fn(*args)``; with ``config.xla``, as one XLA-compiled function.
+    def _run_pass(self, name, fn, sigmas, power_iterations, *args):
+        """Runs ``fn(self, state, power_iterations, *args)`` (a pass of
+        :mod:`sagan_tf.training.passes`); with ``config.xla``, as one
+        XLA-compiled function (without shared power iterations).
 
         The pass's state writes (SN ``u``, BN moving statistics) are deferred
-        (``layers.record_state_updates``) and made after it by
+        (``PassState(defer_writes=True)``) and made after it by
         ``state_writes.write``: the ``u`` locally on each replica, the BN
         statistics averaged over replicas in one grouped reduction. With XLA
         the compiled function returns the new values and they are assigned
         here, outside XLA, in replica context (a mirrored variable's assign
         needs a ``merge_call``, which XLA cannot compile). Same values as
         assigning in place: within one pass each state variable is read
-        once, before its only write.
+        once, before its only write. The SN layers' sigmas go into
+        ``sigmas`` (None: not recorded).
         """
         if not self.config.xla:
-            with layers.record_state_updates() as updates:
-                out = fn(*args)
-            state_writes.write(updates)
+            state = PassState(defer_writes=True, sigmas=sigmas)
+            out = fn(self, state, power_iterations, *args)
+            state_writes.write(state.writes)
             return out
         if name not in self._jit_passes:
             def deferred(*a):
-                with layers.record_state_updates() as updates, \
-                        sigma_recorder.record_sigmas(self.config.collapse_summaries) as sig:
-                    out = fn(*a)
-                self._deferred_variables[name] = [v for v, _ in updates]
-                return out, [value for _, value in updates], sig
+                state = PassState(defer_writes=True, sigmas=None if sigmas is None else {})
+                out = fn(self, state, None, *a)
+                self._deferred_variables[name] = [v for v, _ in state.writes]
+                return out, [value for _, value in state.writes], state.sigmas or {}
             self._jit_passes[name] = tf.function(deferred, jit_compile=True, autograph=False)
-        out, values, sigmas = self._jit_passes[name](*args)
+        out, values, pass_sigmas = self._jit_passes[name](*args)
         state_writes.write(list(zip(self._deferred_variables[name], values)))
-        for layer, sigma in sigmas.items():  # out of the compiled pass, to the step's record
-            sigma_recorder.record_sigma(layer, sigma)
+        if sigmas is not None:  # out of the compiled pass, to the step's record
+            sigmas.update(pass_sigmas)
         return out
+
+    def _shared_power_iterations(self):
+        """Where D's power iterations of the G steps are kept for the first D
+        step (same weights, same u, the same numbers): a new
+        :class:`~sagan_tf.models.pass_state.PowerIterations`; None with XLA,
+        whose passes are compiled separately."""
+        return None if self.config.xla else PowerIterations()
 
     def _replica_step(self, inputs):
         """One NUMERICS §6 iteration on one replica. Returns per-replica metrics."""
         G, D = self.generator, self.discriminator
         g_loss = None
-        with sigma_recorder.record_sigmas(self.config.collapse_summaries) as sigmas, \
-                contextlib.ExitStack() as reuse:
-            # D's power iterations of the G steps serve the first D step too
-            # (same weights, same u); not across XLA's separately compiled passes.
-            if not self.config.xla:
-                reuse.enter_context(layers.reuse_power_iterations(D))
-            for z, y_fake in inputs["g"]:
-                g_loss, g_grads = self._run_pass("g", self._g_pass, z, y_fake)
-                g_scale = optimizers.loss_scale(self.g_optimizer)  # read before the apply
-                self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
+        sigmas = {} if self.config.collapse_summaries else None  # each SN layer's last sigma
+        shared = self._shared_power_iterations()
+        for z, y_fake in inputs["g"]:
+            g_loss, g_grads = self._run_pass("g", passes.generator_pass, sigmas, shared, z, y_fake)
+            g_scale = optimizers.loss_scale(self.g_optimizer)  # read before the apply
+            self.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 
-            for real_images, real_labels, z, y_fake in inputs["d"]:
-                if real_images.dtype == tf.uint8:  # records as stored: scaled here, on the device
-                    real_images = record_format.to_unit_range(real_images)
-                (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
-                    self._run_pass("d", self._d_pass, real_images, real_labels, z, y_fake))
-                reuse.close()  # D's weights change now
-                d_scale = optimizers.loss_scale(self.d_optimizer)
-                self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
+        for real_images, real_labels, z, y_fake in inputs["d"]:
+            if real_images.dtype == tf.uint8:  # records as stored: scaled here, on the device
+                real_images = record_format.to_unit_range(real_images)
+            (d_loss, d_loss_real, d_loss_fake, logits_real, logits_fake, fake), d_grads = (
+                self._run_pass("d", passes.discriminator_pass, sigmas, shared,
+                               real_images, real_labels, z, y_fake))
+            shared = None  # D's weights change now
+            d_scale = optimizers.loss_scale(self.d_optimizer)
+            self.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 
         metrics = {"d_loss": d_loss, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake,
                    "g_loss": g_loss, "logit_real": tf.reduce_mean(logits_real),
@@ -370,12 +313,12 @@ class Trainer:
                 metrics[key] = vector
         return metrics, real_images, fake
 
-    def _step(self, inputs, check=None):
+    def _step_on_inputs(self, inputs):
         metrics, real, fake = self.strategy.run(self._replica_step, args=(inputs,))
-        return self._finish_step(metrics, real, fake, check)
+        return self._finish_step(metrics, real, fake)
 
-    def _step_drawing_noise(self, real_batches, check=None):
-        """``_step`` on per-replica real batches, drawing the noise inside.
+    def _step_drawing_noise(self, real_batches):
+        """One iteration on per-replica real batches, drawing the noise inside.
 
         The same numbers as ``distribute(sample_noise())`` outside (the same
         generator ops in the same order, sliced by replica id), without the
@@ -389,9 +332,9 @@ class Trainer:
             local = tf.nest.map_structure(lambda t: t[r * b:(r + 1) * b], noise)
             return self._replica_step(self.make_inputs(real, local))
         metrics, real, fake = self.strategy.run(replica_fn, args=(list(real_batches), noise))
-        return self._finish_step(metrics, real, fake, check)
+        return self._finish_step(metrics, real, fake)
 
-    def _finish_step(self, metrics, real, fake, check):
+    def _finish_step(self, metrics, real, fake):
         # One cross-replica mean for all the metrics (the same means): the
         # scalars stacked, then the vectors' elements (named per element).
         scalar_names = sorted(k for k in metrics if k not in self._vector_metric_names)
@@ -409,39 +352,76 @@ class Trainer:
             ema.update_average(self.generator_ema, self.generator, self.config.g_ema_decay,
                                self.step)
         # Replica 0's images of the last D step, for the image summaries.
-        out = (metrics, self.strategy.experimental_local_results(real)[0],
-               self.strategy.experimental_local_results(fake)[0])
-        # The loop's check of the new state, in the same function: one call
-        # per iteration (sagan_tf.training.faults.NonFiniteGuard.state_check).
-        return out if check is None else out + (check(metrics),)
+        return (metrics, self.strategy.experimental_local_results(real)[0],
+                self.strategy.experimental_local_results(fake)[0])
 
-    def train_step(self, inputs):
-        """Runs one compiled training iteration on distributed ``inputs``.
+    def train_iterations(self, real_batches, check=None):
+        """Runs ``k = len(real_batches)`` training iterations in one compiled call
+        (k = 1 the ordinary case), each drawing its noise from ``self.rng``.
 
-        Returns ``(metrics, input_images, generated_images)``: scalar metrics
-        averaged over replicas (``d_loss, d_loss_real, d_loss_fake, g_loss,
-        logit_real, logit_fake``) and replica 0's real and generated images of
-        the last D step.
+        The k iterations are unrolled in one ``tf.function`` (one host round
+        trip per call; tracing takes k times as long, once) and give the same
+        numbers, bit for bit, as k calls of one. On TPUs each iteration's
+        noise is drawn and distributed outside and the iterations run one by
+        one (:meth:`parity_iteration`), the same numbers.
+
+        Args:
+          real_batches: ``k`` lists of ``d_step`` per-replica ``(images,
+            labels)`` batches (``next()`` on a distributed dataset iterator,
+            or :meth:`distribute`); images float32 in [-1, 1] or uint8 as stored.
+          check: None, or ``check(metrics) -> boolean tensor`` run after each
+            iteration in the same call (the loop's non-finite check,
+            :meth:`sagan_tf.training.faults.NonFiniteGuard.state_check`).
+
+        Returns:
+          ``([(metrics, check result or None)] * k, real_images,
+          generated_images)``: each iteration's scalar metrics averaged over
+          replicas (``d_loss, d_loss_real, d_loss_fake, g_loss, logit_real,
+          logit_fake`` and, with ``collapse_summaries``, ``collapse/...``),
+          and replica 0's real and generated images of the last D step of
+          the last iteration.
         """
-        return self._compiled_step(inputs)
-
-    def train_iteration(self, real_batches, check):
-        """The training loop's iteration: ``train_step`` on ``d_step`` per-replica
-        real batches with the noise drawn from ``self.rng`` inside the compiled
-        function (the numbers ``train_step(make_inputs(real_batches,
-        distribute(sample_noise())))`` would use), followed there by
-        ``check(metrics)``, a boolean tensor (the loop's non-finite check).
-        Returns ``train_step``'s outputs and ``check``'s result. On TPUs the
-        noise is drawn and distributed outside, as for ``train_step``.
-        """
+        batches = [list(real) for real in real_batches]
         if isinstance(self.strategy, tf.distribute.TPUStrategy):
-            out = self.train_step(self.make_inputs(real_batches,
-                                                   self.distribute(self.sample_noise())))
-            return out + (check(out[0]),)
-        if check not in self._compiled_iterations:
-            self._compiled_iterations[check] = self._compiled(
-                lambda real: self._step_drawing_noise(real, check))
-        return self._compiled_iterations[check](list(real_batches))
+            results = []
+            for real in batches:
+                noise = self.distribute(self.sample_noise())
+                metrics, real_images, fake = self.parity_iteration(self.make_inputs(real, noise))
+                results.append((metrics, None if check is None else check(metrics)))
+            return results, real_images, fake
+        results, (real_images, fake) = self.compiled_iterations(len(batches), check)(batches)
+        return results, real_images, fake
+
+    def compiled_iterations(self, k=1, check=None):
+        """The compiled function :meth:`train_iterations` calls for ``k``
+        iterations and ``check`` (a :class:`~sagan_tf.training.compilation.CompiledFunction`
+        taking ``k`` lists of real batches): its trace, graph and tracing count
+        are what the speed tools and tests inspect."""
+        key = (k, check)
+        if key not in self._compiled_iterations:
+            def iterations(batches):
+                results, images = [], None
+                for real in batches:
+                    metrics, real_images, fake = self._step_drawing_noise(real)
+                    results.append((metrics, None if check is None else check(metrics)))
+                    images = (real_images, fake)
+                return results, images
+            self._compiled_iterations[key] = self._compiled(iterations)
+        return self._compiled_iterations[key]
+
+    def parity_iteration(self, inputs):
+        """One compiled training iteration on ``inputs`` whose noise the caller
+        drew (:meth:`make_inputs`, :meth:`make_inputs_from_global`).
+
+        For the release-parity comparison (it feeds the release graph's
+        noise) and the tests that run two trainers on the same noise;
+        training runs :meth:`train_iterations`, which draws the noise
+        itself (the same numbers as ``make_inputs(real,
+        distribute(sample_noise()))`` here). Returns ``(metrics,
+        input_images, generated_images)`` as one iteration of
+        :meth:`train_iterations`.
+        """
+        return self.compiled_parity_iteration(inputs)
 
     # -- Sampling ---------------------------------------------------------------
 

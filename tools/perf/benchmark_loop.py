@@ -8,8 +8,9 @@ progress every 100 steps and a checkpoint every 500, as ``train_imagenet.py
 * **loop**: ``loop.run`` on to the next block's end (input batches, the
   compiled iteration with its noise and non-finite check, summaries,
   progress lines, checkpoints at their cadence);
-* **bare**: the same trainer's compiled ``train_step`` on one fixed batch and
-  fixed noise, nothing else: the floor the loop is held to.
+* **bare**: the same trainer's compiled ``train_iterations`` on one fixed
+  batch (noise drawn inside, no check), nothing else: the floor the loop is
+  held to.
 
 The host's speed drifts by several percent over tens of seconds on a shared
 machine; blocks of a few seconds that alternate (ABBA) see the same drift,
@@ -50,17 +51,18 @@ FLAGS = flags.FLAGS
 def bare_step(trainer):
     """A function running one compiled step on fixed inputs (and waiting for it)."""
     import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     cfg = trainer.config
     rng = np.random.default_rng(0)
     n = trainer.global_batch_size
-    inputs = trainer.make_inputs_from_global(
-        rng.uniform(-1, 1, (n, cfg.image_size, cfg.image_size, 3)).astype(np.float32),
-        rng.integers(0, cfg.number_classes, n).astype(np.int32))
+    images = rng.uniform(-1, 1, (n, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+    labels = rng.integers(0, cfg.number_classes, n).astype(np.int32)
+    real = list(trainer.distribute([(tf.constant(images), tf.constant(labels))] * cfg.d_step))
 
     def step(count):
         for _ in range(count):
-            out = trainer.train_step(inputs)
-        float(out[0]["d_loss"])
+            [(metrics, _)], _, _ = trainer.train_iterations([real])
+        float(metrics["d_loss"])
     return step
 
 

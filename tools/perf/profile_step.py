@@ -1,8 +1,8 @@
 r"""Where the training iteration's time goes: op-level profile, A/B ratios, first-iteration phases.
 
-Three measurements of ``Trainer.train_step``, all in ONE process so that
-variants see the same machine state (on a shared machine, runs minutes apart
-differ by more than the variants do):
+Three measurements of ``Trainer.train_iterations`` (one iteration per call),
+all in ONE process so that variants see the same machine state (on a shared
+machine, runs minutes apart differ by more than the variants do):
 
 ``--what ratios``: builds one trainer per ``--variants`` entry (``fp32``,
 ``bf16``) and, with ``--tf1_reference``, the release's TF1 graph
@@ -80,9 +80,10 @@ def make_trainer(variant, size):
     n = size["batch_size"]
     images = tf.constant(rs.uniform(-1, 1, (n, 128, 128, 3)), tf.float32)
     labels = tf.constant(rs.integers(0, size["number_classes"], n), tf.int32)
+    real = list(trainer.distribute([(images, labels)]))
 
     def iteration():
-        out, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels))
+        [(out, _)], _, _ = trainer.train_iterations([real])
         return float(out["d_loss"])
 
     if variant.startswith("bf16_unfused_bn"):
@@ -128,7 +129,7 @@ def _conv_rates(trainer, per_name, per_iter):
     convolutions that ran (``per_name``: the profile by op name)."""
     executed = {k.rsplit(":", 1)[0] for k in per_name}
     # The step's one traced graph (op names as in the profile).
-    graph = trainer._compiled_step.function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
+    graph = trainer.compiled_iterations().function._list_all_concrete_functions()[0].graph  # pylint: disable=protected-access
     flops = conv_flops(graph, executed)
     rates = {}
     for graph_type, kernels in CONV_KERNELS.items():
@@ -199,19 +200,19 @@ def run_first(variant, size):
     images = tf.constant(rs.uniform(-1, 1, (n, 128, 128, 3)), tf.float32)
     labels = tf.constant(rs.integers(0, size["number_classes"], n), tf.int32)
     t_built = time.perf_counter()
-    inputs = trainer.make_inputs_from_global(images, labels)
+    batches = [list(trainer.distribute([(images, labels)]))]
     t0 = time.perf_counter()
-    concrete = trainer._compiled_step.get_concrete_function(inputs)  # pylint: disable=protected-access
+    concrete = trainer.compiled_iterations().get_concrete_function(batches)
     t_trace = time.perf_counter() - t0
     graph_ops = len(concrete.graph.get_operations())
     op_types = collections.Counter(op.type for op in concrete.graph.get_operations())
     t0 = time.perf_counter()
-    out, _, _ = trainer.train_step(inputs)
+    [(out, _)], _, _ = trainer.train_iterations(batches)
     float(out["d_loss"])
     t_first_call = time.perf_counter() - t0
-    inputs = trainer.make_inputs_from_global(images, labels)
+    batches = [list(trainer.distribute([(images, labels)]))]
     t0 = time.perf_counter()
-    out, _, _ = trainer.train_step(inputs)
+    [(out, _)], _, _ = trainer.train_iterations(batches)
     float(out["d_loss"])
     t_second = time.perf_counter() - t0
     return {"first": {
@@ -219,7 +220,7 @@ def run_first(variant, size):
         "first_call_seconds": t_first_call,
         "first_iteration_seconds": t_trace + t_first_call,
         "second_iteration_seconds": t_second, "graph_ops": graph_ops,
-        "traces": trainer._compiled_step.experimental_get_tracing_count(),  # pylint: disable=protected-access
+        "traces": trainer.compiled_iterations().experimental_get_tracing_count(),
         "top_graph_op_types": op_types.most_common(15),
         "grappler": FLAGS.grappler}}
 
