@@ -84,10 +84,8 @@ flags.DEFINE_enum("strategy", "mirrored", options.TRAIN_CHOICES["strategy"],
                   "--tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy tpu.")
 flags.DEFINE_enum("cross_device_ops", "auto", options.CROSS_DEVICE_OPS,
-                  "How --strategy mirrored all-reduces the replicas' gradients. auto: NCCL on "
-                  "GPUs (TensorFlow's reduction to one device on CPUs); hierarchical_copy or "
-                  "reduction_to_one where NCCL fails (e.g. a Docker container without "
-                  "--ipc=host or --shm-size). Named in the start line and config.json.")
+                  "All-reduce of --strategy mirrored. auto: NCCL on GPUs; hierarchical_copy "
+                  "where NCCL fails (Docker without --ipc=host). docs/TRAINING.md.")
 flags.DEFINE_boolean("allow_cpu", False,
                      "Train on the CPU although an NVIDIA driver is present and TensorFlow sees "
                      "no GPU (else an error: TensorFlow without CUDA?).")
