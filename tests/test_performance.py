@@ -464,7 +464,8 @@ def test_profile_step_reads_op_times_from_the_profiler_trace():
 def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
     """`tools/perf/benchmark_loop.py` on tiny records: one JSON line per 10 block
     pairs and a final one whose per-step times account for every timed step
-    and whose overhead is the ratio of the two totals."""
+    and whose overhead is the ratio of the two totals; the bare steps ran in
+    another process (without the loop), and the kernels are named."""
     from sagan_tf.data import record_format
     rs = np.random.default_rng(0)
     data = tmp_path / "data"
@@ -487,6 +488,8 @@ def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
     assert final["config"]["steps"] == 21 and final["machine"]["cpu_model"]
     assert final["overhead"] == pytest.approx(
         final["loop_seconds_per_step"] / final["bare_seconds_per_step"] - 1.0, abs=1e-4)
+    assert final["bare_worker_pid"] != final["loop_pid"]
+    assert final["kernels"]["library"] in ("oneDNN", "Eigen")
     low, high = final["block_overhead_quartiles"]
     assert low <= final["block_overhead_median"] <= high
     assert not list(scratch.glob("benchmark_loop_*"))  # its scratch run directory is gone
