@@ -479,7 +479,7 @@ def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
         [sys.executable, os.path.join(ROOT, "tools", "perf", "benchmark_loop.py"), "--data_dir",
          str(data), "--number_classes", "3", "--gf_dim", "4", "--df_dim", "4",
          "--batch_size", "2", "--steps", "21", "--block", "1", "--warmup", "2",
-         "--threads", "1"], capture_output=True, text=True, timeout=300,
+         "--threads", "1"], capture_output=True, text=True, timeout=900,
         env=dict(TOOL_ENV, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
