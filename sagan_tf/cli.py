@@ -8,6 +8,9 @@ Importing this module does not import TensorFlow. An entry script starts with::
     if __name__ == "__main__":
         cli.run(main)               # absl app.run, expected errors -> one line
 
+Kernels: unless the user set ``TF_ENABLE_ONEDNN_OPTS``, TensorFlow loads with
+oneDNN's kernels on x86 CPUs (:mod:`sagan_tf.kernels`).
+
 Quiet start: unless the user set ``TF_CPP_MIN_LOG_LEVEL``, it is set to 2
 (TensorFlow's C++ warnings and infos hidden, errors shown), and the lines
 TensorFlow's libraries print while loading -- before its log level applies
@@ -34,6 +37,8 @@ import os
 import re
 import subprocess
 import sys
+
+from sagan_tf import kernels
 
 __all__ = ["UserError", "EXIT_USER_ERROR", "EXPECTED_ERRORS", "quiet_tensorflow", "run",
            "error_line", "define_standing_stats_flags", "define_checkpoint_flags",
@@ -62,7 +67,9 @@ _STARTUP_NOISE = re.compile(
 
 
 def quiet_tensorflow():
-    """Imports TensorFlow quietly (see the module docstring); returns the module.
+    """Imports TensorFlow quietly (see the module docstring), with oneDNN's
+    kernels on for x86 CPUs unless ``TF_ENABLE_ONEDNN_OPTS`` is set
+    (:func:`sagan_tf.kernels.use_onednn_by_default`); returns the module.
 
     Also sets ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` unless the user set it, so that
     TensorFlow numbers the GPUs as ``nvidia-smi`` does. Call it before anything
@@ -72,6 +79,8 @@ def quiet_tensorflow():
     from sagan_tf.training.nvidia import \
         use_pci_bus_order  # pylint: disable=import-outside-toplevel
     use_pci_bus_order()
+    if "tensorflow" not in sys.modules:
+        kernels.use_onednn_by_default()  # read once, when TensorFlow loads
     user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     if user_set or "tensorflow" in sys.modules:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -3,6 +3,10 @@
 The CPU is split into two logical devices *before any TensorFlow op runs*, so
 that multi-replica code can be tested with a real `MirroredStrategy` on a
 machine without GPUs. One strategy object is shared by the whole session.
+
+The kernels are the users' default (oneDNN on x86 CPUs,
+:func:`sagan_tf.kernels.use_onednn_by_default`) unless the environment sets
+``TF_ENABLE_ONEDNN_OPTS``; the suite passes with either.
 """
 import os
 import tempfile
@@ -12,6 +16,10 @@ os.environ.setdefault("KERAS_HOME", os.path.join(_TMP_HOME, "keras"))
 os.environ.setdefault("TFHUB_CACHE_DIR", os.path.join(_TMP_HOME, "tfhub"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+from sagan_tf import kernels  # noqa: E402  (imports no TensorFlow)
+
+kernels.use_onednn_by_default()  # before TensorFlow loads, as the entry points do
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -457,7 +457,8 @@ def test_profile_step_reads_op_times_from_the_profiler_trace():
 def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
     """`tools/perf/benchmark_loop.py` on tiny records: one JSON line per 10 block
     pairs and a final one whose per-step times account for every timed step
-    and whose overhead is the ratio of the two totals."""
+    and whose overhead is the ratio of the two totals; the bare steps ran in
+    another process (without the loop), and the kernels are named."""
     from sagan_tf.data import record_format
     rs = np.random.default_rng(0)
     data = tmp_path / "data"
@@ -471,7 +472,7 @@ def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
         [sys.executable, os.path.join(ROOT, "tools", "perf", "benchmark_loop.py"), "--data_dir",
          str(data), "--number_classes", "3", "--gf_dim", "4", "--df_dim", "4",
          "--batch_size", "2", "--steps", "21", "--block", "1", "--warmup", "2",
-         "--threads", "1"], capture_output=True, text=True, timeout=300,
+         "--threads", "1"], capture_output=True, text=True, timeout=900,
         env=dict(TOOL_ENV, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -480,6 +481,8 @@ def test_benchmark_loop_alternates_loop_and_bare_blocks(tmp_path):
     assert final["config"]["steps"] == 21 and final["machine"]["cpu_model"]
     assert final["overhead"] == pytest.approx(
         final["loop_seconds_per_step"] / final["bare_seconds_per_step"] - 1.0, abs=1e-4)
+    assert final["bare_worker_pid"] != final["loop_pid"]
+    assert final["kernels"]["library"] in ("oneDNN", "Eigen")
     low, high = final["block_overhead_quartiles"]
     assert low <= final["block_overhead_median"] <= high
     assert not list(scratch.glob("benchmark_loop_*"))  # its scratch run directory is gone

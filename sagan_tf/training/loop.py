@@ -20,7 +20,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import summaries
+from sagan_tf import kernels, summaries
 from sagan_tf.data import pipeline, pixel_pipelines, record_format
 from sagan_tf.runs import checkpoints, rundir_lock
 from sagan_tf.sampling import samples as sampling
@@ -136,10 +136,12 @@ def _open_run(trainer, log, cleanup, records_pipeline=None):
     # (every worker must take part in saving) which is deleted afterwards.
     ckpt_dir = logdir if chief else os.path.join(
         logdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
+    device_record = devices.run_record(strategy, trainer.device_plan, config.batch_size)
+    kernel_record = kernels.run_record()
     if chief:
         run_config.save_config(config, logdir, extra={
-            "records_pixel_pipeline": records_pipeline,
-            "devices": devices.run_record(strategy, trainer.device_plan, config.batch_size)})
+            "records_pixel_pipeline": records_pipeline, "devices": device_record,
+            "kernels": kernel_record})
     manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir,
                                          max_to_keep=config.keep_checkpoint_max)
     # The newest complete checkpoint whose data reads back; each variable's
@@ -159,8 +161,12 @@ def _open_run(trainer, log, cleanup, records_pipeline=None):
         log("Starting from scratch")
     tf32 = "on (--allow_tf32)" if config.allow_tf32 else "off (--allow_tf32 turns it on)"
     log(f"{devices.describe_replicas(strategy, trainer.device_plan, config.batch_size)}; "
-        f"TF32 {tf32}; graph optimisation: {trainer.graph_optimization} "
+        f"TF32 {tf32}; CPU kernels: {kernels.describe(kernel_record)}; "
+        f"graph optimisation: {trainer.graph_optimization} "
         f"(--graph_optimization {config.graph_optimization})")
+    if warning := kernels.bf16_cost_warning(config.mixed_precision,
+                                            device_record["replica_devices"]):
+        log(warning)
     return manager, ckpt_dir, chief, resumed_from
 
 

@@ -15,6 +15,7 @@ import os
 import numpy as np
 from absl import app, flags
 
+from sagan_tf import cli
 from sagan_tf.data import pixel_pipelines
 
 FLAGS = flags.FLAGS
@@ -31,6 +32,7 @@ def differences(a, b):
 
 
 def main(argv):
+    cli.quiet_tensorflow()
     files = argv[1:]
     if not files:
         raise app.UsageError("give the image files to compare")

@@ -19,6 +19,8 @@ import sys
 
 from absl import app, flags
 
+from sagan_tf import cli
+
 FLAGS = flags.FLAGS
 
 
@@ -42,8 +44,7 @@ def define_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tf = cli.quiet_tensorflow()
     from sagan_tf.perf import host_cost
     from sagan_tf.perf.machine import machine_info, setup_devices
     replica_counts = sorted({int(r) for r in FLAGS.replicas})
