@@ -166,7 +166,7 @@ flags.DEFINE_enum("on_nan", "stop", options.ON_NAN_CHOICES,
 _DEMO_DIR = os.path.join("data", "demo")
 #: --demo's settings for the flags not given on the command line: a run whose
 #: samples become recognisably the 10 demo classes within about 10 minutes on
-#: 2 CPU cores (README "Quickstart"; the measurements are in the README).
+#: 2 CPU cores (measured in docs/DEMO.md).
 DEMO_DEFAULTS = {
     "image_size": 32, "number_classes": 10, "gf_dim": 8, "df_dim": 8, "batch_size": 32,
     "max_steps": 2500, "checkpoint_dir": os.path.join("runs", "demo"),
@@ -174,7 +174,7 @@ DEMO_DEFAULTS = {
     "save_checkpoint_steps": 500,
     "keep_checkpoint_max": 20, "standing_stats_batches": 16, "seed": 0,
     # The averaged generator: a short run's raw G swings from checkpoint to
-    # checkpoint; its average over ~1000 iterations improves steadily (README).
+    # checkpoint; its average over ~1000 iterations improves steadily (docs/DEMO.md).
     "g_ema_decay": 0.999,
 }
 

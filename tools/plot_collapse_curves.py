@@ -2,7 +2,7 @@
 """Plots a training run's collapse/ summaries (sigma per layer, gradient norms, D's share
 of positive real logits) against step, as a PNG.
 
-Example (the README's collapse figure):
+Example (the collapse figure of docs/MONITORING.md):
   python tools/plot_collapse_curves.py --logdir runs/collapse/imagenet_32 \\
       --output docs/images/demo_collapse_curves.png
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluates one checkpoint at several truncations and plots Inception score against FID.
 
-Example (the README's truncation curve):
+Example (the truncation curve of docs/SAMPLING.md):
   python tools/truncation_sweep.py --checkpoint_dir runs/demo --data_dir data/demo \\
       --inception_path data/demo_classifier --eval_sample_size 2000 \\
       --truncations 0,2,1,0.75,0.5,0.25 --output docs/images/demo_truncation.png
