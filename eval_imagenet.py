@@ -12,9 +12,9 @@ every new checkpoint once (the release's ``evaluate_repeatedly``);
 prints one JSON line and writes TensorBoard summaries under ``--eval_dir``
 (default ``<checkpoint_dir>/eval``).
 
-It runs on one device (``--device``; default: the last visible GPU, the
-spare one when the trainer has the first four), with memory growth, and
-leaves the other GPUs untouched.
+It runs on one device (``--device``; default ``auto``: the last visible GPU
+with no memory in use, i.e. the spare one when the trainer has the first
+four), with memory growth, and leaves the other GPUs untouched.
 
 Examples::
 
