@@ -97,23 +97,24 @@ def test_choice_is_in_the_start_line_and_config_json_and_resumes(tmp_path):
     assert any("all-reduce: hierarchical_copy" in ln for ln in lines)
 
 
-def _failing_iteration(error, at_call=1):
-    calls = []
-    original = Trainer.train_iteration
+def _failing_trainer(error, at_call=1):
+    """A Trainer whose ``at_call``-th ``train_iterations`` call raises ``error``."""
+    class FailingTrainer(Trainer):
+        calls = 0
 
-    def iteration(self, real_batches, check):
-        calls.append(1)
-        if len(calls) == at_call:
-            raise error
-        return original(self, real_batches, check)
-    return iteration
+        def train_iterations(self, real_batches, check=None):
+            FailingTrainer.calls += 1
+            if FailingTrainer.calls == at_call:
+                raise error
+            return super().train_iterations(real_batches, check)
+    return FailingTrainer
 
 
-def test_nccl_failure_at_the_first_step_names_the_docker_fix(tmp_path, monkeypatch, strategy2):
+def test_nccl_failure_at_the_first_step_names_the_docker_fix(tmp_path, strategy2):
     nccl = tf.errors.UnknownError(None, None, NCCL_MESSAGE)
-    monkeypatch.setattr(Trainer, "train_iteration", _failing_iteration(nccl))
     with pytest.raises(TrainingError) as e:
-        train(_config(tmp_path), strategy=strategy2, log=lambda line: None)
+        train(_config(tmp_path), strategy=strategy2, log=lambda line: None,
+              make_trainer=_failing_trainer(nccl))
     message = str(e.value)
     assert message.startswith("the all-reduce across GPUs (NCCL) failed at the first step: "
                               "NCCL error in: external/nccl_archive/src/init.cc:1270")
@@ -121,11 +122,11 @@ def test_nccl_failure_at_the_first_step_names_the_docker_fix(tmp_path, monkeypat
     assert "--cross_device_ops hierarchical_copy" in message and "\n" not in message
 
 
-def test_other_first_step_errors_are_not_called_nccl(tmp_path, monkeypatch, strategy2):
+def test_other_first_step_errors_are_not_called_nccl(tmp_path, strategy2):
     oom = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
-    monkeypatch.setattr(Trainer, "train_iteration", _failing_iteration(oom))
     with pytest.raises(tf.errors.ResourceExhaustedError, match="OOM when allocating"):
-        train(_config(tmp_path / "a"), strategy=strategy2, log=lambda line: None)
+        train(_config(tmp_path / "a"), strategy=strategy2, log=lambda line: None,
+              make_trainer=_failing_trainer(oom))
     assert distribute.nccl_failure(oom) is None
     assert distribute.nccl_failure(RuntimeError("Error while creating shared memory segment "
                                                 "/dev/shm/nccl-x")) is not None
