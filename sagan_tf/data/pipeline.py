@@ -30,6 +30,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf.data import malloc_thresholds
 from sagan_tf.data.record_format import (RECORD_OVERHEAD, assert_lazily, count_complete_records,
                                          list_record_files, parse_examples, peek_image_size)
 
@@ -353,6 +354,9 @@ def training_iterator(config, strategy, start_step, skipped_counter=None):
     buffer of 100,000 images is not checkpointed).
     ``skipped_counter``: a :class:`SkippedRecordCounter` counting
     what ``skip_corrupt_records`` drops.
+    Creating the iterator pins glibc's mmap threshold (TensorFlow's generator
+    dataset); the thresholds are restored after it
+    (:mod:`sagan_tf.data.malloc_thresholds`).
     """
     seed = int(config.seed)
     if start_step and config.shuffle:
@@ -361,15 +365,20 @@ def training_iterator(config, strategy, start_step, skipped_counter=None):
                   seed=seed, skip_corrupt_records=config.skip_corrupt_records,
                   skipped_counter=skipped_counter, uint8_images=True)  # scaled on the device
     if config.shuffle or start_step == 0:
-        return iter(distributed_dataset(strategy, config.data_dir, config.image_size,
-                                        config.batch_size, config.number_classes, **kwargs))
-    # Resumed unshuffled run: the same pipeline as distributed_dataset,
-    # advanced past the consumed batches. Each input pipeline feeds its local
-    # replicas round-robin, one batch each per D step.
-    def dataset_fn(ctx):
-        local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-        batches = start_step * config.d_step * local_replicas
-        return make_dataset(config.data_dir, config.image_size, config.batch_size,
-                            config.number_classes, input_context=ctx, check_image_size=False,
-                            start_record=batches * config.batch_size, **kwargs)
-    return iter(strategy.distribute_datasets_from_function(dataset_fn))
+        dataset = distributed_dataset(strategy, config.data_dir, config.image_size,
+                                      config.batch_size, config.number_classes, **kwargs)
+    else:
+        # Resumed unshuffled run: the same pipeline as distributed_dataset,
+        # advanced past the consumed batches. Each input pipeline feeds its local
+        # replicas round-robin, one batch each per D step.
+        def dataset_fn(ctx):
+            local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            batches = start_step * config.d_step * local_replicas
+            return make_dataset(config.data_dir, config.image_size, config.batch_size,
+                                config.number_classes, input_context=ctx,
+                                check_image_size=False,
+                                start_record=batches * config.batch_size, **kwargs)
+        dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    iterator = iter(dataset)
+    malloc_thresholds.restore()  # iter() pinned glibc's mmap threshold at 128 KiB
+    return iterator
