@@ -206,7 +206,7 @@ def _one_iteration(config, device, weights, images, labels, noise):
     for variable, value in zip(variables, weights or ()):
         variable.assign(value)
     before = [v.numpy() for v in variables]
-    metrics, _, _ = trainer.train_step(trainer.make_inputs_from_global(images, labels, noise))
+    metrics, _, _ = trainer.parity_iteration(trainer.make_inputs_from_global(images, labels, noise))
     return before, {k: float(v) for k, v in metrics.items()}, [v.numpy() for v in variables]
 
 
