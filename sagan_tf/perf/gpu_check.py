@@ -119,7 +119,8 @@ def check_device_report(report, dry_run=False):
 
 def write_records(data_dir, sizes, num_records, seed=0):
     """``num_records`` random images and labels of ``sizes`` in 4 record files
-    of the release's format; returns ``{"records", "files"}``."""
+    of the release's format (named ``check_N.tfrecords``: not converter shards,
+    which need a manifest); returns ``{"records", "files"}``."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from sagan_tf.data import record_format  # pylint: disable=import-outside-toplevel
@@ -129,7 +130,7 @@ def write_records(data_dir, sizes, num_records, seed=0):
     for i in range(files):
         n = num_records // files + (i < num_records % files)
         record_format.write_records(
-            os.path.join(data_dir, f"check-{i:05d}-of-{files:05d}.tfrecords"),
+            os.path.join(data_dir, f"check_{i}.tfrecords"),
             rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8),
             rng.integers(0, sizes["number_classes"], n))
     return {"records": int(num_records), "files": files}
