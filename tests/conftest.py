@@ -4,12 +4,11 @@ The CPU is split into two logical devices *before any TensorFlow op runs*, so
 that multi-replica code can be tested with a real `MirroredStrategy` on a
 machine without GPUs. One strategy object is shared by the whole session.
 
-The test process runs TensorFlow's own kernel default (oneDNN only on
-AVX512_VNNI/AVX512_BF16/AMX CPUs, Eigen's elsewhere) unless the environment
-sets ``TF_ENABLE_ONEDNN_OPTS``; the entry points that tests start as
-subprocesses turn oneDNN on as they do for users. Not the users' default in
-this process: on an AVX2 CPU, the port on oneDNN's kernels is outside the
-release-parity criterion on the losses (docs/NUMERICS.md §11).
+The test process runs the CPU kernels users get from the entry points
+(``sagan_tf.kernels.use_onednn_by_default``: oneDNN's on x86 unless the
+environment sets ``TF_ENABLE_ONEDNN_OPTS``), chosen before TensorFlow loads;
+``TF_ENABLE_ONEDNN_OPTS=0`` runs the suite on Eigen's, and
+``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 machine on what an AVX2 CPU runs.
 """
 import os
 import tempfile
@@ -19,6 +18,10 @@ os.environ.setdefault("KERAS_HOME", os.path.join(_TMP_HOME, "keras"))
 os.environ.setdefault("TFHUB_CACHE_DIR", os.path.join(_TMP_HOME, "tfhub"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+from sagan_tf import kernels  # noqa: E402  (imports no TensorFlow)
+
+kernels.use_onednn_by_default()
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

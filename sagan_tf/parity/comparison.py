@@ -1,11 +1,16 @@
 """How far the port's training iteration is from the release's, against the release's own noise.
 
 The reference is the release's algorithm as TF1 executed it
-(``tf1_release_graph``: a ``tf.compat.v1`` graph on ref variables). Its
-*noise floor* is the same graph run again with oneDNN off
-(``TF_ENABLE_ONEDNN_OPTS=0``: other CPU kernels, other rounding). Both run
-in processes of their own (``Tf1Run``; the setting is read once per
-process); the port runs in the calling one (``run_port``). All three start
+(``tf1_release_graph``: a ``tf.compat.v1`` graph on ref variables), on
+oneDNN's kernels. Its *noise floor* is the same graph run again on the other
+kernels it could equally have run on (:data:`FLOOR_KERNELS`: Eigen's, and
+oneDNN's capped at AVX and at SSE4.1; other blockings, other summation
+orders, other rounding): per quantity, the largest distance of any of them
+from the reference. One such run alone is a single draw of a chaotic
+quantity (after a few Adam steps, a near-zero gradient whose sign flips
+moves its weight by a whole learning rate) and under-states the spread.
+Each runs in a process of its own (``Tf1Run``; the settings are read once
+per process); the port runs in the calling one (``run_port``). All start
 from the same weights (the port's initial weights, copied by the release's
 variable names, attention ``sigma_ratio`` set non-zero so that attention
 takes part) and get the same z, fake labels, real images and labels at
@@ -13,7 +18,7 @@ every step (``make_inputs``).
 
 ``compare`` measures, per case: the first-iteration gradients of G (G step)
 and D (D step), per variable, ``max|port - ref| / max|ref|`` beside the
-noise floor's ``max|noise - ref| / max|ref|``; after the iterations, the
+noise floor's largest ``max|noise - ref| / max|ref|``; after the iterations, the
 fraction of trainable weights more than ``0.1 * lr`` away from the
 reference; the per-step losses' largest relative difference.
 ``within_noise`` is the parity criterion on that report.
@@ -37,6 +42,16 @@ DEFAULT_CASE = dict(gf_dim=8, df_dim=8, z_dim=16, number_classes=5, batch_size=4
 SIGMA_RATIO = 0.3
 #: A weight counts as "apart" beyond this fraction of its learning rate.
 APART_FRACTION_OF_LR = 0.1
+#: The kernels of the reference run (the variables a reference process gets).
+REFERENCE_KERNELS = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+#: The kernels of the noise-floor runs, by name. ``ONEDNN_MAX_CPU_ISA`` caps
+#: oneDNN below every x86-64 CPU's own ISA with AVX, so that each is a
+#: different blocking from the reference's on any such machine.
+FLOOR_KERNELS = {
+    "Eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "oneDNN avx": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX"},
+    "oneDNN sse41": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
 
 
 def make_inputs(config, iterations=4, seed=0):
@@ -116,25 +131,27 @@ def run_port(config, inputs, sn_gradient="release", weights=None, seed=1,
     return weights, result
 
 
-def _child_env(onednn):
-    """The environment of a reference process: oneDNN on or off, quiet, CPU
-    only, and this ``sagan_tf`` first on the path (the child runs the same
-    copy of the reference as this process imported)."""
+def _child_env(kernels):
+    """The environment of a release-graph process: this one's with the
+    ``kernels`` variables set, quiet, CPU only, and this ``sagan_tf`` first
+    on the path (the child runs the same copy of the reference as this
+    process imported)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    return dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0",
-                TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=path)
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=path,
+                **kernels)
 
 
 class Tf1Run:
     """The release graph run in a fresh process (``python -m
-    sagan_tf.parity.tf1_release_session``), in the background.
+    sagan_tf.parity.tf1_release_session``), in the background, on
+    ``kernels`` (environment variables; default :data:`REFERENCE_KERNELS`).
 
     ``result()`` waits for it and returns what
     ``tf1_release_session.run_iterations`` returned there.
     """
 
-    def __init__(self, config, weights, inputs, onednn=True, resource_variables=False):
+    def __init__(self, config, weights, inputs, kernels=None, resource_variables=False):
         from sagan_tf.parity import tf1_release_session  # pylint: disable=import-outside-toplevel
         self._tmp = tempfile.TemporaryDirectory()
         src = os.path.join(self._tmp.name, "in.npz")
@@ -144,7 +161,8 @@ class Tf1Run:
                      "--parity_input", src, "--parity_output", self._dst]
         if resource_variables:
             self._cmd.append("--resource_variables")
-        self._proc = subprocess.Popen(self._cmd, env=_child_env(onednn), stdout=subprocess.DEVNULL,
+        env = _child_env(REFERENCE_KERNELS if kernels is None else kernels)
+        self._proc = subprocess.Popen(self._cmd, env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True)
 
     def result(self, timeout=900):
@@ -158,9 +176,38 @@ class Tf1Run:
                 tf1_release_session  # pylint: disable=import-outside-toplevel
             return tf1_release_session.read_parity_output(self._dst)
         finally:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._tmp.cleanup()
+            self.close()
+
+    def close(self):
+        """Stops the process if it still runs and removes its files."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._tmp.cleanup()
+
+
+class ReleaseRuns:
+    """The reference run and the noise-floor runs (:data:`FLOOR_KERNELS`) of
+    one case, started together in the background.
+
+    ``results()`` waits for all: ``(reference result, {floor name: result})``;
+    if one fails, the others are stopped and its error raised.
+    """
+
+    def __init__(self, config, weights, inputs):
+        self._reference = Tf1Run(config, weights, inputs)
+        self._floor = {name: Tf1Run(config, weights, inputs, kernels)
+                       for name, kernels in FLOOR_KERNELS.items()}
+
+    def results(self, timeout=900):
+        """``(reference, {floor name: result})``, waiting at most ``timeout``
+        seconds for each process."""
+        try:
+            reference = self._reference.result(timeout)
+            return reference, {name: run.result(timeout) for name, run in self._floor.items()}
+        finally:
+            for run in (self._reference, *self._floor.values()):
+                run.close()
 
 
 def relative_error(a, ref):
@@ -174,8 +221,9 @@ def within_noise(report, factor=4.0, floor=1e-6, apart_factor=1.2, apart_slack=0
                  loss_factor=3.0, loss_floor=1e-5):
     """The parity criterion: ``[]`` if the port is within the noise floor, else what is not.
 
-    Per variable: ``max|port - ref| <= factor * max|noise - ref| + floor *
-    max|gradient|`` (the floor, relative to the largest gradient of that
+    ``noise`` is the noise floor: the largest distance of a floor run
+    from the reference. Per variable: ``max|port - ref| <= factor *
+    max|noise - ref| + floor * max|gradient|`` (the floor, relative to the largest gradient of that
     network, covers variables whose true gradient is ~0, such as biases
     followed by a batch norm). After the iterations: the fraction of
     weights apart at most ``apart_factor`` times the noise's plus
@@ -203,11 +251,14 @@ def within_noise(report, factor=4.0, floor=1e-6, apart_factor=1.2, apart_slack=0
     return failures
 
 
-def compare(port, ref, noise):
-    """Distances of ``port`` and of ``noise`` from ``ref`` (results of one case).
+def compare(port, ref, floor):
+    """Distances of ``port`` and of the noise floor from ``ref`` (results of one case).
 
-    Returns ``{"gradients": {name: {"port", "noise", "scale"}}, "apart":
-    {"port", "noise"}, "loss": {"port", "noise"}}``.
+    ``floor``: ``{name: result}`` of the floor runs; each quantity's
+    ``"noise"`` is the largest of their distances, and ``"floor"`` keeps
+    each run's weights apart and losses. Returns ``{"gradients": {name:
+    {"port", "noise", "scale"}}, "apart": {"port", "noise", "floor"},
+    "loss": {"port", "noise", "floor"}}``.
     """
     from sagan_tf.parity import tf1_release_graph  # pylint: disable=import-outside-toplevel
     report = {"gradients": {}}
@@ -215,7 +266,7 @@ def compare(port, ref, noise):
         for name, r in ref[part].items():
             report["gradients"][name] = {
                 "port": relative_error(port[part][name], r),
-                "noise": relative_error(noise[part][name], r),
+                "noise": max(relative_error(f[part][name], r) for f in floor.values()),
                 "scale": float(np.abs(r).max())}
 
     def apart(result):
@@ -232,8 +283,9 @@ def compare(port, ref, noise):
         return max(abs(a - b) / max(abs(b), 1e-12)
                    for key in ("g_loss", "d_loss") for a, b in zip(result[key], ref[key]))
 
-    report["apart"] = {"port": apart(port), "noise": apart(noise)}
-    report["loss"] = {"port": loss(port), "noise": loss(noise)}
+    for key, measure in (("apart", apart), ("loss", loss)):
+        each = {name: measure(f) for name, f in floor.items()}
+        report[key] = {"port": measure(port), "noise": max(each.values()), "floor": each}
     return report
 
 
