@@ -11,6 +11,7 @@ the figures; docs/NUMERICS.md §1.2 has them.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -71,3 +72,18 @@ def test_reference_imports_none_of_the_port():
     assert json.loads(proc.stdout.splitlines()[-1]) == [
         "sagan_tf", "sagan_tf.parity", "sagan_tf.parity.tf1_release_graph",
         "sagan_tf.parity.tf1_release_session"]
+
+
+def test_a_failing_release_run_stops_the_others_and_names_itself(monkeypatch):
+    """One release-graph process that cannot start fails the comparison with
+    its command and stderr, and the other runs of the case are stopped."""
+    # Python itself cannot start in the reference's process.
+    monkeypatch.setattr(comparison, "REFERENCE_KERNELS", {"PYTHONHOME": os.devnull})
+    config = dict(comparison.DEFAULT_CASE, arch="test")
+    inputs = comparison.make_inputs(config, iterations=1)
+    weights = {"model/unused": inputs["z_g"][0]}
+    runs = comparison.ReleaseRuns(config, weights, inputs)
+    with pytest.raises(RuntimeError, match=r"(?s)tf1_release_session .*failed:.*encodings"):
+        runs.results(timeout=120)
+    # Killed (they would otherwise be importing TensorFlow for seconds yet).
+    assert [run._proc.returncode for run in runs._floor.values()] == [-signal.SIGKILL] * 3

@@ -221,11 +221,11 @@ def within_noise(report, factor=4.0, floor=1e-6, apart_factor=1.2, apart_slack=0
                  loss_factor=3.0, loss_floor=1e-5):
     """The parity criterion: ``[]`` if the port is within the noise floor, else what is not.
 
-    ``noise`` is the noise floor: the largest distance of a floor run
-    from the reference. Per variable: ``max|port - ref| <= factor *
-    max|noise - ref| + floor * max|gradient|`` (the floor, relative to the largest gradient of that
-    network, covers variables whose true gradient is ~0, such as biases
-    followed by a batch norm). After the iterations: the fraction of
+    ``noise`` is the noise floor: the largest distance of a floor run from
+    the reference. Per variable: ``max|port - ref| <= factor * max|noise -
+    ref| + floor * max|gradient|`` (the floor, relative to the largest
+    gradient of that network, covers variables whose true gradient is ~0,
+    such as biases followed by a batch norm). After the iterations: the fraction of
     weights apart at most ``apart_factor`` times the noise's plus
     ``apart_slack``; the losses' relative difference at most ``loss_factor``
     times the noise's plus ``loss_floor``.
