@@ -7,9 +7,9 @@ the demo data set first.
 
 Examples:
 
-  # The CPU demo on generated 32x32 data (10 classes), about 10 minutes on 2
-  # idle CPU cores; demo-sized defaults (DEMO_DEFAULTS in train_imagenet.py),
-  # any flag given overrides them:
+  # The CPU demo on generated 32x32 data (10 classes): 8 minutes on 2 idle
+  # AVX-512 cores, about 22 on AVX2 ones (docs/DEMO.md); demo-sized defaults
+  # (DEMO_DEFAULTS in train_imagenet.py), any flag given overrides them:
   python train_imagenet.py --demo
 
   # The release's ImageNet run (the first 4 GPUs x 64 images, 128x128; with a
@@ -165,8 +165,8 @@ flags.DEFINE_enum("on_nan", "stop", options.ON_NAN_CHOICES,
 
 _DEMO_DIR = os.path.join("data", "demo")
 #: --demo's settings for the flags not given on the command line: a run whose
-#: samples become recognisably the 10 demo classes within about 10 minutes on
-#: 2 CPU cores (measured in docs/DEMO.md).
+#: samples become recognisably the 10 demo classes within about 8 minutes on
+#: 2 AVX-512 CPU cores, 22 on AVX2 ones (measured in docs/DEMO.md).
 DEMO_DEFAULTS = {
     "image_size": 32, "number_classes": 10, "gf_dim": 8, "df_dim": 8, "batch_size": 32,
     "max_steps": 2500, "checkpoint_dir": os.path.join("runs", "demo"),
