@@ -5,9 +5,10 @@ variables (``sagan_tf/parity/tf1_release_graph.py``), in a process of its
 own, on oneDNN's kernels. Noise floor: the same graph on the other kernels it
 could have run on (Eigen's; oneDNN's capped at AVX and at SSE4.1), each in a
 process of its own, the largest distance of any. Same initial weights (the
-port's, copied by the release's names), same inputs at every step; 128x128, small widths, 4 iterations
-(``sagan_tf.parity.comparison``). ``tools/parity/release_parity.py`` prints
-the figures; docs/NUMERICS.md §1.2 has them.
+port's, copied by the release's names), same inputs at every step; 128x128,
+small widths, 4 iterations (``sagan_tf.parity.comparison``).
+``tools/parity/release_parity.py`` prints the figures; docs/NUMERICS.md §1.2
+has them.
 """
 import json
 import os
