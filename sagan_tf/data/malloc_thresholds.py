@@ -6,10 +6,11 @@ when it is constructed (TensorFlow's mitigation of a ``Dataset.from_generator``
 memory growth on Python 3.11). That switches off glibc's dynamic threshold, which
 otherwise rises to the size of the large blocks a program frees and reuses:
 from then on every block of 128 KiB or more that the heap's free blocks cannot
-serve is a fresh ``mmap``, returned with ``munmap`` when freed. Eigen's CPU kernels allocate about 1.2 GB of such blocks
-per demo training step: in a process whose input pipeline is opened before its
-first step, every step would fault about 300,000 zeroed pages back in (system
-time; the demo loop at about 1.6x its bare step's CPU time on a 2-core AVX2 CPU).
+serve is a fresh ``mmap``, returned with ``munmap`` when freed. Eigen's CPU
+kernels allocate about 1.2 GB of such blocks per demo training step: in a
+process whose input pipeline is opened before its first step, every step would
+fault about 300,000 zeroed pages back in (system time; the demo loop at about
+1.6x its bare step's CPU time on a 2-core AVX2 CPU).
 :func:`restore` sets the thresholds where glibc's dynamic rule takes them at most,
 where the training step's blocks are kept and reused, as in a process without an
 input pipeline. No computed value changes: only where the memory comes from.
