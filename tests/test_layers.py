@@ -101,7 +101,12 @@ def test_gradient_flows_through_sigma_finite_differences(rng, layer_kind):
         layer.build((None, 4, 4, 2))
         kernel = layer.w
         x = tf.constant(rng.normal(size=(2, 4, 4, 2)))
-    r = tf.constant(rng.normal(size=layer(x, update_sn=False).shape))
+    # Weights and u from the seeded rng, not the initializers' global state.
+    _set(kernel, rng.normal(size=kernel.shape))
+    _set(layer.u, rng.normal(size=layer.u.shape))
+    # r = the output at W0, so the loss |y0|^2 is far from 0 and the term
+    # through sigma, -(loss / sigma) d sigma / dW, is as large as the rest.
+    r = tf.constant(layer(x, update_sn=False))
 
     def loss_fn():
         return tf.reduce_sum(layer(x, update_sn=False) * r)
@@ -123,7 +128,8 @@ def test_gradient_flows_through_sigma_finite_differences(rng, layer_kind):
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
 
     # With sigma treated as a constant the gradient would be W-independent
-    # scaling only; it must differ, which proves the gradient goes through sigma.
+    # scaling only; it must differ, which proves the gradient goes through sigma
+    # (by 0.95-1.9 of the gradient's size over seeds 0-5 of this set-up).
     _, _, sigma = spectral_normalize(tf.constant(w0), tf.convert_to_tensor(layer.u))
     with tf.GradientTape() as tape:
         w_var = tf.Variable(w0)
@@ -134,7 +140,7 @@ def test_gradient_flows_through_sigma_finite_differences(rng, layer_kind):
             y = tf.nn.conv2d(x, w_bar, 1, "SAME") + layer.biases
         loss_const = tf.reduce_sum(y * r)
     grad_const = tape.gradient(loss_const, w_var).numpy()
-    assert np.abs(grad_const - grad).max() > 1e-3 * np.abs(grad).max()
+    assert np.abs(grad_const - grad).max() > 0.1 * np.abs(grad).max()
 
 
 def _cbn_with_params(rng, channels=3, classes=4):
