@@ -64,7 +64,20 @@ def _make_attention(attention_type, query_block_size, name, spectral_norm=True):
     return cls(query_block_size=query_block_size, spectral_norm=spectral_norm, name=name)
 
 
-class GeneratorBlock(keras.layers.Layer):
+class _BuiltByTheFirstCall:
+    """A layer whose sublayers create their own variables when a call first
+    reaches them (each has its own `build`): nothing to create here.
+
+    Without a `build`, Keras would build the layer by tracing `call`
+    symbolically in a scratch graph before running it (~2 s of op creation
+    per G and D pair at the test sizes, then the eager call runs anyway).
+    """
+
+    def build(self, input_shape):
+        del input_shape
+
+
+class GeneratorBlock(_BuiltByTheFirstCall, keras.layers.Layer):
     """Upsampling residual block with conditional BN (the release's G `block`).
 
     `x [B, H, W, in]`, `labels [B]` -> `[B, 2H, 2W, out]`:
@@ -119,7 +132,7 @@ class ResidualComparisonBlock(GatedResidualBlock):
         return self._gated(x, self.conv_out(h, update_sn=update_sn, state=state))
 
 
-class DiscriminatorOptimizedBlock(keras.layers.Layer):
+class DiscriminatorOptimizedBlock(_BuiltByTheFirstCall, keras.layers.Layer):
     """The discriminator's first block (`optimized_block`).
 
     `x [B, H, W, in]` -> `[B, H/2, W/2, out]`:
@@ -175,7 +188,7 @@ class DiscriminatorBlock(keras.layers.Layer):
         return shortcut + h
 
 
-class Generator(keras.Model):
+class Generator(_BuiltByTheFirstCall, keras.Model):
     """Class-conditional SAGAN generator.
 
     Call: `G(z [B, z_dim] float, labels [B] int, training=False, update_sn=True,
@@ -291,7 +304,7 @@ class Generator(keras.Model):
                 "spectral_norm": self.spectral_norm, "sn_gradient": self.sn_gradient}
 
 
-class Discriminator(keras.Model):
+class Discriminator(_BuiltByTheFirstCall, keras.Model):
     """Class-conditional projection discriminator with self-attention.
 
     Call: `D(images [B, S, S, 3], labels [B] int, update_sn=True, state=None)` ->
