@@ -9,6 +9,8 @@ The test process runs the CPU kernels users get from the entry points
 environment sets ``TF_ENABLE_ONEDNN_OPTS``), chosen before TensorFlow loads;
 ``TF_ENABLE_ONEDNN_OPTS=0`` runs the suite on Eigen's, and
 ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 machine on what an AVX2 CPU runs.
+XLA's CPU backend compiles without LLVM's optimisations here (``XLA_FLAGS``,
+unless set; inherited by the tools the tests start).
 """
 import os
 import tempfile
