@@ -39,6 +39,20 @@ NUM_LOGICAL_CPUS = 2
 
 configure_cpu_replicas(NUM_LOGICAL_CPUS)
 
+#: The modules with the longest tests (the GPU check's dry run, the
+#: release-parity runs, the fault tests' entry points), run first: pytest-xdist
+#: hands out tests in runs of consecutive ones, so these start at once and the
+#: run ends on short tests with both workers busy.
+LONGEST_MODULES_FIRST = ("test_gpu_check.py", "test_release_parity.py", "test_faults.py")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Moves :data:`LONGEST_MODULES_FIRST` to the front, keeping pytest's order
+    within each module (its grouping by module-scoped fixtures)."""
+    rank = {name: i for i, name in enumerate(LONGEST_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def strategy2():
