@@ -221,6 +221,14 @@ def _number_classes_from_manifest(data_dir):
         print(f"--number_classes={n} (from {data_dir}/manifest.json)", flush=True)
 
 
+def _config_from_flags():
+    """The TrainConfig of the flags: they are named as its fields; a field
+    without a flag keeps its default."""
+    from sagan_tf.training.config import TrainConfig
+    return TrainConfig(**{f.name: getattr(FLAGS, f.name)
+                          for f in dataclasses.fields(TrainConfig) if f.name in FLAGS})
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -229,6 +237,12 @@ def main(argv):
         if applied:
             print("--demo settings: " + " ".join(f"--{k}={v}" for k, v in applied.items()),
                   flush=True)
+    from sagan_tf.training.config import ConfigError  # imports no TensorFlow
+    try:  # a bad flag fails at once, before TensorFlow loads (train() checks again)
+        _config_from_flags().validate()
+    except ConfigError as e:
+        print(f"train_imagenet.py: error: {e}", file=sys.stderr)
+        return 2
     cli.quiet_tensorflow()
     # The replicas' devices (the first --num_towers GPUs, the others hidden;
     # or logical CPUs) must be set before TensorFlow runs any op.
@@ -237,7 +251,6 @@ def main(argv):
         devices.configure_training_devices(FLAGS.num_towers, FLAGS.allow_cpu,
                                            FLAGS.num_cpu_replicas)
 
-    from sagan_tf.training.config import ConfigError, TrainConfig
     from sagan_tf.training.faults import TrainingError
     from sagan_tf.training.loop import train
     try:
@@ -249,11 +262,7 @@ def main(argv):
             raise ConfigError("--data_dir is required (or pass --demo to generate demo data)")
         if not FLAGS["number_classes"].present and not FLAGS.demo:
             _number_classes_from_manifest(data_dir)
-        # Flags are named as the TrainConfig fields; a field without a flag
-        # keeps its default.
-        config = TrainConfig(**{f.name: getattr(FLAGS, f.name)
-                                for f in dataclasses.fields(TrainConfig) if f.name in FLAGS})
-        config = dataclasses.replace(config, data_dir=data_dir)
+        config = dataclasses.replace(_config_from_flags(), data_dir=data_dir)
         result = train(config, log=lambda line: print(line, flush=True))
     except TrainingError as e:  # a fault while training: one clear line, no traceback
         print(f"train_imagenet.py: error: {e}", file=sys.stderr)

@@ -122,6 +122,23 @@ def test_expected_errors_are_one_line_without_tensorflow_noise(run_root, tmp_pat
         assert len(lines) == 1 and lines[0].startswith(line), (name, out)
 
 
+def test_train_flags_are_checked_before_tensorflow_loads():
+    """A contradiction between train_imagenet.py's flags is its one-line error
+    at once: TensorFlow (seconds to load) is never imported."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['train_imagenet.py', '--data_dir=unused', '--strategy=tpu', "
+            "'--num_cpu_replicas=2']\n"
+            "try:\n"
+            "    runpy.run_path('train_imagenet.py', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    print('exit', e.code, 'tensorflow' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_default_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["exit", "2", "False"], proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ("train_imagenet.py: error: --num_cpu_replicas only applies "
+                                   "to --strategy mirrored, got 2")
+
+
 def test_run_turns_expected_errors_into_one_line(capsys):
     def failing(error):
         def main(argv):
