@@ -237,12 +237,9 @@ def main(argv):
         if applied:
             print("--demo settings: " + " ".join(f"--{k}={v}" for k, v in applied.items()),
                   flush=True)
-    from sagan_tf.training.config import ConfigError  # imports no TensorFlow
-    try:  # a bad flag fails at once, before TensorFlow loads (train() checks again)
-        _config_from_flags().validate()
-    except ConfigError as e:
-        print(f"train_imagenet.py: error: {e}", file=sys.stderr)
-        return 2
+    # A bad flag fails at once, before TensorFlow loads (a ConfigError: cli.run
+    # prints its one line); train() checks again.
+    _config_from_flags().validate()
     cli.quiet_tensorflow()
     # The replicas' devices (the first --num_towers GPUs, the others hidden;
     # or logical CPUs) must be set before TensorFlow runs any op.
@@ -251,6 +248,7 @@ def main(argv):
         devices.configure_training_devices(FLAGS.num_towers, FLAGS.allow_cpu,
                                            FLAGS.num_cpu_replicas)
 
+    from sagan_tf.training.config import ConfigError
     from sagan_tf.training.faults import TrainingError
     from sagan_tf.training.loop import train
     try:
